@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Starts containerd and dockerd when they are not running (machines here have no init system for
+# them), and waits until the engine answers. Idempotent.
+set -euo pipefail
+
+log_dir=/var/log/teledock
+mkdir -p "$log_dir"
+
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+
+if ! command -v dockerd >/dev/null; then
+  echo "dockerd is not installed: run scripts/install-deps.sh (as root)" >&2
+  exit 1
+fi
+
+# A dockerd killed mid-flight leaves its pid file and socket; remove them so it starts again.
+if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+  rm -f /var/run/docker.pid /var/run/docker.sock
+fi
+if [ -f /run/containerd/containerd.pid ] && ! kill -0 "$(cat /run/containerd/containerd.pid)" 2>/dev/null; then
+  rm -f /run/containerd/containerd.pid
+fi
+
+if ! pgrep -x containerd >/dev/null || [ ! -S /run/containerd/containerd.sock ]; then
+  echo "starting containerd (log: $log_dir/containerd.log)"
+  nohup containerd >"$log_dir/containerd.log" 2>&1 &
+  for _ in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
+fi
+
+if ! pgrep -x dockerd >/dev/null; then
+  echo "starting dockerd (log: $log_dir/dockerd.log)"
+  nohup dockerd --containerd=/run/containerd/containerd.sock >"$log_dir/dockerd.log" 2>&1 &
+fi
+
+deadline=$((SECONDS + 60))
+until docker info >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then
+    echo "dockerd did not answer within 60s; last log lines:" >&2
+    tail -n 20 "$log_dir/dockerd.log" >&2 || true
+    exit 1
+  fi
+  sleep 0.5
+done
+echo "docker is up: $(docker version --format '{{.Server.Version}}')"

@@ -1,0 +1,87 @@
+# teledock's build, test cluster, tests, demo and benchmarks. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^\([0-9a-f]\)/v0.0.0-\1/' || echo v0.0.0-dev)
+GO_LDFLAGS := -s -w -X teledock.dev/teledock/internal/version.Version=$(VERSION)
+export CGO_ENABLED := 0
+export GOFLAGS := -buildvcs=false
+
+include scripts/versions.env
+TELEDOCK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/teledock
+K8S_BIN := $(TELEDOCK_CACHE)/tools/kubernetes-$(KUBERNETES_VERSION)
+PROTOC_BIN := $(TELEDOCK_CACHE)/tools/protoc-gen-$(PROTOC_GEN_GO_VERSION)-$(PROTOC_GEN_GO_GRPC_VERSION)
+KUBECTL := $(K8S_BIN)/kubectl
+KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
+
+# Static binaries that go into images (name=package).
+IMAGE_BINARIES := echo=./e2e/images/echo probe=./e2e/images/probe
+# Images loaded into the test cluster.
+IMAGES := teledock/echo:$(VERSION)
+
+.PHONY: help
+help: ## show the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install Debian packages and Go-built tools (cached)
+	scripts/install-deps.sh all
+
+.PHONY: build
+build: ## build bin/teledock and the static binaries for images
+	go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/teledock ./cmd/teledock
+	@mkdir -p build/bin
+	@for b in $(IMAGE_BINARIES); do \
+	  echo "go build $${b#*=} -> build/bin/$${b%%=*}"; \
+	  GOOS=linux go build -trimpath -ldflags "$(GO_LDFLAGS)" -o build/bin/$${b%%=*} $${b#*=} || exit 1; \
+	done
+
+.PHONY: generate
+generate: ## regenerate the gRPC code from api/*.proto
+	cd api && PATH=$(PROTOC_BIN):$$PATH protoc -I . --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative $$(find . -name '*.proto')
+
+.PHONY: images
+images: build ## build the images with docker buildx bake
+	scripts/docker-up.sh
+	VERSION=$(VERSION) docker buildx bake --progress plain -f docker-bake.hcl
+
+.PHONY: cluster-up
+cluster-up: deps images ## start the local test cluster and load the images into it
+	scripts/cluster/up.sh $(IMAGES)
+
+.PHONY: cluster-down
+cluster-down: ## stop the local test cluster and remove everything it left
+	scripts/cluster/down.sh
+
+.PHONY: cluster-status
+cluster-status: ## say what of the local test cluster runs
+	scripts/cluster/status.sh
+
+.PHONY: test-unit
+test-unit: ## unit tests
+	go test -count=1 ./...
+
+.PHONY: test-e2e
+test-e2e: cluster-up ## end-to-end tests against the local cluster and Docker
+	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
+	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) \
+	  go test -tags e2e -count=1 -timeout 30m -v ./e2e/...
+
+.PHONY: test
+test: deps test-unit test-e2e ## unit and end-to-end tests (starts the cluster when needed)
+
+.PHONY: demo
+demo: cluster-up ## the main job on the built-in cluster
+	KUBECTL=$(KUBECTL) KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK=$(CURDIR)/bin/teledock VERSION=$(VERSION) scripts/demo.sh
+
+.PHONY: bench
+bench: cluster-up ## benchmarks, printed as ratios against kubectl port-forward and direct access
+	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
+	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) \
+	  go test -tags e2e -count=1 -timeout 30m -run '^TestBench' -v ./e2e/...
+
+.PHONY: clean
+clean: ## remove build outputs (not the tool cache)
+	rm -rf bin build

@@ -1,0 +1,90 @@
+// Command echo is the test and demo workload: an HTTP server that says who answered, serves and
+// checks bulk bodies, and a UDP echo, so tests can tell exactly which process answered a request.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"teledock.dev/teledock/e2e/pattern"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	httpAddr := ":" + envOr("PORT", "8080")
+	udpAddr := ":" + envOr("UDP_PORT", "8081")
+	host, _ := os.Hostname()
+	text := envOr("ECHO_TEXT", "echo")
+
+	go func() {
+		if err := serveUDP(udpAddr, text); err != nil {
+			log.Error("udp", "err", err)
+			os.Exit(1)
+		}
+	}()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s from %s\n", text, host)
+	})
+	// GET /bytes?n=N streams N bytes of a fixed pattern (for download tests and benchmarks).
+	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "n must be a byte count", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		_, _ = io.CopyN(w, &pattern.Reader{}, n)
+	})
+	// POST /sha256 answers with the hex SHA-256 of the body and its length (for upload tests).
+	mux.HandleFunc("POST /sha256", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%s %d\n", hex.EncodeToString(h.Sum(nil)), n)
+	})
+	mux.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, os.Getenv(r.PathValue("name")))
+	})
+	log.Info("listening", "http", httpAddr, "udp", udpAddr)
+	if err := http.ListenAndServe(httpAddr, mux); err != nil {
+		log.Error("http", "err", err)
+		os.Exit(1)
+	}
+}
+
+// serveUDP answers every datagram with "<text>: <datagram>".
+func serveUDP(addr, text string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("listen udp: %w", err)
+	}
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("read udp: %w", err)
+		}
+		reply := append([]byte(text+": "), buf[:n]...)
+		if _, err := pc.WriteTo(reply, from); err != nil {
+			return fmt.Errorf("write udp: %w", err)
+		}
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

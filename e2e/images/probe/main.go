@@ -1,0 +1,157 @@
+// Command probe is the tests' client inside containers: it fetches URLs, dials TCP, sends UDP and
+// resolves names with a deadline, and exits non-zero when it could not, so a test can assert both
+// reachability and isolation from inside a container.
+//
+//	probe [-timeout 5s] http URL            print the body of a GET (2xx required)
+//	probe [-timeout 5s] tcp HOST:PORT       connect and close
+//	probe [-timeout 5s] udp HOST:PORT MSG   send MSG, print the reply
+//	probe [-timeout 5s] dns NAME [SERVER]   print the addresses of NAME
+//	probe [-timeout 5s] download URL        print "sha256 bytes" of a GET body
+//	probe [-timeout 5s] upload URL N        POST N pattern bytes, print the reply
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"teledock.dev/teledock/e2e/pattern"
+	"time"
+)
+
+func main() {
+	timeout := flag.Duration("timeout", 5*time.Second, "deadline for the whole probe")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if err := run(ctx, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) < 2 {
+		return errors.New("usage: probe http|tcp|udp|dns|download|upload ARGS")
+	}
+	switch args[0] {
+	case "http":
+		body, err := get(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		_, err = io.Copy(os.Stdout, body)
+		return err
+	case "tcp":
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", args[1])
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	case "udp":
+		if len(args) < 3 {
+			return errors.New("usage: probe udp HOST:PORT MSG")
+		}
+		return udp(ctx, args[1], args[2])
+	case "dns":
+		r := net.DefaultResolver
+		if len(args) > 2 {
+			server := args[2]
+			r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, server)
+			}}
+		}
+		addrs, err := r.LookupHost(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(addrs, "\n"))
+		return nil
+	case "download":
+		body, err := get(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, body)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s %d\n", hex.EncodeToString(h.Sum(nil)), n)
+		return nil
+	case "upload":
+		if len(args) < 3 {
+			return errors.New("usage: probe upload URL N")
+		}
+		n, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil {
+			return fmt.Errorf("byte count: %w", err)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, args[1], io.LimitReader(&pattern.Reader{}, n))
+		if err != nil {
+			return err
+		}
+		req.ContentLength = n
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(os.Stdout, resp.Body)
+		return err
+	}
+	return fmt.Errorf("unknown probe %q", args[0])
+}
+
+func get(ctx context.Context, url string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+func udp(ctx context.Context, addr, msg string) error {
+	c, err := (&net.Dialer{}).DialContext(ctx, "udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	// UDP may drop a datagram; resend until an answer or the deadline.
+	buf := make([]byte, 65536)
+	for {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil {
+			fmt.Println(string(buf[:n]))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer from %s: %w", addr, err)
+		}
+	}
+}

@@ -80,7 +80,7 @@ demo: cluster-up ## the main job on the built-in cluster
 bench: cluster-up ## benchmarks, printed as ratios against kubectl port-forward and direct access
 	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
 	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) \
-	  go test -tags e2e -count=1 -timeout 30m -run '^TestBench' -v ./e2e/...
+	  TELEDOCK_BENCH=1 go test -tags e2e -count=1 -timeout 30m -run "^TestBench" -v ./e2e/...
 
 .PHONY: clean
 clean: ## remove build outputs (not the tool cache)

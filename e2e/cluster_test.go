@@ -50,14 +50,35 @@ func TestServiceAccountIdentityAndRBAC(t *testing.T) {
 	ns := newNamespace(t)
 	must(t, kubectl(t, "-n", ns, "create", "serviceaccount", "reader"), "create serviceaccount")
 	token := strings.TrimSpace(must(t, kubectl(t, "-n", ns, "create", "token", "reader"), "create token"))
-	who := must(t, kubectl(t, "--token", token, "--user", "", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"), "whoami")
+	asReader := tokenKubeconfig(t, token)
+	who := must(t, run(t, time.Minute, cfg.kubectl, "--kubeconfig", asReader, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"), "whoami")
 	if want := "system:serviceaccount:" + ns + ":reader"; strings.TrimSpace(who) != want {
 		t.Fatalf("token acts as %q, want %q", who, want)
 	}
-	r := kubectl(t, "--token", token, "--user", "", "-n", "kube-system", "get", "secrets")
+	r := run(t, time.Minute, cfg.kubectl, "--kubeconfig", asReader, "-n", "kube-system", "get", "secrets")
 	if r.err == nil || !strings.Contains(r.stderr, "Forbidden") {
 		t.Fatalf("a fresh service account listed kube-system secrets (RBAC off?): err=%v stderr=%s", r.err, r.stderr)
 	}
+}
+
+// tokenKubeconfig writes a kubeconfig that authenticates with token alone (no client certificate).
+func tokenKubeconfig(t *testing.T, token string) string {
+	t.Helper()
+	raw := func(path string) string {
+		return strings.TrimSpace(must(t, kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath="+path), "config view"))
+	}
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q, certificate-authority-data: %s}}]
+users: [{name: u, user: {token: %q}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, raw("{.clusters[0].cluster.server}"), raw("{.clusters[0].cluster.certificate-authority-data}"), token)
+	f := t.TempDir() + "/kubeconfig"
+	if err := os.WriteFile(f, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func TestPodResolvesClusterNames(t *testing.T) {

@@ -5,13 +5,9 @@ variable "VERSION" {
   default = "dev"
 }
 
+# What teledock ships (daemon, traffic-manager, traffic-agent) joins "default" as each arrives.
 group "default" {
-  targets = ["ship", "test"]
-}
-
-# What teledock ships. Targets join as the components arrive.
-group "ship" {
-  targets = []
+  targets = ["test"]
 }
 
 group "test" {

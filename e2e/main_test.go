@@ -126,7 +126,7 @@ type echoApp struct{ Name, Image, Text string }
 // deployEcho deploys the echo app as name in ns and waits for its rollout.
 func deployEcho(t testing.TB, ns, name string) echoApp {
 	t.Helper()
-	app := echoApp{Name: name, Image: image("echo"), Text: "hello from " + name}
+	app := echoApp{Name: name, Image: image("echo"), Text: "hello from " + name + " in " + ns}
 	apply(t, ns, "echo.yaml", app)
 	must(t, kubectl(t, "-n", ns, "rollout", "status", "deployment/"+name, "--timeout=120s"), "rollout of "+name)
 	return app

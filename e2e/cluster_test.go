@@ -134,13 +134,15 @@ func TestDockerCannotReachClusterDirectly(t *testing.T) {
 	podIP := jsonpath(t, ns, "pods", "{.items[0].status.podIP}")
 	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
 
-	// Control: from the host, the pod and the service answer.
+	// Control: from the host, the pod and the service answer (kube-proxy may need a moment).
 	for _, addr := range []string{podIP + ":8080", clusterIP + ":80"} {
-		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/")
-		if err != nil {
-			t.Fatalf("control failed: the host cannot reach %s: %v", addr, err)
-		}
-		resp.Body.Close()
+		eventually(t, 30*time.Second, "control: the host reaches "+addr, func() error {
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/")
+			if err != nil {
+				return err
+			}
+			return resp.Body.Close()
+		})
 	}
 	probe := func(args ...string) cmdResult {
 		return docker(t, append([]string{"run", "--rm", "--add-host", "host.docker.internal:host-gateway",

@@ -81,9 +81,12 @@ func (t *TUN) MTU() int { return t.mtu }
 // the TUN from the namespace's addresses, so this is only needed when the namespace has no other
 // address (in a container, eth0's address serves).
 func (t *TUN) AddAddress(p netip.Prefix) error {
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{
-		IP:   p.Addr().Unmap().AsSlice(),
-		Mask: net.CIDRMask(p.Bits(), p.Addr().Unmap().BitLen()),
+		IP:   p.Addr().AsSlice(),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
 	}}
 	if err := t.nl.AddrReplace(t.link(), addr); err != nil {
 		return fmt.Errorf("tun: address %s on %s: %w", p, t.name, err)
@@ -102,7 +105,10 @@ func (t *TUN) AddRoutes(prefixes ...netip.Prefix) error {
 		if !p.IsValid() {
 			return fmt.Errorf("tun: invalid prefix %v", p)
 		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked()
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		p = p.Masked()
 		r := &netlink.Route{
 			LinkIndex: t.index,
 			Scope:     netlink.SCOPE_LINK,

@@ -3,6 +3,7 @@ module teledock.dev/teledock
 go 1.26.3
 
 require (
+	github.com/miekg/dns v1.1.73
 	github.com/spf13/cobra v1.10.2
 	github.com/vishvananda/netlink v1.3.1
 	golang.org/x/sys v0.48.0

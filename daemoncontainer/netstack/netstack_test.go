@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -196,6 +197,7 @@ func (n *testNet) dialUDP(tb testing.TB, dst netip.AddrPort) *gonet.UDPConn {
 type fakeDialer struct {
 	tcp, udp netip.AddrPort // loopback servers; zero means "refuse"
 	err      error          // returned by every dial when set
+	memEcho  bool           // UDP flows get an in-memory echo instead of a loopback socket
 
 	mu    sync.Mutex
 	dials []string // "network dst" of every dial, in order
@@ -208,6 +210,13 @@ func (d *fakeDialer) dial(ctx context.Context, network string, dst netip.AddrPor
 	d.mu.Unlock()
 	if d.err != nil {
 		return nil, d.err
+	}
+	if network == "udp" && d.memEcho {
+		tc := &trackedConn{Conn: newDatagramEcho(), closed: make(chan struct{})}
+		d.mu.Lock()
+		d.conns = append(d.conns, tc)
+		d.mu.Unlock()
+		return tc, nil
 	}
 	target := d.tcp
 	if network == "udp" {
@@ -256,6 +265,43 @@ func (d *fakeDialer) conn(tb testing.TB, i int) *trackedConn {
 type udpConn struct{ *net.UDPConn }
 
 func (udpConn) CloseWrite() error { return nil }
+
+// datagramEcho is an in-memory tunnel end that returns every datagram written to it. Unlike a
+// loopback IPv4 socket it carries the largest IPv6 payloads.
+type datagramEcho struct {
+	queue chan []byte
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newDatagramEcho() *datagramEcho {
+	return &datagramEcho{queue: make(chan []byte, 16), done: make(chan struct{})}
+}
+
+func (e *datagramEcho) Write(b []byte) (int, error) {
+	select {
+	case e.queue <- slices.Clone(b):
+		return len(b), nil
+	case <-e.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (e *datagramEcho) Read(b []byte) (int, error) {
+	select {
+	case d := <-e.queue:
+		return copy(b, d), nil
+	case <-e.done:
+		return 0, io.EOF
+	}
+}
+
+func (e *datagramEcho) Close() error {
+	e.once.Do(func() { close(e.done) })
+	return nil
+}
+
+func (e *datagramEcho) CloseWrite() error { return nil }
 
 // trackedConn reports when the Stack closes the tunnel side of a flow.
 type trackedConn struct {

@@ -14,9 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// maxDatagram is the largest UDP payload over IPv4; a smaller buffer would truncate datagrams.
-const maxDatagram = 65535 - 20 - 8
-
 func (s *Stack) setUDPHandler() {
 	fwd := udp.NewForwarder(s.ns, s.forwardUDP)
 	s.ns.SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
@@ -119,9 +116,11 @@ type datagramConn interface {
 // returns when either side fails; io.EOF from src counts as a failure too, since a datagram flow
 // has no half-close.
 func copyDatagrams(dst, src datagramConn, last *atomic.Int64, dir string) error {
+	// The copy buffer is larger than any UDP payload (65527 bytes over IPv6), so no datagram is
+	// ever truncated.
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	buf := (*bp)[:maxDatagram]
+	buf := *bp
 	for {
 		n, err := src.Read(buf)
 		if err != nil {

@@ -54,9 +54,10 @@ type Server struct {
 	udp     net.PacketConn
 	tcp     net.Listener
 
-	// mu guards closed and the Add side of running, so Run cannot start once Close waits.
+	// mu guards closed, ran and the Add side of running, so Run cannot start once Close waits.
 	mu      sync.Mutex
 	closed  bool
+	ran     bool
 	running sync.WaitGroup
 
 	quit      chan struct{} // closed by Close, stops Run
@@ -163,6 +164,11 @@ func (s *Server) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("dns: Run called twice")
+	}
+	s.ran = true
 	s.running.Add(1)
 	s.mu.Unlock()
 	defer s.running.Done()

@@ -27,8 +27,13 @@ type TUN struct {
 }
 
 // OpenTUN creates the TUN device name (a "%d" in it lets the kernel pick a number) and sets its
-// MTU. It needs CAP_NET_ADMIN and /dev/net/tun. The device stays down until AddRoutes.
+// MTU; DefaultMTU is the one to use. It needs CAP_NET_ADMIN and /dev/net/tun. The device stays
+// down until AddRoutes.
 func OpenTUN(name string, mtu int) (*TUN, error) {
+	// The same bounds as Config.MTU: the Stack reading this device must accept its MTU.
+	if mtu < 1280 || mtu > maxMTU {
+		return nil, fmt.Errorf("tun: MTU %d out of range [1280, %d]", mtu, maxMTU)
+	}
 	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("tun: netlink: %w", err)

@@ -60,6 +60,9 @@ func TestTUN(t *testing.T) {
 		t.Skipf("no TUN support: %v", err)
 	}
 	ns := newNetns(t)
+	if _, err := OpenTUN("tdbad%d", 100); err == nil {
+		t.Error("OpenTUN with MTU 100 succeeded")
+	}
 
 	var tun *TUN
 	var err error

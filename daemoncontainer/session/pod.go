@@ -27,7 +27,9 @@ type managerTarget struct {
 	port      int32
 }
 
-func (t managerTarget) String() string { return fmt.Sprintf("pod/%s.%s:%d", t.pod, t.namespace, t.port) }
+func (t managerTarget) String() string {
+	return fmt.Sprintf("pod/%s.%s:%d", t.pod, t.namespace, t.port)
+}
 
 // findManager picks the pod to port-forward to. It lists pods on every call instead of caching the
 // choice: a reconnect usually follows a manager restart, and the old pod is then gone.

@@ -50,7 +50,7 @@ func hint(err error) string {
 	case errors.Is(err, errNotConnected):
 		return "Run `teledock connect` first."
 	case errors.Is(err, errDaemonExited), errors.Is(err, errConnectTimeout), errors.Is(err, errNetwork):
-		return "The daemon's log is above; `teledock status` shows what the daemon knows."
+		return "The daemon's last log lines are above; TELEDOCK_DEBUG=1 makes the daemon log more."
 	case client.IsErrConnectionFailed(err):
 		return "Is Docker running? teledock needs access to the Docker engine."
 	case errors.Is(err, exec.ErrNotFound):

@@ -256,17 +256,22 @@ func (s *Session) Run(ctx context.Context) error {
 	}()
 
 	wait := s.newBackoff()
+	// Retries repeat the same failure every few seconds; the log says each distinct one once.
+	var logged string
 	for ctx.Err() == nil {
 		if err := s.arrive(ctx); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			s.failed(err)
-			s.log.Warn("cannot arrive at the traffic-manager", "err", err)
+			if msg := err.Error(); msg != logged {
+				s.log.Warn("cannot arrive at the traffic-manager; retrying", "err", err)
+				logged = msg
+			}
 			sleep(ctx, wait())
 			continue
 		}
-		wait = s.newBackoff()
+		wait, logged = s.newBackoff(), ""
 		s.remain(ctx)
 	}
 	return nil
@@ -279,7 +284,7 @@ func (s *Session) arrive(ctx context.Context) error {
 	defer cancel()
 	ver, err := s.mgr.Version(ctx, &managerv1.VersionRequest{})
 	if err != nil {
-		return s.callError("version", err)
+		return s.callError("reach traffic-manager", err)
 	}
 	sess, err := s.mgr.ArriveClient(ctx, &managerv1.ClientInfo{
 		Name:      s.cfg.Name,
@@ -314,10 +319,10 @@ func (s *Session) arrive(ctx context.Context) error {
 	first := !s.everUp
 	s.everUp = true
 	s.mu.Unlock()
+	s.log.Info("session arrived", "session", sess.GetSessionId(), "lease", lease, "manager", ver.GetVersion())
 	if first {
 		close(s.connected)
 	}
-	s.log.Info("session arrived", "session", sess.GetSessionId(), "lease", lease, "manager", ver.GetVersion())
 	return nil
 }
 
@@ -329,6 +334,7 @@ func (s *Session) remain(ctx context.Context) {
 	interval := st.Lease / 3
 	t := time.NewTimer(interval)
 	defer t.Stop()
+	failures := 0 // consecutive failed heartbeats, to log a streak once
 	for {
 		select {
 		case <-ctx.Done():
@@ -341,6 +347,7 @@ func (s *Session) remain(ctx context.Context) {
 		switch {
 		case err == nil:
 			s.healthy()
+			failures = 0
 			t.Reset(interval)
 		case ctx.Err() != nil:
 			return
@@ -356,7 +363,12 @@ func (s *Session) remain(ctx context.Context) {
 			}
 			err = s.callError("heartbeat", err)
 			s.failed(err)
-			s.log.Warn("heartbeat failed", "session", st.SessionID, "err", err)
+			failures++
+			if failures == 1 {
+				s.log.Warn("heartbeat failed; retrying", "session", st.SessionID, "err", err)
+			} else {
+				s.log.Debug("heartbeat failed", "session", st.SessionID, "failures", failures, "err", err)
+			}
 			t.Reset(min(interval, time.Second))
 		}
 	}

@@ -83,7 +83,12 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	// Every flow the stack accepts becomes one tunnel stream; the session ID is read per dial so
 	// that flows opened after a re-arrival use the new session.
 	dial := func(ctx context.Context, network string, dst netip.AddrPort) (netstack.Conn, error) {
-		return tunnel.Dial(ctx, sess.Manager(), sess.SessionID(), network, dst)
+		c, err := tunnel.Dial(ctx, sess.Manager(), sess.SessionID(), network, dst)
+		if err != nil {
+			// Not `return tunnel.Dial(...)`: a nil *tunnel.Conn would become a non-nil Conn.
+			return nil, err
+		}
+		return c, nil
 	}
 	if n.stack, err = netstack.New(netstack.Config{TUN: n.tun, MTU: cfg.mtu, Dial: dial}, log.With("part", "netstack")); err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
@@ -96,7 +101,8 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", cfg.resolvConf, err)
 	}
-	search := []string{cfg.namespace + ".svc." + domain, "svc." + domain, domain}
+	// The cluster's search path first (as in a pod of the namespace), then the host's.
+	search := append([]string{cfg.namespace + ".svc." + domain, "svc." + domain, domain}, orig.Search...)
 	if n.dns, err = dns.New(dns.Config{
 		ListenAddr:    cfg.dnsListen,
 		ClusterDomain: domain,
@@ -118,7 +124,7 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	}
 	if err = dns.WriteResolvConf(cfg.resolvConf, dns.ResolvConf{
 		Nameservers: []string{listen.Addr().String()},
-		Search:      append(search, orig.Search...),
+		Search:      search,
 		Options:     []string{"ndots:5", fmt.Sprintf("timeout:%d", int(cfg.dnsTimeout.Seconds()))},
 	}); err != nil {
 		return nil, fmt.Errorf("write %s: %w", cfg.resolvConf, err)

@@ -10,37 +10,74 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+
+	"github.com/docker/docker/client"
+
+	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
 // deps are the collaborators every command gets; main wires them once.
 type deps struct {
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	getenv func(string) string
+	// hostname is the user's host name, shown in the traffic-manager's session list.
+	hostname string
+	// launcher manages daemon containers. It is created on first use: commands such as `version`
+	// need no Docker at all.
+	launcher func() (*launcher.Launcher, error)
+	// connections holds the per-connection token files.
+	connections launcher.Store
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	hostname, _ := os.Hostname()
+	// os.UserConfigDir honours XDG_CONFIG_HOME and falls back to ~/.config; without either, the
+	// store reports the problem when a command needs it.
+	configDir, _ := os.UserConfigDir()
 	d := deps{
-		stdout: os.Stdout,
-		stderr: os.Stderr,
-		log:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})),
+		stdin:       os.Stdin,
+		stdout:      os.Stdout,
+		stderr:      os.Stderr,
+		log:         log,
+		getenv:      os.Getenv,
+		hostname:    hostname,
+		launcher:    sync.OnceValues(func() (*launcher.Launcher, error) { return newLauncher(log) }),
+		connections: launcher.NewStore(configDir),
 	}
 	root := newRootCmd(d)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(d.stderr, "teledock:", err)
 		var ee exitError
 		if errors.As(err, &ee) {
+			// The code is the `run` container's own; its output already said what happened.
 			os.Exit(ee.code)
+		}
+		fmt.Fprintln(d.stderr, "teledock:", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintln(d.stderr, h)
 		}
 		if ctx.Err() != nil {
 			os.Exit(130)
 		}
 		os.Exit(1)
 	}
+}
+
+func newLauncher(log *slog.Logger) (*launcher.Launcher, error) {
+	// Negotiation matters: the engine may be Docker 20.10, older than this SDK's default API.
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return launcher.New(c, log)
 }
 
 func logLevel() slog.Level {

@@ -13,6 +13,10 @@ func newRootCmd(d deps) *cobra.Command {
 	root.SetErr(d.stderr)
 	root.AddCommand(
 		newVersionCmd(d),
+		newConnectCmd(d),
+		newStatusCmd(d),
+		newQuitCmd(d),
+		newRunCmd(d),
 	)
 	return root
 }

@@ -24,6 +24,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ErrorCode int32
+
+const (
+	ErrorCode_ERROR_CODE_UNSPECIFIED ErrorCode = 0
+	// No traffic-manager Service or pods in the manager namespace: `teledock install` is missing.
+	ErrorCode_ERROR_CODE_NO_MANAGER ErrorCode = 1
+	// The traffic-manager exists but has no ready pod (yet).
+	ErrorCode_ERROR_CODE_MANAGER_NOT_READY ErrorCode = 2
+	// The API server refused the kubeconfig's credentials (401) or their rights (403).
+	ErrorCode_ERROR_CODE_CLUSTER_AUTH ErrorCode = 3
+	// Anything else: the API server or the manager is unreachable, a port-forward broke, ...
+	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 4
+)
+
+// Enum value maps for ErrorCode.
+var (
+	ErrorCode_name = map[int32]string{
+		0: "ERROR_CODE_UNSPECIFIED",
+		1: "ERROR_CODE_NO_MANAGER",
+		2: "ERROR_CODE_MANAGER_NOT_READY",
+		3: "ERROR_CODE_CLUSTER_AUTH",
+		4: "ERROR_CODE_UNAVAILABLE",
+	}
+	ErrorCode_value = map[string]int32{
+		"ERROR_CODE_UNSPECIFIED":       0,
+		"ERROR_CODE_NO_MANAGER":        1,
+		"ERROR_CODE_MANAGER_NOT_READY": 2,
+		"ERROR_CODE_CLUSTER_AUTH":      3,
+		"ERROR_CODE_UNAVAILABLE":       4,
+	}
+)
+
+func (x ErrorCode) Enum() *ErrorCode {
+	p := new(ErrorCode)
+	*p = x
+	return p
+}
+
+func (x ErrorCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_daemon_v1_daemon_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorCode) Type() protoreflect.EnumType {
+	return &file_daemon_v1_daemon_proto_enumTypes[0]
+}
+
+func (x ErrorCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorCode.Descriptor instead.
+func (ErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -75,8 +134,18 @@ type StatusResponse struct {
 	PodSubnets     []string       `protobuf:"bytes,10,rep,name=pod_subnets,json=podSubnets,proto3" json:"pod_subnets,omitempty"`
 	ServiceSubnets []string       `protobuf:"bytes,11,rep,name=service_subnets,json=serviceSubnets,proto3" json:"service_subnets,omitempty"`
 	Manager        *ManagerStatus `protobuf:"bytes,12,opt,name=manager,proto3" json:"manager,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// last_error_code classifies last_error, so that the CLI can choose a hint without parsing text.
+	LastErrorCode ErrorCode `protobuf:"varint,13,opt,name=last_error_code,json=lastErrorCode,proto3,enum=teledock.daemon.v1.ErrorCode" json:"last_error_code,omitempty"`
+	// connection_name is the connection's --name; the container is teledock-daemon-<name>.
+	ConnectionName string `protobuf:"bytes,14,opt,name=connection_name,json=connectionName,proto3" json:"connection_name,omitempty"`
+	// network_ready is true once the TUN device, its routes and the DNS server run. The CLI treats a
+	// connection as usable only when the session is connected and the network is ready.
+	NetworkReady bool `protobuf:"varint,15,opt,name=network_ready,json=networkReady,proto3" json:"network_ready,omitempty"`
+	// network_error says why the network could not be set up; the session may still be connected.
+	NetworkError  string `protobuf:"bytes,16,opt,name=network_error,json=networkError,proto3" json:"network_error,omitempty"`
+	Intercepts    int32  `protobuf:"varint,17,opt,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -191,6 +260,41 @@ func (x *StatusResponse) GetManager() *ManagerStatus {
 		return x.Manager
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetLastErrorCode() ErrorCode {
+	if x != nil {
+		return x.LastErrorCode
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *StatusResponse) GetConnectionName() string {
+	if x != nil {
+		return x.ConnectionName
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetNetworkReady() bool {
+	if x != nil {
+		return x.NetworkReady
+	}
+	return false
+}
+
+func (x *StatusResponse) GetNetworkError() string {
+	if x != nil {
+		return x.NetworkError
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetIntercepts() int32 {
+	if x != nil {
+		return x.Intercepts
+	}
+	return 0
 }
 
 type DNSStatus struct {
@@ -406,7 +510,7 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"\x16daemon/v1/daemon.proto\x12\x12teledock.daemon.v1\"\x0f\n" +
-	"\rStatusRequest\"\xcb\x03\n" +
+	"\rStatusRequest\"\xa5\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
 	"\fkube_context\x18\x02 \x01(\tR\vkubeContext\x12\x16\n" +
@@ -423,7 +527,14 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x03(\tR\n" +
 	"podSubnets\x12'\n" +
 	"\x0fservice_subnets\x18\v \x03(\tR\x0eserviceSubnets\x12;\n" +
-	"\amanager\x18\f \x01(\v2!.teledock.daemon.v1.ManagerStatusR\amanager\"\xb4\x01\n" +
+	"\amanager\x18\f \x01(\v2!.teledock.daemon.v1.ManagerStatusR\amanager\x12E\n" +
+	"\x0flast_error_code\x18\r \x01(\x0e2\x1d.teledock.daemon.v1.ErrorCodeR\rlastErrorCode\x12'\n" +
+	"\x0fconnection_name\x18\x0e \x01(\tR\x0econnectionName\x12#\n" +
+	"\rnetwork_ready\x18\x0f \x01(\bR\fnetworkReady\x12#\n" +
+	"\rnetwork_error\x18\x10 \x01(\tR\fnetworkError\x12\x1e\n" +
+	"\n" +
+	"intercepts\x18\x11 \x01(\x05R\n" +
+	"intercepts\"\xb4\x01\n" +
 	"\tDNSStatus\x12)\n" +
 	"\x10resolver_address\x18\x01 \x01(\tR\x0fresolverAddress\x12\x1f\n" +
 	"\vsearch_path\x18\x02 \x03(\tR\n" +
@@ -438,7 +549,13 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vagent_image\x18\x03 \x01(\tR\n" +
 	"agentImage\"\r\n" +
 	"\vQuitRequest\"\x0e\n" +
-	"\fQuitResponse2\xa4\x01\n" +
+	"\fQuitResponse*\x9d\x01\n" +
+	"\tErrorCode\x12\x1a\n" +
+	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ERROR_CODE_NO_MANAGER\x10\x01\x12 \n" +
+	"\x1cERROR_CODE_MANAGER_NOT_READY\x10\x02\x12\x1b\n" +
+	"\x17ERROR_CODE_CLUSTER_AUTH\x10\x03\x12\x1a\n" +
+	"\x16ERROR_CODE_UNAVAILABLE\x10\x042\xa4\x01\n" +
 	"\x06Daemon\x12O\n" +
 	"\x06Status\x12!.teledock.daemon.v1.StatusRequest\x1a\".teledock.daemon.v1.StatusResponse\x12I\n" +
 	"\x04Quit\x12\x1f.teledock.daemon.v1.QuitRequest\x1a .teledock.daemon.v1.QuitResponseB.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
@@ -455,27 +572,30 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
+var file_daemon_v1_daemon_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*StatusRequest)(nil),  // 0: teledock.daemon.v1.StatusRequest
-	(*StatusResponse)(nil), // 1: teledock.daemon.v1.StatusResponse
-	(*DNSStatus)(nil),      // 2: teledock.daemon.v1.DNSStatus
-	(*ManagerStatus)(nil),  // 3: teledock.daemon.v1.ManagerStatus
-	(*QuitRequest)(nil),    // 4: teledock.daemon.v1.QuitRequest
-	(*QuitResponse)(nil),   // 5: teledock.daemon.v1.QuitResponse
+	(ErrorCode)(0),         // 0: teledock.daemon.v1.ErrorCode
+	(*StatusRequest)(nil),  // 1: teledock.daemon.v1.StatusRequest
+	(*StatusResponse)(nil), // 2: teledock.daemon.v1.StatusResponse
+	(*DNSStatus)(nil),      // 3: teledock.daemon.v1.DNSStatus
+	(*ManagerStatus)(nil),  // 4: teledock.daemon.v1.ManagerStatus
+	(*QuitRequest)(nil),    // 5: teledock.daemon.v1.QuitRequest
+	(*QuitResponse)(nil),   // 6: teledock.daemon.v1.QuitResponse
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	2, // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
-	3, // 1: teledock.daemon.v1.StatusResponse.manager:type_name -> teledock.daemon.v1.ManagerStatus
-	0, // 2: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
-	4, // 3: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
-	1, // 4: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
-	5, // 5: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
+	4, // 1: teledock.daemon.v1.StatusResponse.manager:type_name -> teledock.daemon.v1.ManagerStatus
+	0, // 2: teledock.daemon.v1.StatusResponse.last_error_code:type_name -> teledock.daemon.v1.ErrorCode
+	1, // 3: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
+	5, // 4: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
+	2, // 5: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
+	6, // 6: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -488,13 +608,14 @@ func file_daemon_v1_daemon_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_daemon_v1_daemon_proto_goTypes,
 		DependencyIndexes: file_daemon_v1_daemon_proto_depIdxs,
+		EnumInfos:         file_daemon_v1_daemon_proto_enumTypes,
 		MessageInfos:      file_daemon_v1_daemon_proto_msgTypes,
 	}.Build()
 	File_daemon_v1_daemon_proto = out.File

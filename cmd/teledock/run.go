@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"teledock.dev/teledock/daemoncontainer/launcher"
+)
+
+type runOptions struct {
+	connection string
+	dockerArgs []string // everything after `run`, for `docker run`
+	help       bool
+}
+
+func newRunCmd(d deps) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run [--connection NAME] [docker run flags] IMAGE [COMMAND] [ARG...]",
+		Short: "Run a container in the connection's network: it resolves and reaches the cluster",
+		Long: "Run a container with `docker run`, joined to the daemon container's network namespace:\n" +
+			"it resolves cluster names and reaches pods and services.\n\n" +
+			"Flags are docker run's (-d, --rm, -e, -v, --name, -it, ...). Network flags (--network, -p,\n" +
+			"--dns, --hostname, ...) are refused: the network is the daemon's. --connection NAME (first,\n" +
+			"or TELEDOCK_CONNECTION) picks the connection; the default is \"default\".\n" +
+			"The exit code is the container's.",
+		// docker run's flags are passed through untouched; they are parsed only to find the image
+		// and to refuse the network flags.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := parseRunArgs(args, d.getenv("TELEDOCK_CONNECTION"))
+			if err != nil {
+				return err
+			}
+			if opts.help {
+				return cmd.Help()
+			}
+			return runRun(cmd.Context(), d, opts)
+		},
+	}
+	return cmd
+}
+
+func runRun(ctx context.Context, d deps, opts runOptions) error {
+	c, err := findDaemon(ctx, d, opts.connection)
+	if err != nil {
+		return err
+	}
+	docker, err := exec.LookPath("docker")
+	if err != nil {
+		return fmt.Errorf("docker CLI: %w", err)
+	}
+	args := append([]string{"run", "--network", "container:" + c.Name}, opts.dockerArgs...)
+	d.log.Debug("running", "docker", docker, "args", args)
+	cmd := exec.CommandContext(ctx, docker, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
+	// On Ctrl-C the terminal already signals docker (same process group); a SIGTERM to teledock is
+	// passed on as an interrupt, which docker forwards to the container. Killing docker would leave
+	// the container running.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 15 * time.Second
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return exitError{code: exitCode(ee)}
+	}
+	if err != nil {
+		return fmt.Errorf("docker run: %w", err)
+	}
+	return nil
+}
+
+func exitCode(ee *exec.ExitError) int {
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
+// refusedRunFlags are docker run flags that set up the container's own network, which the
+// container does not have: it shares the daemon's. Docker rejects most of them with
+// --network container:..., but with a message that does not say why.
+var refusedRunFlags = map[string]string{
+	"network":       "the container joins the daemon's network; that is how it reaches the cluster",
+	"net":           "the container joins the daemon's network; that is how it reaches the cluster",
+	"publish":       "a container in another container's network cannot publish ports",
+	"publish-all":   "a container in another container's network cannot publish ports",
+	"expose":        "a container in another container's network cannot expose ports",
+	"dns":           "DNS is the daemon's, which resolves cluster names",
+	"dns-search":    "DNS is the daemon's, which resolves cluster names",
+	"dns-option":    "DNS is the daemon's, which resolves cluster names",
+	"dns-opt":       "DNS is the daemon's, which resolves cluster names",
+	"hostname":      "the hostname is the daemon container's",
+	"add-host":      "/etc/hosts is the daemon container's",
+	"mac-address":   "network settings are the daemon container's",
+	"ip":            "network settings are the daemon container's",
+	"ip6":           "network settings are the daemon container's",
+	"link":          "network settings are the daemon container's",
+	"network-alias": "network settings are the daemon container's",
+	"net-alias":     "network settings are the daemon container's",
+}
+
+// shortRunFlags maps docker run's one-letter flags to their long names.
+var shortRunFlags = map[byte]string{
+	'a': "attach", 'c': "cpu-shares", 'd': "detach", 'e': "env", 'h': "hostname", 'i': "interactive",
+	'l': "label", 'm': "memory", 'p': "publish", 'P': "publish-all", 'q': "quiet", 't': "tty",
+	'u': "user", 'v': "volume", 'w': "workdir",
+}
+
+// boolRunFlags are docker run's flags that take no value; all its other flags take one.
+var boolRunFlags = map[string]bool{
+	"detach": true, "interactive": true, "tty": true, "rm": true, "init": true, "privileged": true,
+	"read-only": true, "sig-proxy": true, "no-healthcheck": true, "oom-kill-disable": true,
+	"publish-all": true, "quiet": true, "disable-content-trust": true, "help": true, "use-api-socket": true,
+}
+
+// parseRunArgs splits teledock's own leading --connection flag from docker run's arguments and
+// checks the docker flags up to the image: what follows the image is the container's command,
+// whose flags (say `nc -p 80`) are not docker's.
+func parseRunArgs(args []string, envConnection string) (runOptions, error) {
+	opts := runOptions{connection: envConnection}
+	if opts.connection == "" {
+		opts.connection = "default"
+	}
+	if len(args) > 0 {
+		switch a := args[0]; {
+		case a == "--connection":
+			if len(args) < 2 {
+				return opts, errors.New("--connection needs a connection name")
+			}
+			opts.connection, args = args[1], args[2:]
+		case strings.HasPrefix(a, "--connection="):
+			opts.connection, args = strings.TrimPrefix(a, "--connection="), args[1:]
+		}
+	}
+	if err := launcher.ValidateName(opts.connection); err != nil {
+		return opts, err
+	}
+	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+		opts.help = true
+		return opts, nil
+	}
+
+	image := -1
+scan:
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			image = i + 1
+			break scan
+		case strings.HasPrefix(a, "--"):
+			name, _, hasValue := strings.Cut(a[2:], "=")
+			if err := checkRunFlag("--"+name, name); err != nil {
+				return opts, err
+			}
+			if !hasValue && !boolRunFlags[name] {
+				i++ // the value is the next argument
+			}
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			// A group of one-letter flags (-it, -dp 80:80, -eFOO=1): the first that takes a value
+			// takes the rest of the group, or else the next argument.
+			for j := 1; j < len(a); j++ {
+				name, known := shortRunFlags[a[j]]
+				if err := checkRunFlag("-"+string(a[j]), name); err != nil {
+					return opts, err
+				}
+				if known && !boolRunFlags[name] {
+					if j == len(a)-1 {
+						i++
+					}
+					break
+				}
+			}
+		default:
+			image = i
+			break scan
+		}
+	}
+	if image < 0 || image >= len(args) {
+		return opts, errors.New("no image: usage is teledock run [docker run flags] IMAGE [COMMAND] [ARG...]")
+	}
+	opts.dockerArgs = args
+	return opts, nil
+}
+
+func checkRunFlag(flag, name string) error {
+	if why, refused := refusedRunFlags[name]; refused {
+		return fmt.Errorf("%s cannot be used with teledock run: %s", flag, why)
+	}
+	return nil
+}

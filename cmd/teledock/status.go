@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	daemonv1 "teledock.dev/teledock/api/daemon/v1"
+	"teledock.dev/teledock/daemoncontainer/launcher"
+)
+
+type statusOptions struct {
+	output string
+	name   string
+}
+
+func newStatusCmd(d deps) *cobra.Command {
+	var opts statusOptions
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the connection's daemon, DNS, subnets and traffic-manager",
+		Long: "Show the connection's daemon, DNS, subnets and traffic-manager.\n\n" +
+			"Works when not connected: the daemon is then reported as not running.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runStatus(cmd.Context(), d, opts) },
+	}
+	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: json or yaml")
+	cmd.Flags().StringVar(&opts.name, "name", "default", "connection name")
+	return cmd
+}
+
+func runStatus(ctx context.Context, d deps, opts statusOptions) error {
+	if err := checkOutput(opts.output, "json", "yaml"); err != nil {
+		return err
+	}
+	info, err := collectStatus(ctx, d, opts.name)
+	if err != nil {
+		return err
+	}
+	return writeStatus(d.stdout, info, opts.output)
+}
+
+// collectStatus gathers what Docker and the daemon know. Only Docker being unusable is an error;
+// a daemon that does not answer is reported in the status itself.
+func collectStatus(ctx context.Context, d deps, name string) (statusInfo, error) {
+	info := statusInfo{Daemon: daemonStatus{Name: name}}
+	l, err := d.launcher()
+	if err != nil {
+		return info, err
+	}
+	c, err := l.Find(ctx, name)
+	switch {
+	case errors.Is(err, launcher.ErrNotFound):
+		return info, nil
+	case err != nil:
+		return info, err
+	}
+	info.Daemon.Container = c.Name
+	info.Daemon.ContainerState = c.State
+	if !c.Running {
+		return info, nil
+	}
+	client, err := dialDaemon(d, c)
+	if err != nil {
+		info.Daemon.Running = true
+		info.Daemon.Error = err.Error()
+		return info, nil
+	}
+	defer client.Close()
+	st, err := client.status(ctx)
+	if err != nil {
+		info.Daemon.Running = true
+		info.Daemon.Error = err.Error()
+		return info, nil
+	}
+	return newStatusInfo(c, st), nil
+}
+
+// statusInfo is what `status -o json|yaml` and `connect -o json` print.
+type statusInfo struct {
+	Daemon         daemonStatus          `json:"daemon"`
+	TrafficManager *trafficManagerStatus `json:"traffic_manager,omitempty"`
+}
+
+type daemonStatus struct {
+	Running           bool       `json:"running"`
+	Name              string     `json:"name"`
+	Container         string     `json:"container,omitempty"`
+	ContainerState    string     `json:"container_state,omitempty"`
+	Version           string     `json:"version,omitempty"`
+	Status            string     `json:"status,omitempty"` // the session's state
+	Error             string     `json:"error,omitempty"`
+	SessionID         string     `json:"session_id,omitempty"`
+	KubernetesContext string     `json:"kubernetes_context,omitempty"`
+	KubernetesServer  string     `json:"kubernetes_server,omitempty"`
+	Namespace         string     `json:"namespace,omitempty"`
+	ManagerNamespace  string     `json:"manager_namespace,omitempty"`
+	Intercepts        int        `json:"intercepts"`
+	NetworkReady      bool       `json:"network_ready"`
+	NetworkError      string     `json:"network_error,omitempty"`
+	DNS               *dnsStatus `json:"dns,omitempty"`
+	Subnets           []string   `json:"subnets,omitempty"`
+}
+
+type dnsStatus struct {
+	ResolverAddress string   `json:"resolver_address,omitempty"`
+	SearchPath      []string `json:"search_path,omitempty"`
+	Timeout         string   `json:"timeout,omitempty"`
+	ClusterDomain   string   `json:"cluster_domain,omitempty"`
+	ClusterDNS      string   `json:"cluster_dns,omitempty"`
+}
+
+type trafficManagerStatus struct {
+	Connected  bool   `json:"connected"`
+	Version    string `json:"version,omitempty"`
+	AgentImage string `json:"agent_image,omitempty"`
+}
+
+func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInfo {
+	ds := daemonStatus{
+		Running:           true,
+		Name:              c.Connection,
+		Container:         c.Name,
+		ContainerState:    c.State,
+		Version:           st.GetVersion(),
+		Status:            st.GetSessionState(),
+		Error:             st.GetLastError(),
+		SessionID:         st.GetSessionId(),
+		KubernetesContext: st.GetKubeContext(),
+		KubernetesServer:  st.GetServer(),
+		Namespace:         st.GetNamespace(),
+		ManagerNamespace:  st.GetManagerNamespace(),
+		Intercepts:        int(st.GetIntercepts()),
+		NetworkReady:      st.GetNetworkReady(),
+		NetworkError:      st.GetNetworkError(),
+		Subnets:           append(append([]string(nil), st.GetServiceSubnets()...), st.GetPodSubnets()...),
+	}
+	if dns := st.GetDns(); dns != nil {
+		ds.DNS = &dnsStatus{
+			ResolverAddress: dns.GetResolverAddress(),
+			SearchPath:      dns.GetSearchPath(),
+			ClusterDomain:   dns.GetClusterDomain(),
+			ClusterDNS:      dns.GetDnsIp(),
+		}
+		if ms := dns.GetTimeoutMs(); ms > 0 {
+			ds.DNS.Timeout = (time.Duration(ms) * time.Millisecond).String()
+		}
+	}
+	info := statusInfo{Daemon: ds}
+	if m := st.GetManager(); m != nil {
+		info.TrafficManager = &trafficManagerStatus{Connected: m.GetConnected(), Version: m.GetVersion(), AgentImage: m.GetAgentImage()}
+	}
+	return info
+}
+
+func writeStatus(w io.Writer, info statusInfo, output string) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	case "yaml":
+		b, err := yaml.Marshal(info)
+		if err != nil {
+			return fmt.Errorf("encode status: %w", err)
+		}
+		_, err = w.Write(b)
+		return err
+	default:
+		_, err := io.WriteString(w, renderStatus(info))
+		return err
+	}
+}
+
+// renderStatus lays the status out like the seed's `telepresence status`: blocks of aligned
+// "Field: value" lines.
+func renderStatus(info statusInfo) string {
+	var b strings.Builder
+	ds := info.Daemon
+	if !ds.Running {
+		b.WriteString("Daemon: Not running\n")
+		if ds.Container != "" {
+			fmt.Fprintf(&b, "  Container: %s (%s)\n", ds.Container, ds.ContainerState)
+		}
+		return b.String()
+	}
+	b.WriteString("Daemon: Running\n")
+	fields := []field{
+		{"Version", ds.Version},
+		{"Container", ds.Container},
+		{"Status", title(ds.Status)},
+		{"Error", ds.Error},
+		{"Kubernetes server", ds.KubernetesServer},
+		{"Kubernetes context", ds.KubernetesContext},
+		{"Namespace", ds.Namespace},
+		{"Manager namespace", ds.ManagerNamespace},
+		{"Network", networkState(ds)},
+	}
+	if ds.Status != "" {
+		fields = append(fields, field{"Intercepts", fmt.Sprintf("%d total", ds.Intercepts)})
+	}
+	if ds.DNS != nil {
+		fields = append(fields, field{"DNS", ""})
+	}
+	if len(ds.Subnets) > 0 {
+		fields = append(fields, field{"Subnets", fmt.Sprintf("(%d subnets)", len(ds.Subnets))})
+	}
+	width := fieldWidth(fields)
+	for _, f := range fields {
+		switch {
+		case f.name == "DNS":
+			fmt.Fprintf(&b, "  %-*s:\n", width, f.name)
+			writeFields(&b, "    ", []field{
+				{"Resolver address", ds.DNS.ResolverAddress},
+				{"Search path", listValue(ds.DNS.SearchPath)},
+				{"Timeout", ds.DNS.Timeout},
+				{"Cluster domain", ds.DNS.ClusterDomain},
+				{"Cluster DNS", ds.DNS.ClusterDNS},
+			})
+		case f.name == "Subnets":
+			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)
+			for _, s := range ds.Subnets {
+				fmt.Fprintf(&b, "    - %s\n", s)
+			}
+		case f.value != "":
+			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)
+		}
+	}
+	if tm := info.TrafficManager; tm != nil {
+		state := "Not connected"
+		if tm.Connected {
+			state = "Connected"
+		}
+		fmt.Fprintf(&b, "Traffic Manager: %s\n", state)
+		writeFields(&b, "  ", []field{{"Version", tm.Version}, {"Agent image", tm.AgentImage}})
+	}
+	return b.String()
+}
+
+type field struct{ name, value string }
+
+func fieldWidth(fs []field) int {
+	w := 0
+	for _, f := range fs {
+		w = max(w, len(f.name))
+	}
+	return w
+}
+
+// writeFields writes the fields that have a value, aligned among themselves.
+func writeFields(b *strings.Builder, indent string, fs []field) {
+	var set []field
+	for _, f := range fs {
+		if f.value != "" {
+			set = append(set, f)
+		}
+	}
+	w := fieldWidth(set)
+	for _, f := range set {
+		fmt.Fprintf(b, "%s%-*s: %s\n", indent, w, f.name, f.value)
+	}
+}
+
+func networkState(ds daemonStatus) string {
+	switch {
+	case ds.NetworkError != "":
+		return "Failed: " + ds.NetworkError
+	case ds.NetworkReady:
+		return "Ready"
+	case ds.Status == "":
+		return ""
+	default:
+		return "Not started"
+	}
+}
+
+func listValue(l []string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	return "[" + strings.Join(l, " ") + "]"
+}
+
+func title(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func checkOutput(output string, allowed ...string) error {
+	if output == "" {
+		return nil
+	}
+	for _, a := range allowed {
+		if output == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown output format %q: use %s", output, strings.Join(allowed, " or "))
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	daemonv1 "teledock.dev/teledock/api/daemon/v1"
+	"teledock.dev/teledock/daemoncontainer/launcher"
+)
+
+var testContainer = &launcher.Container{Name: "teledock-daemon-default", Connection: "default", State: "running", Running: true}
+
+func connectedStatus() *daemonv1.StatusResponse {
+	return &daemonv1.StatusResponse{
+		Version:          "v0.1.0",
+		KubeContext:      "kind-dev",
+		Server:           "https://127.0.0.1:6443",
+		Namespace:        "default",
+		ManagerNamespace: "teledock",
+		SessionState:     "connected",
+		SessionId:        "s-1",
+		ConnectionName:   "default",
+		NetworkReady:     true,
+		PodSubnets:       []string{"10.244.0.0/16"},
+		ServiceSubnets:   []string{"10.96.0.0/12"},
+		Dns: &daemonv1.DNSStatus{
+			ResolverAddress: "127.0.0.1:53",
+			SearchPath:      []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"},
+			TimeoutMs:       8000,
+			ClusterDomain:   "cluster.local",
+			DnsIp:           "10.96.0.10",
+		},
+		Manager: &daemonv1.ManagerStatus{Connected: true, Version: "v0.1.0", AgentImage: "teledock/agent:v0.1.0"},
+	}
+}
+
+func TestRenderStatus(t *testing.T) {
+	connecting := &daemonv1.StatusResponse{
+		Version: "v0.1.0", KubeContext: "kind-dev", Server: "https://127.0.0.1:6443", Namespace: "default",
+		ManagerNamespace: "teledock", SessionState: "connecting",
+		LastError: "arrive: traffic-manager has no ready pod: tm-1: ContainerCreating",
+	}
+	tests := []struct {
+		name string
+		info statusInfo
+		want string
+	}{
+		{
+			name: "not running",
+			info: statusInfo{Daemon: daemonStatus{Name: "default"}},
+			want: "Daemon: Not running\n",
+		},
+		{
+			name: "exited container",
+			info: statusInfo{Daemon: daemonStatus{Name: "default", Container: "teledock-daemon-default", ContainerState: "exited"}},
+			want: "Daemon: Not running\n  Container: teledock-daemon-default (exited)\n",
+		},
+		{
+			name: "connected",
+			info: newStatusInfo(testContainer, connectedStatus()),
+			want: `Daemon: Running
+  Version           : v0.1.0
+  Container         : teledock-daemon-default
+  Status            : Connected
+  Kubernetes server : https://127.0.0.1:6443
+  Kubernetes context: kind-dev
+  Namespace         : default
+  Manager namespace : teledock
+  Network           : Ready
+  Intercepts        : 0 total
+  DNS               :
+    Resolver address: 127.0.0.1:53
+    Search path     : [default.svc.cluster.local svc.cluster.local cluster.local]
+    Timeout         : 8s
+    Cluster domain  : cluster.local
+    Cluster DNS     : 10.96.0.10
+  Subnets           : (2 subnets)
+    - 10.96.0.0/12
+    - 10.244.0.0/16
+Traffic Manager: Connected
+  Version    : v0.1.0
+  Agent image: teledock/agent:v0.1.0
+`,
+		},
+		{
+			name: "connecting with error",
+			info: newStatusInfo(testContainer, connecting),
+			want: `Daemon: Running
+  Version           : v0.1.0
+  Container         : teledock-daemon-default
+  Status            : Connecting
+  Error             : arrive: traffic-manager has no ready pod: tm-1: ContainerCreating
+  Kubernetes server : https://127.0.0.1:6443
+  Kubernetes context: kind-dev
+  Namespace         : default
+  Manager namespace : teledock
+  Network           : Not started
+  Intercepts        : 0 total
+`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := renderStatus(tt.info); got != tt.want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteStatusJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		info statusInfo
+		want map[string]any // a few fields that scripts rely on
+	}{
+		{
+			name: "not running",
+			info: statusInfo{Daemon: daemonStatus{Name: "default"}},
+			want: map[string]any{"daemon.running": false, "daemon.name": "default"},
+		},
+		{
+			name: "connected",
+			info: newStatusInfo(testContainer, connectedStatus()),
+			want: map[string]any{
+				"daemon.running": true, "daemon.status": "connected", "daemon.kubernetes_context": "kind-dev",
+				"daemon.dns.timeout": "8s", "daemon.network_ready": true, "traffic_manager.connected": true,
+				"traffic_manager.agent_image": "teledock/agent:v0.1.0",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := writeStatus(&buf, tt.info, "json"); err != nil {
+				t.Fatal(err)
+			}
+			var doc map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, buf.String())
+			}
+			for path, want := range tt.want {
+				if got := lookup(doc, path); got != want {
+					t.Errorf("%s = %v, want %v", path, got, want)
+				}
+			}
+			if tt.info.TrafficManager == nil {
+				if _, ok := doc["traffic_manager"]; ok {
+					t.Errorf("traffic_manager present when unknown")
+				}
+			}
+		})
+	}
+}
+
+func TestWriteStatusYAML(t *testing.T) {
+	var buf bytes.Buffer
+	if err := writeStatus(&buf, newStatusInfo(testContainer, connectedStatus()), "yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("kubernetes_context: kind-dev\n")) {
+		t.Errorf("yaml:\n%s", buf.String())
+	}
+}
+
+// lookup follows a dotted path through decoded JSON objects.
+func lookup(doc map[string]any, path string) any {
+	var cur any = doc
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}

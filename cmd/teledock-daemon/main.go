@@ -20,6 +20,7 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/daemon"
+	"teledock.dev/teledock/daemoncontainer/netstack"
 	"teledock.dev/teledock/daemoncontainer/session"
 	"teledock.dev/teledock/internal/version"
 )
@@ -165,7 +166,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		netCfg := networkConfig{
 			namespace:  namespace,
 			tunName:    "teledock0",
-			mtu:        1500,
+			mtu:        netstack.DefaultMTU,
 			dnsListen:  "127.0.0.1:53",
 			dnsTimeout: 8 * time.Second,
 			resolvConf: "/etc/resolv.conf",

@@ -1,5 +1,3 @@
-//go:build netstack
-
 package main
 
 import (
@@ -7,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -77,7 +76,7 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	if n.tun, err = netstack.OpenTUN(cfg.tunName, cfg.mtu); err != nil {
 		return nil, fmt.Errorf("open tun %s: %w", cfg.tunName, err)
 	}
-	if err = n.tun.AddRoutes(subnets); err != nil {
+	if err = n.tun.AddRoutes(subnets...); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	// Every flow the stack accepts becomes one tunnel stream; the session ID is read per dial so
@@ -90,24 +89,24 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 		}
 		return c, nil
 	}
-	if n.stack, err = netstack.New(netstack.Config{TUN: n.tun, MTU: cfg.mtu, Dial: dial}, log.With("part", "netstack")); err != nil {
+	if n.stack, err = netstack.New(netstack.Config{FD: n.tun.FD(), MTU: cfg.mtu, Dial: dial}, log.With("part", "netstack")); err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
 
 	// The container's own resolv.conf (Docker's copy of the host's) gives the upstreams for names
 	// outside the cluster; it is then rewritten to point at our server. Handler containers that
 	// join the namespace bind-mount the same file.
-	orig, err := dns.ReadResolvConf(cfg.resolvConf)
+	upstreams, origSearch, err := dns.ReadResolvConf(cfg.resolvConf)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", cfg.resolvConf, err)
 	}
 	// The cluster's search path first (as in a pod of the namespace), then the host's.
-	search := append([]string{cfg.namespace + ".svc." + domain, "svc." + domain, domain}, orig.Search...)
+	search := append([]string{cfg.namespace + ".svc." + domain, "svc." + domain, domain}, origSearch...)
 	if n.dns, err = dns.New(dns.Config{
 		ListenAddr:    cfg.dnsListen,
 		ClusterDomain: domain,
 		ReverseZones:  subnets,
-		Upstreams:     orig.Nameservers,
+		Upstreams:     upstreamAddrs(upstreams),
 		Cluster:       sess,
 		Timeout:       cfg.dnsTimeout,
 	}, log.With("part", "dns")); err != nil {
@@ -122,11 +121,7 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	if err != nil {
 		return nil, fmt.Errorf("dns listen address: %w", err)
 	}
-	if err = dns.WriteResolvConf(cfg.resolvConf, dns.ResolvConf{
-		Nameservers: []string{listen.Addr().String()},
-		Search:      search,
-		Options:     []string{"ndots:5", fmt.Sprintf("timeout:%d", int(cfg.dnsTimeout.Seconds()))},
-	}); err != nil {
+	if err = dns.WriteResolvConf(cfg.resolvConf, listen.Addr().String(), search, 5, cfg.dnsTimeout); err != nil {
 		return nil, fmt.Errorf("write %s: %w", cfg.resolvConf, err)
 	}
 
@@ -144,4 +139,13 @@ func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// upstreamAddrs gives resolv.conf nameservers a port.
+func upstreamAddrs(nameservers []string) []string {
+	out := make([]string, 0, len(nameservers))
+	for _, ns := range nameservers {
+		out = append(out, net.JoinHostPort(ns, "53"))
+	}
+	return out
 }

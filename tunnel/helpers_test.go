@@ -36,8 +36,8 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	cfg   ServerConfig
-	dial  DialFunc // default: a net.Dialer
+	cfg  ServerConfig
+	dial DialFunc // default: a net.Dialer
 	// grpc, when set, replaces DialOptions and ServerOptions (an empty variant means gRPC's defaults).
 	grpc *optionVariant
 	// wrap, when set, sits between the client and the gRPC server (e.g. a delaying proxy) and

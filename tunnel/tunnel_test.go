@@ -91,7 +91,7 @@ func TestTCPHalfClose(t *testing.T) {
 		// dst runs at the destination and returns what it received.
 		dst func(c *net.TCPConn) []byte
 		// client runs at the client and returns what it read before EOF.
-		client func(t *testing.T, c *Conn) []byte
+		client     func(t *testing.T, c *Conn) []byte
 		wantDst    string
 		wantClient string
 	}{

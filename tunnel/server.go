@@ -22,8 +22,10 @@ type DialFunc func(ctx context.Context, network, address string) (net.Conn, erro
 // ServerConfig tunes a Server. The zero value is usable.
 type ServerConfig struct {
 	// Authorize, when set, vets the session of a Dial before anything is dialed. A non-nil error ends
-	// the stream with that error as its status, so it should be a gRPC status error.
-	Authorize func(ctx context.Context, sessionID string) error
+	// the stream with that error as its status, so it should be a gRPC status error. The returned
+	// context, if not nil, is the session's lifetime: when it ends, so does the tunnel, with
+	// context.Cause of it as the stream's status.
+	Authorize func(ctx context.Context, sessionID string) (context.Context, error)
 	// DialTimeout bounds a dial whose request carries no timeout. Default 10s.
 	DialTimeout time.Duration
 	// UDPIdleTimeout ends a UDP flow that carried no datagram either way for this long. Default 60s,
@@ -38,6 +40,8 @@ type ServerConfig struct {
 //     connection is closed, and Serve returns the client's error;
 //   - the dial fails: a DialResult with ok=false and a reason is sent and Serve returns nil;
 //   - Authorize refuses the session: Serve returns its error before dialing;
+//   - the session's context (from Authorize) ends: the dialed connection is closed and Serve
+//     returns the context's cause;
 //   - TCP, both halves closed: the client sent close_write (or CloseSend) and the dialed connection
 //     reached EOF (close_write sent to the client); Serve returns nil;
 //   - a read or write error on either side: the dialed connection is closed and Serve returns the
@@ -88,7 +92,9 @@ func (s *Server) Active() int64 { return s.active.Load() }
 func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	ctx := stream.Context()
+	// ctx ends with the stream or with the session, whichever ends first.
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
 
 	first, err := stream.Recv()
 	if err != nil {
@@ -99,8 +105,12 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 		return fmt.Errorf("tunnel: first message is %T, not a dial: %w", first.GetMsg(), ErrProtocol)
 	}
 	if s.cfg.Authorize != nil {
-		if err := s.cfg.Authorize(ctx, d.GetSessionId()); err != nil {
+		life, err := s.cfg.Authorize(ctx, d.GetSessionId())
+		if err != nil {
 			return err
+		}
+		if life != nil {
+			defer context.AfterFunc(life, func() { cancel(context.Cause(life)) })()
 		}
 	}
 	log := s.log.With("session", d.GetSessionId(), "protocol", d.GetProtocol().String(), "dst", d.GetAddress())
@@ -113,13 +123,18 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 	if d.GetTimeoutMs() > 0 {
 		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	dctx, dcancel := context.WithTimeout(ctx, timeout)
 	conn, err := s.dial(dctx, network, addr.String())
-	cancel()
+	dcancel()
 	if err != nil {
+		if ctx.Err() != nil && stream.Context().Err() == nil {
+			return context.Cause(ctx) // the session ended while dialing
+		}
 		return s.reject(stream, log, err)
 	}
 	defer conn.Close()
+	// Closing the dialed connection is what unblocks the copy loops when the session ends.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 
 	ok := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}}
 	if err := stream.Send(ok); err != nil {
@@ -132,6 +147,10 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 		err = s.copyUDP(stream, conn, &st)
 	} else {
 		err = copyTCP(stream, conn, &st)
+	}
+	if ctx.Err() != nil && stream.Context().Err() == nil {
+		// The session ended; its cause (e.g. a gRPC status) says so better than a closed socket.
+		err = context.Cause(ctx)
 	}
 	if log.Enabled(ctx, slog.LevelDebug) {
 		log.Debug("tunnel ended", "up", st.up.Load(), "down", st.down.Load(),

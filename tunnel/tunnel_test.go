@@ -390,8 +390,8 @@ func TestDialErrors(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
-	deny := func(ctx context.Context, session string) error {
-		return status.Error(codes.Unauthenticated, "no such session")
+	deny := func(ctx context.Context, session string) (context.Context, error) {
+		return nil, status.Error(codes.Unauthenticated, "no such session")
 	}
 
 	tests := []struct {
@@ -495,4 +495,25 @@ func TestDialTimeoutPropagates(t *testing.T) {
 	if d := <-got; d <= 0 || d > 2*time.Second {
 		t.Errorf("far end's dial deadline in %v, want within the client's 2s", d)
 	}
+}
+
+// TestSessionEndsTunnel checks that a tunnel ends, with the session's cause as its status, when the
+// context returned by Authorize ends.
+func TestSessionEndsTunnel(t *testing.T) {
+	checkGoroutines(t)
+	session, endSession := context.WithCancelCause(context.Background())
+	defer endSession(nil)
+	authorize := func(ctx context.Context, id string) (context.Context, error) { return session, nil }
+	h := startHarness(t, harnessOpts{cfg: ServerConfig{Authorize: authorize}})
+	lis := listenTCP(t, echo)
+	c := dialT(t, h, "tcp", lis.Addr())
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	endSession(status.Error(codes.NotFound, "session expired"))
+	_, err := io.ReadAll(c)
+	if got := status.Code(err); got != codes.NotFound {
+		t.Errorf("Read after the session ended: %v (code %v), want NotFound", err, got)
+	}
+	waitIdle(t, h.server)
 }

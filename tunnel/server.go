@@ -205,11 +205,12 @@ func copyTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) er
 	upc := make(chan error, 1)
 	go func() {
 		err := clientToTCP(stream, conn, st)
+		upc <- err
 		if err != nil {
-			// Unblock the destination's Read so that the other direction ends too.
+			// Unblock the destination's Read so that the other direction ends too. This comes after
+			// the send, so that tcpToClient, failing because of it, finds the cause in upc.
 			conn.Close()
 		}
-		upc <- err
 	}()
 
 	if err := tcpToClient(stream, conn, st); err != nil {
@@ -300,9 +301,10 @@ func (s *Server) copyUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, s
 	upc := make(chan error, 1)
 	go func() {
 		err := clientToUDP(stream, conn, st, touch)
-		// Whether the client ended the flow or failed, the destination loop must stop.
-		conn.Close()
 		upc <- err
+		// Whether the client ended the flow or failed, the destination loop must stop; it finds
+		// the result in upc, sent before.
+		conn.Close()
 	}()
 
 	err := s.udpToClient(stream, conn, st, touch, func() time.Duration {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -51,8 +52,12 @@ func (m *Manager) LookupDNS(ctx context.Context, req *managerv1.DNSRequest) (*ma
 	answer, err := exchange(ctx, server, q)
 	if err != nil {
 		code := codes.Unavailable
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			code = status.FromContextError(ctx.Err()).Code()
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The socket deadline (the caller's or dnsTimeout) can fire just before ctx reports it.
+			code = codes.DeadlineExceeded
 		}
 		return nil, status.Errorf(code, "forward DNS query to %v: %v", server, err)
 	}

@@ -170,7 +170,10 @@ func Install(ctx context.Context, cfg Config) error {
 
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	return waitReady(wctx, c.k8s, cfg.Namespace, deploymentName, time.Second, cfg.Events)
+	return waitReady(wctx, c.k8s, cfg.Namespace, deploymentName, time.Second, func(e Event) {
+		e.Release = cfg.Release
+		cfg.Events(e)
+	})
 }
 
 // ensureNamespace creates the release's namespace when it does not exist and marks it as created

@@ -72,6 +72,63 @@ func (Protocol) EnumDescriptor() ([]byte, []int) {
 	return file_manager_v1_manager_proto_rawDescGZIP(), []int{0}
 }
 
+// DialError says why a Dial failed, so that the client can answer its peer the way the kernel would
+// (RST for refused, ICMP unreachable for unreachable) without parsing error strings.
+type DialError int32
+
+const (
+	DialError_DIAL_ERROR_UNSPECIFIED DialError = 0 // unknown failure
+	DialError_DIAL_ERROR_REFUSED     DialError = 1 // the destination answered with RST / ICMP port unreachable
+	DialError_DIAL_ERROR_UNREACHABLE DialError = 2 // no route to the host or network
+	DialError_DIAL_ERROR_TIMEOUT     DialError = 3 // the dial did not complete within timeout_ms
+	DialError_DIAL_ERROR_BAD_REQUEST DialError = 4 // malformed Dial (protocol, address)
+)
+
+// Enum value maps for DialError.
+var (
+	DialError_name = map[int32]string{
+		0: "DIAL_ERROR_UNSPECIFIED",
+		1: "DIAL_ERROR_REFUSED",
+		2: "DIAL_ERROR_UNREACHABLE",
+		3: "DIAL_ERROR_TIMEOUT",
+		4: "DIAL_ERROR_BAD_REQUEST",
+	}
+	DialError_value = map[string]int32{
+		"DIAL_ERROR_UNSPECIFIED": 0,
+		"DIAL_ERROR_REFUSED":     1,
+		"DIAL_ERROR_UNREACHABLE": 2,
+		"DIAL_ERROR_TIMEOUT":     3,
+		"DIAL_ERROR_BAD_REQUEST": 4,
+	}
+)
+
+func (x DialError) Enum() *DialError {
+	p := new(DialError)
+	*p = x
+	return p
+}
+
+func (x DialError) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DialError) Descriptor() protoreflect.EnumDescriptor {
+	return file_manager_v1_manager_proto_enumTypes[1].Descriptor()
+}
+
+func (DialError) Type() protoreflect.EnumType {
+	return &file_manager_v1_manager_proto_enumTypes[1]
+}
+
+func (x DialError) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DialError.Descriptor instead.
+func (DialError) EnumDescriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{1}
+}
+
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -781,6 +838,7 @@ type DialResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Reason        DialError              `protobuf:"varint,3,opt,name=reason,proto3,enum=teledock.manager.v1.DialError" json:"reason,omitempty"` // set when ok is false
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -827,6 +885,13 @@ func (x *DialResult) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *DialResult) GetReason() DialError {
+	if x != nil {
+		return x.Reason
+	}
+	return DialError_DIAL_ERROR_UNSPECIFIED
 }
 
 type Data struct {
@@ -1032,11 +1097,12 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\bprotocol\x18\x02 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\x05R\ttimeoutMs\"2\n" +
+	"timeout_ms\x18\x04 \x01(\x05R\ttimeoutMs\"j\n" +
 	"\n" +
 	"DialResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"A\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x126\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x1e.teledock.manager.v1.DialErrorR\x06reason\"A\n" +
 	"\x04Data\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x1f\n" +
 	"\vclose_write\x18\x02 \x01(\bR\n" +
@@ -1050,7 +1116,13 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
-	"\fPROTOCOL_UDP\x10\x022\xbb\x05\n" +
+	"\fPROTOCOL_UDP\x10\x02*\x8f\x01\n" +
+	"\tDialError\x12\x1a\n" +
+	"\x16DIAL_ERROR_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12DIAL_ERROR_REFUSED\x10\x01\x12\x1a\n" +
+	"\x16DIAL_ERROR_UNREACHABLE\x10\x02\x12\x16\n" +
+	"\x12DIAL_ERROR_TIMEOUT\x10\x03\x12\x1a\n" +
+	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xbb\x05\n" +
 	"\aManager\x12P\n" +
 	"\aVersion\x12#.teledock.manager.v1.VersionRequest\x1a .teledock.manager.v1.VersionInfo\x12M\n" +
 	"\fArriveClient\x12\x1f.teledock.manager.v1.ClientInfo\x1a\x1c.teledock.manager.v1.Session\x12R\n" +
@@ -1073,56 +1145,58 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 	return file_manager_v1_manager_proto_rawDescData
 }
 
-var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(Protocol)(0),                // 0: teledock.manager.v1.Protocol
-	(*VersionRequest)(nil),       // 1: teledock.manager.v1.VersionRequest
-	(*VersionInfo)(nil),          // 2: teledock.manager.v1.VersionInfo
-	(*ClientInfo)(nil),           // 3: teledock.manager.v1.ClientInfo
-	(*Session)(nil),              // 4: teledock.manager.v1.Session
-	(*SessionRequest)(nil),       // 5: teledock.manager.v1.SessionRequest
-	(*RemainResponse)(nil),       // 6: teledock.manager.v1.RemainResponse
-	(*DepartResponse)(nil),       // 7: teledock.manager.v1.DepartResponse
-	(*ListSessionsRequest)(nil),  // 8: teledock.manager.v1.ListSessionsRequest
-	(*SessionSummary)(nil),       // 9: teledock.manager.v1.SessionSummary
-	(*ListSessionsResponse)(nil), // 10: teledock.manager.v1.ListSessionsResponse
-	(*ClusterInfoResponse)(nil),  // 11: teledock.manager.v1.ClusterInfoResponse
-	(*DNSRequest)(nil),           // 12: teledock.manager.v1.DNSRequest
-	(*DNSResponse)(nil),          // 13: teledock.manager.v1.DNSResponse
-	(*Dial)(nil),                 // 14: teledock.manager.v1.Dial
-	(*DialResult)(nil),           // 15: teledock.manager.v1.DialResult
-	(*Data)(nil),                 // 16: teledock.manager.v1.Data
-	(*TunnelMessage)(nil),        // 17: teledock.manager.v1.TunnelMessage
+	(DialError)(0),               // 1: teledock.manager.v1.DialError
+	(*VersionRequest)(nil),       // 2: teledock.manager.v1.VersionRequest
+	(*VersionInfo)(nil),          // 3: teledock.manager.v1.VersionInfo
+	(*ClientInfo)(nil),           // 4: teledock.manager.v1.ClientInfo
+	(*Session)(nil),              // 5: teledock.manager.v1.Session
+	(*SessionRequest)(nil),       // 6: teledock.manager.v1.SessionRequest
+	(*RemainResponse)(nil),       // 7: teledock.manager.v1.RemainResponse
+	(*DepartResponse)(nil),       // 8: teledock.manager.v1.DepartResponse
+	(*ListSessionsRequest)(nil),  // 9: teledock.manager.v1.ListSessionsRequest
+	(*SessionSummary)(nil),       // 10: teledock.manager.v1.SessionSummary
+	(*ListSessionsResponse)(nil), // 11: teledock.manager.v1.ListSessionsResponse
+	(*ClusterInfoResponse)(nil),  // 12: teledock.manager.v1.ClusterInfoResponse
+	(*DNSRequest)(nil),           // 13: teledock.manager.v1.DNSRequest
+	(*DNSResponse)(nil),          // 14: teledock.manager.v1.DNSResponse
+	(*Dial)(nil),                 // 15: teledock.manager.v1.Dial
+	(*DialResult)(nil),           // 16: teledock.manager.v1.DialResult
+	(*Data)(nil),                 // 17: teledock.manager.v1.Data
+	(*TunnelMessage)(nil),        // 18: teledock.manager.v1.TunnelMessage
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
-	3,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
-	9,  // 1: teledock.manager.v1.ListSessionsResponse.sessions:type_name -> teledock.manager.v1.SessionSummary
+	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
+	10, // 1: teledock.manager.v1.ListSessionsResponse.sessions:type_name -> teledock.manager.v1.SessionSummary
 	0,  // 2: teledock.manager.v1.Dial.protocol:type_name -> teledock.manager.v1.Protocol
-	14, // 3: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
-	15, // 4: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
-	16, // 5: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
-	1,  // 6: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
-	3,  // 7: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
-	5,  // 8: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
-	5,  // 9: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
-	8,  // 10: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
-	5,  // 11: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	12, // 12: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	17, // 13: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	2,  // 14: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	4,  // 15: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	6,  // 16: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	7,  // 17: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	10, // 18: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	11, // 19: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	13, // 20: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	17, // 21: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	1,  // 3: teledock.manager.v1.DialResult.reason:type_name -> teledock.manager.v1.DialError
+	15, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
+	16, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
+	17, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
+	2,  // 7: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
+	4,  // 8: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
+	6,  // 9: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 10: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
+	9,  // 11: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
+	6,  // 12: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
+	13, // 13: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	18, // 14: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	3,  // 15: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	5,  // 16: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	7,  // 17: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	8,  // 18: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	11, // 19: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	12, // 20: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	14, // 21: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	18, // 22: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -1140,7 +1214,7 @@ func file_manager_v1_manager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -1,0 +1,195 @@
+// Command traffic-manager is teledock's in-cluster end: it serves client sessions, tunnels and DNS
+// over gRPC.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/manager"
+	"teledock.dev/teledock/internal/version"
+	"teledock.dev/teledock/tunnel"
+)
+
+// shutdownGrace bounds how long in-flight RPCs get after SIGTERM; it stays well inside the pod's
+// default terminationGracePeriodSeconds (30s).
+const shutdownGrace = 10 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "traffic-manager:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	listen     string
+	namespace  string
+	agentImage string
+	kubeconfig string // empty: in-cluster config
+	resolvConf string
+	dnsServer  string
+	logLevel   slog.Level
+}
+
+// parseFlags reads flags, with defaults from the environment (the Deployment sets POD_NAMESPACE
+// through the downward API, and AGENT_IMAGE from the chart's values).
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("traffic-manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.listen, "listen", envOr(getenv, "LISTEN_ADDRESS", ":8081"), "gRPC listen address ($LISTEN_ADDRESS)")
+	fs.StringVar(&o.namespace, "namespace", getenv("POD_NAMESPACE"), "the manager's namespace ($POD_NAMESPACE)")
+	fs.StringVar(&o.agentImage, "agent-image", getenv("AGENT_IMAGE"), "traffic-agent image to inject ($AGENT_IMAGE)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig to use instead of the in-cluster config")
+	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf giving the cluster domain and fallback DNS")
+	fs.StringVar(&o.dnsServer, "dns-server", getenv("DNS_SERVER"), "cluster DNS ip:port, overriding kube-system/kube-dns ($DNS_SERVER)")
+	fs.TextVar(&o.logLevel, "log-level", envLevel(getenv), "debug, info, warn or error ($LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.namespace == "" {
+		return o, errors.New("no namespace: set POD_NAMESPACE or --namespace")
+	}
+	return o, nil
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func envLevel(getenv func(string) string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(getenv("LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	o, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+
+	restCfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "teledock-traffic-manager/" + version.Version
+	k8s, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	cfg := manager.Config{
+		Version:    version.Version,
+		AgentImage: o.agentImage,
+		Namespace:  o.namespace,
+		DNSServer:  o.dnsServer,
+	}
+	if f, err := os.Open(o.resolvConf); err != nil {
+		log.Warn("no resolv.conf: cluster domain defaults to cluster.local", "error", err)
+	} else {
+		cfg.ResolvConf, err = manager.ParseResolvConf(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("traffic-manager starting", "version", version.Version, "listen", lis.Addr().String(),
+		"namespace", o.namespace, "agentImage", o.agentImage)
+	return serve(ctx, lis, cfg, k8s, log)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (use --kubeconfig outside a cluster): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
+
+// serve runs the gRPC server on lis until ctx ends, then shuts down: health turns NOT_SERVING,
+// sessions end (which ends their tunnels), and in-flight RPCs get shutdownGrace to finish.
+func serve(ctx context.Context, lis net.Listener, cfg manager.Config, k8s kubernetes.Interface, log *slog.Logger) error {
+	m, err := manager.New(cfg, k8s, log)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(tunnel.ServerOptions()...)
+	managerv1.RegisterManagerServer(gs, m)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		m.Run(runCtx)
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("grpc serve: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
+
+	hs.Shutdown()
+	stopRun() // ends every session, and with them every tunnel
+	<-runDone
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		log.Warn("RPCs still running after the grace period; stopping hard")
+		gs.Stop()
+		<-stopped
+	}
+	return err
+}

@@ -1,0 +1,386 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+)
+
+// DialFunc dials a destination for a tunnel; (*net.Dialer).DialContext is one.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// ServerConfig tunes a Server. The zero value is usable.
+type ServerConfig struct {
+	// Authorize, when set, vets the session of a Dial before anything is dialed. A non-nil error ends
+	// the stream with that error as its status, so it should be a gRPC status error. The returned
+	// context, if not nil, is the session's lifetime: when it ends, so does the tunnel, with
+	// context.Cause of it as the stream's status.
+	Authorize func(ctx context.Context, sessionID string) (context.Context, error)
+	// DialTimeout bounds a dial whose request carries no timeout. Default 10s.
+	DialTimeout time.Duration
+	// UDPIdleTimeout ends a UDP flow that carried no datagram either way for this long. Default 60s,
+	// between Linux conntrack's timeouts for unreplied (30s) and replied (120s) UDP flows.
+	UDPIdleTimeout time.Duration
+}
+
+// Server is the far end of tunnels: it dials what clients ask for and copies both ways.
+//
+// A stream served by Serve ends when:
+//   - the client cancels it (Conn.Close, or its connection drops): Recv fails, the dialed
+//     connection is closed, and Serve returns the client's error;
+//   - the dial fails: a DialResult with ok=false and a reason is sent and Serve returns nil;
+//   - Authorize refuses the session: Serve returns its error before dialing;
+//   - the session's context (from Authorize) ends: the dialed connection is closed and Serve
+//     returns the context's cause;
+//   - TCP, both halves closed: the client sent close_write (or CloseSend) and the dialed connection
+//     reached EOF (close_write sent to the client); Serve returns nil;
+//   - a read or write error on either side: the dialed connection is closed and Serve returns the
+//     error tagged with its direction; the client sees it as the stream's status;
+//   - UDP, idle: no datagram either way for UDPIdleTimeout; Serve returns nil (the client reads EOF);
+//   - UDP, the client sent close_write or CloseSend: Serve returns nil;
+//   - server shutdown: grpc.Server.Stop cancels the stream's context, which ends it as a client
+//     cancel does. GracefulStop alone waits for tunnels, so callers should bound it and then Stop.
+type Server struct {
+	dial DialFunc
+	log  *slog.Logger
+	cfg  ServerConfig
+
+	active atomic.Int64
+}
+
+// NewServer returns a Server that dials with dial and logs to log.
+func NewServer(cfg ServerConfig, dial DialFunc, log *slog.Logger) (*Server, error) {
+	if dial == nil {
+		return nil, errors.New("tunnel: nil DialFunc")
+	}
+	if log == nil {
+		return nil, errors.New("tunnel: nil logger")
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.UDPIdleTimeout <= 0 {
+		cfg.UDPIdleTimeout = 60 * time.Second
+	}
+	return &Server{dial: dial, log: log, cfg: cfg}, nil
+}
+
+// Serve serves one tunnel stream with a default ServerConfig; see Server for how it ends.
+func Serve(stream managerv1.Manager_TunnelServer, dial DialFunc, log *slog.Logger) error {
+	s, err := NewServer(ServerConfig{}, dial, log)
+	if err != nil {
+		return err
+	}
+	return s.Serve(stream)
+}
+
+// Active reports how many tunnels are being served.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// Serve serves one tunnel stream: it reads the Dial, dials, answers, and copies until the stream
+// ends (see Server).
+func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	// ctx ends with the stream or with the session, whichever ends first.
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("tunnel: receive dial: %w", err)
+	}
+	d := first.GetDial()
+	if d == nil {
+		return fmt.Errorf("tunnel: first message is %T, not a dial: %w", first.GetMsg(), ErrProtocol)
+	}
+	if s.cfg.Authorize != nil {
+		life, err := s.cfg.Authorize(ctx, d.GetSessionId())
+		if err != nil {
+			return err
+		}
+		if life != nil {
+			defer context.AfterFunc(life, func() { cancel(context.Cause(life)) })()
+		}
+	}
+	log := s.log.With("session", d.GetSessionId(), "protocol", d.GetProtocol().String(), "dst", d.GetAddress())
+
+	network, addr, err := target(d)
+	if err != nil {
+		return s.reject(stream, log, err)
+	}
+	timeout := s.cfg.DialTimeout
+	if d.GetTimeoutMs() > 0 {
+		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
+	}
+	dctx, dcancel := context.WithTimeout(ctx, timeout)
+	conn, err := s.dial(dctx, network, addr.String())
+	dcancel()
+	if err != nil {
+		if ctx.Err() != nil && stream.Context().Err() == nil {
+			return context.Cause(ctx) // the session ended while dialing
+		}
+		return s.reject(stream, log, err)
+	}
+	defer conn.Close()
+	// Closing the dialed connection is what unblocks the copy loops when the session ends.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+
+	ok := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}}
+	if err := stream.Send(ok); err != nil {
+		return fmt.Errorf("tunnel: send dial result: %w", err)
+	}
+
+	start := time.Now()
+	var st stats
+	if network == "udp" {
+		err = s.copyUDP(stream, conn, &st)
+	} else {
+		err = copyTCP(stream, conn, &st)
+	}
+	if ctx.Err() != nil && stream.Context().Err() == nil {
+		// The session ended; its cause (e.g. a gRPC status) says so better than a closed socket.
+		err = context.Cause(ctx)
+	}
+	if log.Enabled(ctx, slog.LevelDebug) {
+		log.Debug("tunnel ended", "up", st.up.Load(), "down", st.down.Load(),
+			"duration", time.Since(start), "error", err)
+	}
+	return err
+}
+
+// target validates a Dial: only IP addresses are dialed, so a client cannot make the manager resolve
+// names (DNS goes through LookupDNS).
+func target(d *managerv1.Dial) (string, netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(d.GetAddress())
+	if err != nil {
+		return "", ap, fmt.Errorf("address %q: %w", d.GetAddress(), ErrBadRequest)
+	}
+	switch d.GetProtocol() {
+	case managerv1.Protocol_PROTOCOL_TCP:
+		return "tcp", ap, nil
+	case managerv1.Protocol_PROTOCOL_UDP:
+		return "udp", ap, nil
+	}
+	return "", ap, fmt.Errorf("protocol %v: %w", d.GetProtocol(), ErrBadRequest)
+}
+
+// reject answers a Dial that failed. The stream then ends without an error status: the failure is
+// the destination's, not the tunnel's.
+func (s *Server) reject(stream managerv1.Manager_TunnelServer, log *slog.Logger, cause error) error {
+	reason := reasonOf(cause)
+	log.Debug("tunnel dial failed", "reason", reason.String(), "error", cause)
+	res := &managerv1.DialResult{Error: cause.Error(), Reason: reason}
+	if err := stream.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
+		return fmt.Errorf("tunnel: send dial result: %w", err)
+	}
+	return nil
+}
+
+// stats counts payload bytes: up is client to destination, down is destination to client.
+type stats struct{ up, down atomic.Int64 }
+
+// bufPool holds the read buffers of the destination-to-client direction, so that short connections
+// do not each allocate one.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, max(ChunkSize, MaxDatagram)); return &b }}
+
+// closeWriter is a connection with TCP half-close.
+type closeWriter interface{ CloseWrite() error }
+
+// copyTCP copies both ways with half-close until both directions are done or one fails.
+// The client-to-destination loop runs in its own goroutine; it blocks in Recv, which only returns
+// once the stream ends, so on a destination-side error Serve returns without waiting for it and the
+// stream's cancellation (which gRPC does when Serve returns) ends it.
+func copyTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+	upc := make(chan error, 1)
+	go func() {
+		err := clientToTCP(stream, conn, st)
+		upc <- err
+		if err != nil {
+			// Unblock the destination's Read so that the other direction ends too. This comes after
+			// the send, so that tcpToClient, failing because of it, finds the cause in upc.
+			conn.Close()
+		}
+	}()
+
+	if err := tcpToClient(stream, conn, st); err != nil {
+		// A client-side failure closes conn, which fails tcpToClient; report the cause.
+		select {
+		case uerr := <-upc:
+			if uerr != nil {
+				return uerr
+			}
+		default:
+		}
+		return err
+	}
+	return <-upc
+}
+
+func clientToTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+	var m managerv1.TunnelMessage
+	for {
+		err := stream.RecvMsg(&m)
+		if errors.Is(err, io.EOF) {
+			// CloseSend without close_write: the client is done writing all the same.
+			return shutdownWrite(conn)
+		}
+		if err != nil {
+			return fmt.Errorf("client -> destination: %w", err)
+		}
+		d := m.GetData()
+		if d == nil {
+			return fmt.Errorf("client -> destination: unexpected %T: %w", m.GetMsg(), ErrProtocol)
+		}
+		if p := d.GetPayload(); len(p) > 0 {
+			if _, err := conn.Write(p); err != nil {
+				return fmt.Errorf("client -> destination: %w", err)
+			}
+			st.up.Add(int64(len(p)))
+		}
+		if d.GetCloseWrite() {
+			return shutdownWrite(conn)
+		}
+	}
+}
+
+func shutdownWrite(conn net.Conn) error {
+	if cw, ok := conn.(closeWriter); ok {
+		if err := cw.CloseWrite(); err != nil {
+			return fmt.Errorf("client -> destination: close write: %w", err)
+		}
+	}
+	return nil
+}
+
+func tcpToClient(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := (*bp)[:ChunkSize]
+
+	var data managerv1.Data
+	msg := managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &data}}
+	for {
+		n, rerr := conn.Read(buf)
+		if n > 0 {
+			data.Payload = buf[:n]
+			if err := stream.SendMsg(&msg); err != nil {
+				return fmt.Errorf("destination -> client: %w", err)
+			}
+			st.down.Add(int64(n))
+		}
+		if errors.Is(rerr, io.EOF) {
+			data.Payload, data.CloseWrite = nil, true
+			if err := stream.SendMsg(&msg); err != nil {
+				return fmt.Errorf("destination -> client: close write: %w", err)
+			}
+			return nil
+		}
+		if rerr != nil {
+			return fmt.Errorf("destination -> client: %w", rerr)
+		}
+	}
+}
+
+// copyUDP relays datagrams until the flow is idle, the client ends it, or either side fails.
+func (s *Server) copyUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+	var last atomic.Int64 // nanoseconds since start of the last datagram either way
+	start := time.Now()
+	touch := func() { last.Store(int64(time.Since(start))) }
+
+	upc := make(chan error, 1)
+	go func() {
+		err := clientToUDP(stream, conn, st, touch)
+		upc <- err
+		// Whether the client ended the flow or failed, the destination loop must stop; it finds
+		// the result in upc, sent before.
+		conn.Close()
+	}()
+
+	err := s.udpToClient(stream, conn, st, touch, func() time.Duration {
+		return time.Since(start) - time.Duration(last.Load())
+	})
+	select {
+	case uerr := <-upc:
+		// The client's side ended first (and closed conn): its result is the flow's.
+		return uerr
+	default:
+	}
+	return err
+}
+
+func clientToUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats, touch func()) error {
+	var m managerv1.TunnelMessage
+	for {
+		err := stream.RecvMsg(&m)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("client -> destination: %w", err)
+		}
+		d := m.GetData()
+		if d == nil {
+			return fmt.Errorf("client -> destination: unexpected %T: %w", m.GetMsg(), ErrProtocol)
+		}
+		if d.GetCloseWrite() {
+			return nil
+		}
+		touch()
+		if _, err := conn.Write(d.GetPayload()); err != nil {
+			if isRefused(err) {
+				continue // ICMP port unreachable from an earlier datagram; UDP carries on
+			}
+			return fmt.Errorf("client -> destination: %w", err)
+		}
+		st.up.Add(int64(len(d.GetPayload())))
+	}
+}
+
+// udpToClient sends each datagram from the destination as one Data message. It wakes up every
+// idle timeout to check whether the flow has been idle in both directions for that long.
+func (s *Server) udpToClient(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats, touch func(), idleFor func() time.Duration) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+
+	idle := s.cfg.UDPIdleTimeout
+	var data managerv1.Data
+	msg := managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &data}}
+	for {
+		if err := conn.SetReadDeadline(time.Now().Add(idle - idleFor())); err != nil {
+			return fmt.Errorf("destination -> client: %w", err)
+		}
+		n, err := conn.Read(buf)
+		switch {
+		case err == nil:
+		case errors.Is(err, net.ErrClosed):
+			return nil // clientToUDP ended the flow
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if idleFor() >= idle {
+				return nil
+			}
+			continue
+		case isRefused(err):
+			continue
+		default:
+			return fmt.Errorf("destination -> client: %w", err)
+		}
+		touch()
+		data.Payload = buf[:n]
+		if err := stream.SendMsg(&msg); err != nil {
+			return fmt.Errorf("destination -> client: %w", err)
+		}
+		st.down.Add(int64(n))
+	}
+}

@@ -108,7 +108,13 @@ func Dial(ctx context.Context, c managerv1.ManagerClient, sessionID, network str
 	case res == nil:
 		return fail(fmt.Errorf("tunnel dial %s: first message is not a dial result: %w", dst, ErrProtocol))
 	case !res.GetOk():
-		return fail(&DialError{Reason: res.GetReason(), Message: res.GetError(), Addr: dst})
+		derr := &DialError{Reason: res.GetReason(), Message: res.GetError(), Addr: dst}
+		// The server ran out of the time our deadline gave it just before ctx itself ended: report
+		// it as ctx's deadline, as a local dial would.
+		if derr.Reason == managerv1.DialError_DIAL_ERROR_TIMEOUT && hasDeadline(ctx) {
+			return fail(fmt.Errorf("%w: %w", derr, context.DeadlineExceeded))
+		}
+		return fail(derr)
 	}
 	if !stop() {
 		// ctx ended while the result was on its way; the stream is already cancelled.
@@ -341,3 +347,8 @@ var _ interface {
 	io.ReadWriteCloser
 	CloseWrite() error
 } = (*Conn)(nil)
+
+func hasDeadline(ctx context.Context) bool {
+	_, ok := ctx.Deadline()
+	return ok
+}

@@ -16,9 +16,10 @@ KUBECTL := $(K8S_BIN)/kubectl
 KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
 
 # Static binaries that go into images (name=package).
-IMAGE_BINARIES := echo=./e2e/images/echo probe=./e2e/images/probe
+IMAGE_BINARIES := teledock-daemon=./cmd/teledock-daemon traffic-manager=./cmd/traffic-manager \
+  echo=./e2e/images/echo probe=./e2e/images/probe
 # Images loaded into the test cluster.
-IMAGES := teledock/echo:$(VERSION)
+IMAGES := teledock/daemon:$(VERSION) teledock/traffic-manager:$(VERSION) teledock/echo:$(VERSION)
 
 .PHONY: help
 help: ## show the targets

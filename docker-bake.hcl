@@ -5,9 +5,13 @@ variable "VERSION" {
   default = "dev"
 }
 
-# What teledock ships (daemon, traffic-manager, traffic-agent) joins "default" as each arrives.
 group "default" {
-  targets = ["test"]
+  targets = ["ship", "test"]
+}
+
+# What teledock ships. The traffic-agent joins when it exists.
+group "ship" {
+  targets = ["daemon", "traffic-manager"]
 }
 
 group "test" {
@@ -16,6 +20,18 @@ group "test" {
 
 target "_bin" {
   context = "build/bin"
+}
+
+target "daemon" {
+  inherits   = ["_bin"]
+  dockerfile = "../../daemoncontainer/Dockerfile"
+  tags       = ["teledock/daemon:${VERSION}"]
+}
+
+target "traffic-manager" {
+  inherits   = ["_bin"]
+  dockerfile = "../../cluster/Dockerfile"
+  tags       = ["teledock/traffic-manager:${VERSION}"]
 }
 
 target "echo" {

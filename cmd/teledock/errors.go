@@ -7,6 +7,7 @@ import (
 
 	"github.com/docker/docker/client"
 
+	"teledock.dev/teledock/cluster/install"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
@@ -19,6 +20,7 @@ var (
 	errDaemonExited       = errors.New("the daemon container exited")
 	errConnectTimeout     = errors.New("timed out waiting for the daemon to connect")
 	errNetwork            = errors.New("the daemon container's network failed")
+	errBadImage           = errors.New("bad image reference")
 )
 
 // hint tells the user what to do about err, or returns "". This is the one place where errors
@@ -47,6 +49,10 @@ func hint(err error) string {
 		return "Run `teledock quit` (with --name) first, or pass another --name."
 	case errors.Is(err, errClusterAuth):
 		return "Check the kubeconfig's credentials and that they may list pods and create pods/portforward in the manager namespace."
+	case errors.Is(err, errBadImage):
+		return "Give the image as REPOSITORY:TAG."
+	case errors.Is(err, install.ErrNotReady):
+		return "The reason above comes from the traffic-manager's pods; `kubectl -n <manager-namespace> describe pods` shows more."
 	case errors.Is(err, errNotConnected):
 		return "Run `teledock connect` first."
 	case errors.Is(err, errDaemonExited), errors.Is(err, errConnectTimeout), errors.Is(err, errNetwork):

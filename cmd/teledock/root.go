@@ -17,6 +17,8 @@ func newRootCmd(d deps) *cobra.Command {
 		newStatusCmd(d),
 		newQuitCmd(d),
 		newRunCmd(d),
+		newInstallCmd(d),
+		newUninstallCmd(d),
 	)
 	return root
 }

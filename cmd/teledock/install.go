@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"teledock.dev/teledock/cluster/install"
+	"teledock.dev/teledock/internal/version"
+)
+
+type installOptions struct {
+	kubeconfig       string
+	context          string
+	managerNamespace string
+	image            string
+	agentImage       string
+	timeout          time.Duration
+}
+
+func newInstallCmd(d deps) *cobra.Command {
+	var opts installOptions
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install or upgrade the traffic-manager in the cluster",
+		Long: "Install or upgrade the traffic-manager (a Helm release of the chart built into teledock).\n\n" +
+			"Install is idempotent: running it again upgrades the release to this version and these settings.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runInstall(cmd.Context(), d, opts) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&opts.context, "context", "", "kubeconfig context (default: the current one)")
+	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
+	f.StringVar(&opts.image, "image", "teledock/traffic-manager:"+version.Version, "traffic-manager image")
+	f.StringVar(&opts.agentImage, "agent-image", "teledock/traffic-agent:"+version.Version, "traffic-agent image the manager injects")
+	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-manager to be ready")
+	return cmd
+}
+
+func runInstall(ctx context.Context, d deps, opts installOptions) error {
+	repo, tag, err := splitImage(opts.image)
+	if err != nil {
+		return err
+	}
+	agentRepo, agentTag, err := splitImage(opts.agentImage)
+	if err != nil {
+		return err
+	}
+	cfg := install.Config{
+		Kubeconfig: opts.kubeconfig,
+		Context:    opts.context,
+		Namespace:  opts.managerNamespace,
+		Version:    version.Version,
+		Values: map[string]any{
+			"image":      map[string]any{"repository": repo, "tag": tag},
+			"agentImage": map[string]any{"repository": agentRepo, "tag": agentTag},
+		},
+		Timeout: opts.timeout,
+		Events:  installProgress(d.stderr),
+		Log:     d.log,
+	}
+	if err := install.Install(ctx, cfg); err != nil {
+		return fmt.Errorf("install the traffic-manager in namespace %s: %w", opts.managerNamespace, err)
+	}
+	fmt.Fprintf(d.stdout, "Traffic Manager installed in namespace %s (%s)\n", opts.managerNamespace, opts.image)
+	return nil
+}
+
+// splitImage splits "repo:tag" (the repository may contain a registry port).
+func splitImage(ref string) (repo, tag string, err error) {
+	i := strings.LastIndex(ref, ":")
+	if i <= 0 || strings.Contains(ref[i:], "/") || i == len(ref)-1 {
+		return "", "", fmt.Errorf("image %q has no tag: %w", ref, errBadImage)
+	}
+	return ref[:i], ref[i+1:], nil
+}
+
+// installProgress renders install and uninstall events as lines on w.
+func installProgress(w io.Writer) install.EventFunc {
+	return func(e install.Event) {
+		switch e.Kind {
+		case install.EventNamespaceCreated:
+			fmt.Fprintf(w, "Created namespace %s\n", e.Namespace)
+		case install.EventInstalling:
+			fmt.Fprintf(w, "Installing %s in %s\n", e.Release, e.Namespace)
+		case install.EventUpgrading:
+			fmt.Fprintf(w, "Upgrading %s in %s\n", e.Release, e.Namespace)
+		case install.EventWaiting:
+			line := fmt.Sprintf("Waiting for the traffic-manager: %d/%d ready", e.Ready, e.Desired)
+			if e.Reason != "" {
+				line += " (" + e.Reason + ")"
+			}
+			fmt.Fprintln(w, line)
+		case install.EventUninstalling:
+			fmt.Fprintf(w, "Uninstalling %s from %s\n", e.Release, e.Namespace)
+		case install.EventNamespaceDeleted:
+			fmt.Fprintf(w, "Deleted namespace %s\n", e.Namespace)
+		}
+	}
+}

@@ -1,0 +1,261 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/e2e/pattern"
+)
+
+const managerNamespace = "teledock"
+
+func teledock(t testing.TB, args ...string) cmdResult {
+	t.Helper()
+	return run(t, 3*time.Minute, cfg.teledock, args...)
+}
+
+var installOnce sync.Once
+
+// ensureManager installs the traffic-manager once per suite run (install is idempotent).
+func ensureManager(t testing.TB) {
+	t.Helper()
+	var r cmdResult
+	installOnce.Do(func() {
+		r = teledock(t, "install", "--kubeconfig", cfg.kubeconfig, "--manager-namespace", managerNamespace,
+			"--image", image("traffic-manager"))
+	})
+	must(t, r, "teledock install")
+}
+
+// connect starts a connection named after the test to ns and quits it when the test ends.
+func connect(t testing.TB, ns string) string {
+	t.Helper()
+	return connectAs(t, ns, connName(t, ""))
+}
+
+// connName is a connection name for the test, with an optional suffix.
+func connName(t testing.TB, suffix string) string {
+	name := strings.Trim(strings.ToLower(nonDNS.ReplaceAllString(t.Name(), "-")), "-")
+	if len(name) > 30 {
+		name = name[:30]
+	}
+	return name + suffix
+}
+
+func connectAs(t testing.TB, ns, name string) string {
+	t.Helper()
+	t.Cleanup(func() { teledock(t, "quit", "--name", name) })
+	must(t, teledock(t, "connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", name,
+		"--manager-namespace", managerNamespace, "--image", image("daemon")), "teledock connect")
+	return name
+}
+
+// inCluster runs /probe ARGS in a container joined to the connection's network namespace.
+func inCluster(t testing.TB, conn string, args ...string) cmdResult {
+	t.Helper()
+	return teledock(t, append([]string{"run", "--connection", conn, "--rm", "--entrypoint", "/probe", image("echo"), "-timeout", "60s"}, args...)...)
+}
+
+func TestConnectReachesTheCluster(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	app := deployEcho(t, ns, "echo")
+	apply(t, ns, "statefulset.yaml", echoApp{Image: image("echo"), Text: "hello from web"})
+	must(t, kubectl(t, "-n", ns, "rollout", "status", "statefulset/web", "--timeout=120s"), "statefulset rollout")
+	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	podIP := jsonpath(t, ns, "pods -l app=echo", "{.items[0].status.podIP}")
+	conn := connect(t, ns)
+
+	for _, url := range []string{
+		"http://echo/",
+		"http://echo." + ns + "/",
+		"http://echo." + ns + ".svc.cluster.local/",
+		"http://" + clusterIP + "/",
+		"http://" + podIP + ":8080/",
+	} {
+		out := must(t, inCluster(t, conn, "http", url), "GET "+url)
+		if !strings.HasPrefix(out, app.Text+" from echo-") {
+			t.Errorf("GET %s = %q, want the echo pod's greeting", url, out)
+		}
+	}
+	out := must(t, inCluster(t, conn, "http", "http://web-0.web."+ns+":8080/"), "GET a StatefulSet pod by name")
+	if !strings.HasPrefix(out, "hello from web from web-0") {
+		t.Errorf("GET web-0.web.%s = %q, want web-0's greeting", ns, out)
+	}
+	out = must(t, inCluster(t, conn, "udp", "echo:8081", "ping"), "UDP round trip")
+	if strings.TrimSpace(out) != app.Text+": ping" {
+		t.Errorf("UDP echo = %q, want %q", out, app.Text+": ping")
+	}
+
+	const n = 100 << 20
+	out = must(t, inCluster(t, conn, "download", fmt.Sprintf("http://echo/bytes?n=%d", n)), "100 MiB download")
+	if want := fmt.Sprintf("%s %d", pattern.SHA256(n), n); strings.TrimSpace(out) != want {
+		t.Errorf("download: %q, want %q", out, want)
+	}
+	out = must(t, inCluster(t, conn, "upload", "http://echo/sha256", fmt.Sprint(n)), "100 MiB upload")
+	if want := fmt.Sprintf("%s %d", pattern.SHA256(n), n); strings.TrimSpace(out) != want {
+		t.Errorf("upload: %q, want %q", out, want)
+	}
+}
+
+type statusJSON struct {
+	Daemon struct {
+		Running   bool   `json:"running"`
+		Namespace string `json:"namespace"`
+		Container string `json:"container"`
+	} `json:"daemon"`
+	TrafficManager struct {
+		Connected bool `json:"connected"`
+	} `json:"trafficManager"`
+}
+
+func status(t testing.TB, conn string) statusJSON {
+	t.Helper()
+	out := must(t, teledock(t, "status", "--name", conn, "-o", "json"), "teledock status")
+	var s statusJSON
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status -o json is not JSON: %v\n%s", err, out)
+	}
+	return s
+}
+
+func TestStatusQuitAndLease(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	name := connName(t, "")
+	if s := status(t, name); s.Daemon.Running {
+		t.Fatalf("status before connect says running: %+v", s)
+	}
+	text := must(t, teledock(t, "status", "--name", name), "status text")
+	if !strings.Contains(text, "Not running") {
+		t.Errorf("status text before connect = %q, want it to say Not running", text)
+	}
+
+	conn := connect(t, ns)
+	s := status(t, conn)
+	if !s.Daemon.Running || s.Daemon.Namespace != ns || !s.TrafficManager.Connected {
+		t.Fatalf("status after connect: %+v", s)
+	}
+	text = must(t, teledock(t, "status", "--name", conn), "status text")
+	for _, want := range []string{"Running", ns, "Connected"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status text lacks %q:\n%s", want, text)
+		}
+	}
+	mgr := managerClient(t)
+	if n := sessionsNamed(t, mgr, conn); n != 1 {
+		t.Fatalf("manager has %d sessions for %s, want 1", n, conn)
+	}
+
+	// A daemon that vanishes without a word: the manager drops its session within the lease.
+	must(t, docker(t, "kill", s.Daemon.Container), "kill the daemon container")
+	eventually(t, 20*time.Second, "the manager drops the dead client's session", func() error {
+		if n := sessionsNamed(t, mgr, conn); n != 0 {
+			return fmt.Errorf("%d sessions left", n)
+		}
+		return nil
+	})
+	must(t, teledock(t, "quit", "--name", conn), "quit")
+	if out := must(t, docker(t, "ps", "-aq", "--filter", "label=teledock.dev/name="+conn), "docker ps"); strings.TrimSpace(out) != "" {
+		t.Errorf("quit left containers: %s", out)
+	}
+}
+
+func TestQuitEndsTheSession(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	conn := connect(t, ns)
+	mgr := managerClient(t)
+	must(t, teledock(t, "quit", "--name", conn), "quit")
+	if n := sessionsNamed(t, mgr, conn); n != 0 {
+		t.Errorf("after quit the manager still has %d sessions for %s", n, conn)
+	}
+	if out := must(t, docker(t, "ps", "-aq", "--filter", "label=teledock.dev/name="+conn), "docker ps"); strings.TrimSpace(out) != "" {
+		t.Errorf("quit left containers: %s", out)
+	}
+	// quit is idempotent.
+	must(t, teledock(t, "quit", "--name", conn), "second quit")
+}
+
+func TestTwoConnectionsSideBySide(t *testing.T) {
+	ensureManager(t)
+	ns1, ns2 := newNamespace(t), newNamespace(t)
+	app1, app2 := deployEcho(t, ns1, "echo"), deployEcho(t, ns2, "echo")
+	c1, c2 := connectAs(t, ns1, connName(t, "-a")), connectAs(t, ns2, connName(t, "-b"))
+	for _, c := range []struct{ conn, want string }{{c1, app1.Text}, {c2, app2.Text}} {
+		out := must(t, inCluster(t, c.conn, "http", "http://echo/"), "GET http://echo/ through "+c.conn)
+		if !strings.HasPrefix(out, c.want+" from echo-") {
+			t.Errorf("through %s, http://echo/ = %q, want %q (each connection sees its own namespace)", c.conn, out, c.want)
+		}
+	}
+}
+
+func TestConnectErrors(t *testing.T) {
+	ensureManager(t)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no manager", []string{"--manager-namespace", "no-such-manager"}, "teledock install"},
+		{"bad context", []string{"--context", "no-such-context"}, "no-such-context"},
+		{"bad kubeconfig", []string{"--kubeconfig", "/nonexistent/kubeconfig"}, "/nonexistent/kubeconfig"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			name := "e2e-err-" + strings.ReplaceAll(c.name, " ", "-")
+			args := append([]string{"connect", "--name", name, "--image", image("daemon"), "--kubeconfig", cfg.kubeconfig}, c.args...)
+			r := teledock(t, args...)
+			t.Cleanup(func() { teledock(t, "quit", "--name", name) })
+			if r.err == nil {
+				t.Fatalf("connect with %v succeeded", c.args)
+			}
+			if !strings.Contains(r.stderr, c.want) {
+				t.Errorf("error %q does not name %q", r.stderr, c.want)
+			}
+			if out := must(t, docker(t, "ps", "-aq", "--filter", "label=teledock.dev/name="+name), "docker ps"); strings.TrimSpace(out) != "" {
+				t.Errorf("a failed connect left containers: %s", out)
+			}
+		})
+	}
+}
+
+// managerClient talks to the traffic-manager through a kubectl port-forward (the tests' own view).
+func managerClient(t testing.TB) managerv1.ManagerClient {
+	t.Helper()
+	port := portForward(t, managerNamespace, "service/traffic-manager", 8081)
+	cc, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return managerv1.NewManagerClient(cc)
+}
+
+func sessionsNamed(t testing.TB, mgr managerv1.ManagerClient, name string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := mgr.ListSessions(ctx, &managerv1.ListSessionsRequest{})
+	if err != nil {
+		t.Fatalf("ListSessions: %v", err)
+	}
+	n := 0
+	for _, s := range resp.GetSessions() {
+		if s.GetClient().GetName() == name {
+			n++
+		}
+	}
+	return n
+}

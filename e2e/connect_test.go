@@ -47,7 +47,7 @@ func connect(t testing.TB, ns string) string {
 
 // connName is a connection name for the test, with an optional suffix.
 func connName(t testing.TB, suffix string) string {
-	name := strings.Trim(strings.ToLower(nonDNS.ReplaceAllString(t.Name(), "-")), "-")
+	name := strings.Trim(nonDNS.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(name) > 30 {
 		name = name[:30]
 	}
@@ -118,7 +118,7 @@ type statusJSON struct {
 	} `json:"daemon"`
 	TrafficManager struct {
 		Connected bool `json:"connected"`
-	} `json:"trafficManager"`
+	} `json:"traffic_manager"`
 }
 
 func status(t testing.TB, conn string) statusJSON {

@@ -132,10 +132,12 @@ func deployEcho(t testing.TB, ns, name string) echoApp {
 	return app
 }
 
-// jsonpath reads one field of an object with kubectl's jsonpath.
+// jsonpath reads one field of an object with kubectl's jsonpath; obj may hold several words
+// ("pods -l app=echo").
 func jsonpath(t testing.TB, ns, obj, path string) string {
 	t.Helper()
-	return strings.TrimSpace(must(t, kubectl(t, "-n", ns, "get", obj, "-o", "jsonpath="+path), "get "+obj))
+	args := append(append([]string{"-n", ns, "get"}, strings.Fields(obj)...), "-o", "jsonpath="+path)
+	return strings.TrimSpace(must(t, kubectl(t, args...), "get "+obj))
 }
 
 // portForward starts `kubectl port-forward` to target's remote port and returns the local port.

@@ -13,6 +13,7 @@ TELEDOCK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/teledock
 K8S_BIN := $(TELEDOCK_CACHE)/tools/kubernetes-$(KUBERNETES_VERSION)
 PROTOC_BIN := $(TELEDOCK_CACHE)/tools/protoc-gen-$(PROTOC_GEN_GO_VERSION)-$(PROTOC_GEN_GO_GRPC_VERSION)
 KUBECTL := $(K8S_BIN)/kubectl
+HELM := $(TELEDOCK_CACHE)/tools/helm-$(HELM_VERSION)/helm
 KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
 
 # Static binaries that go into images (name=package).
@@ -67,7 +68,7 @@ test-unit: ## unit tests
 .PHONY: test-e2e
 test-e2e: cluster-up ## end-to-end tests against the local cluster and Docker
 	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
-	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) \
+	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) TELEDOCK_E2E_HELM=$(HELM) \
 	  go test -tags e2e -count=1 -timeout 30m -v ./e2e/...
 
 .PHONY: test

@@ -5,8 +5,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +99,16 @@ func TestConnectReachesTheCluster(t *testing.T) {
 	out = must(t, inCluster(t, conn, "udp", "echo:8081", "ping"), "UDP round trip")
 	if strings.TrimSpace(out) != app.Text+": ping" {
 		t.Errorf("UDP echo = %q, want %q", out, app.Text+": ping")
+	}
+
+	out = must(t, inCluster(t, conn, "rdns", clusterIP), "reverse lookup of the ClusterIP")
+	if want := "echo." + ns + ".svc.cluster.local."; strings.TrimSpace(out) != want {
+		t.Errorf("reverse lookup of %s = %q, want %q", clusterIP, out, want)
+	}
+	// Names outside the cluster still go to the host's resolver (here: none answers, so the
+	// lookup must fail rather than be answered by the cluster).
+	if r := inCluster(t, conn, "dns", "echo.example.invalid"); r.err == nil {
+		t.Errorf("echo.example.invalid resolved: %s", r.stdout)
 	}
 
 	const n = 100 << 20
@@ -258,4 +270,38 @@ func sessionsNamed(t testing.TB, mgr managerv1.ManagerClient, name string) int {
 		}
 	}
 	return n
+}
+
+// run passes the container's exit code through and refuses flags that would break the join.
+func TestRunExitCodeAndRefusedFlags(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	conn := connect(t, ns)
+	r := inCluster(t, conn, "tcp", "127.0.0.1:1") // nothing listens: /probe exits 1
+	if code := exitCode(r.err); code != 1 {
+		t.Errorf("run of a failing container exited %d (%v), want 1", code, r.err)
+	}
+	for _, flag := range [][]string{{"-p", "8080:80"}, {"--network", "host"}, {"--net=bridge"}} {
+		args := append(append([]string{"run", "--connection", conn, "--rm", "--name", "e2e-refused"}, flag...), image("echo"))
+		r := teledock(t, args...)
+		if r.err == nil {
+			t.Errorf("run with %v succeeded", flag)
+		} else if !strings.Contains(r.stderr, strings.SplitN(flag[0], "=", 2)[0]) {
+			t.Errorf("run with %v: error does not name the flag: %s", flag, r.stderr)
+		}
+	}
+	if out := must(t, docker(t, "ps", "-aq", "--filter", "name=e2e-refused"), "docker ps"); strings.TrimSpace(out) != "" {
+		t.Errorf("a refused run left a container: %s", out)
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
 }

@@ -121,12 +121,12 @@ func apply(t testing.TB, ns, file string, data any) {
 	must(t, kubectl(t, "-n", ns, "apply", "-f", f), "apply "+file)
 }
 
-type echoApp struct{ Name, Image, Text string }
+type echoApp struct{ Name, Namespace, Image, Text string }
 
 // deployEcho deploys the echo app as name in ns and waits for its rollout.
 func deployEcho(t testing.TB, ns, name string) echoApp {
 	t.Helper()
-	app := echoApp{Name: name, Image: image("echo"), Text: "hello from " + name + " in " + ns}
+	app := echoApp{Name: name, Namespace: ns, Image: image("echo"), Text: "hello from " + name + " in " + ns}
 	apply(t, ns, "echo.yaml", app)
 	must(t, kubectl(t, "-n", ns, "rollout", "status", "deployment/"+name, "--timeout=120s"), "rollout of "+name)
 	return app

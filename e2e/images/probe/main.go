@@ -6,6 +6,7 @@
 //	probe [-timeout 5s] tcp HOST:PORT       connect and close
 //	probe [-timeout 5s] udp HOST:PORT MSG   send MSG, print the reply
 //	probe [-timeout 5s] dns NAME [SERVER]   print the addresses of NAME
+//	probe [-timeout 5s] rdns IP             print the names of IP (reverse lookup)
 //	probe [-timeout 5s] download URL        print "sha256 bytes" of a GET body
 //	probe [-timeout 5s] upload URL N        POST N pattern bytes, print the reply
 package main
@@ -75,6 +76,13 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Println(strings.Join(addrs, "\n"))
+		return nil
+	case "rdns":
+		names, err := net.DefaultResolver.LookupAddr(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(names, "\n"))
 		return nil
 	case "download":
 		body, err := get(ctx, args[1])

@@ -18,5 +18,21 @@ sed -e "s#{{.Name}}#echo#g" -e "s#{{.Image}}#teledock/echo:$VERSION#g" -e "s#{{.
   "$TELEDOCK_ROOT/e2e/testdata/echo.yaml" | "$KUBECTL" -n "$ns" apply -f -
 "$KUBECTL" -n "$ns" rollout status deployment/echo --timeout=120s
 
-step "teledock"
+step "install the traffic-manager"
+"$TELEDOCK" install
+
+step "connect: a daemon container that reaches the cluster (namespace $ns)"
+"$TELEDOCK" connect -n "$ns"
+"$TELEDOCK" status
+
+step "a local container reaches the sample app by its cluster name"
+# Plain Docker containers cannot reach the cluster (the test cluster cuts them off); this one runs in
+# the daemon's network namespace.
+"$TELEDOCK" run --rm --entrypoint /probe "teledock/echo:$VERSION" http http://echo/
+"$TELEDOCK" run --rm --entrypoint /probe "teledock/echo:$VERSION" http "http://echo.$ns.svc.cluster.local/"
+
+step "versions"
 "$TELEDOCK" version
+
+step "quit: nothing stays behind"
+"$TELEDOCK" quit

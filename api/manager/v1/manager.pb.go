@@ -767,11 +767,16 @@ func (x *DNSResponse) GetAnswer() []byte {
 }
 
 type Dial struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Protocol      Protocol               `protobuf:"varint,2,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
-	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"` // ip:port inside the cluster
-	TimeoutMs     int32                  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Protocol  Protocol               `protobuf:"varint,2,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
+	Address   string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"` // ip:port inside the cluster
+	TimeoutMs int32                  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Set for paired connections: a client's --to-pod connection (Tunnel) or an agent's intercepted
+	// connection (AgentTunnel). For --to-pod, address is "127.0.0.1:PORT" as the pod sees it.
+	InterceptId string `protobuf:"bytes,5,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	// For intercepted connections: the agent's target (service port number) the connection came to.
+	TargetPort    int32 `protobuf:"varint,6,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +839,72 @@ func (x *Dial) GetTimeoutMs() int32 {
 	return 0
 }
 
+func (x *Dial) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+func (x *Dial) GetTargetPort() int32 {
+	if x != nil {
+		return x.TargetPort
+	}
+	return 0
+}
+
+type Accept struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	ConnId        string                 `protobuf:"bytes,2,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Accept) Reset() {
+	*x = Accept{}
+	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Accept) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Accept) ProtoMessage() {}
+
+func (x *Accept) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Accept.ProtoReflect.Descriptor instead.
+func (*Accept) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Accept) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Accept) GetConnId() string {
+	if x != nil {
+		return x.ConnId
+	}
+	return ""
+}
+
 type DialResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -845,7 +916,7 @@ type DialResult struct {
 
 func (x *DialResult) Reset() {
 	*x = DialResult{}
-	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	mi := &file_manager_v1_manager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +928,7 @@ func (x *DialResult) String() string {
 func (*DialResult) ProtoMessage() {}
 
 func (x *DialResult) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	mi := &file_manager_v1_manager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +941,7 @@ func (x *DialResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialResult.ProtoReflect.Descriptor instead.
 func (*DialResult) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{14}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DialResult) GetOk() bool {
@@ -904,7 +975,7 @@ type Data struct {
 
 func (x *Data) Reset() {
 	*x = Data{}
-	mi := &file_manager_v1_manager_proto_msgTypes[15]
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +987,7 @@ func (x *Data) String() string {
 func (*Data) ProtoMessage() {}
 
 func (x *Data) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[15]
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1000,7 @@ func (x *Data) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Data.ProtoReflect.Descriptor instead.
 func (*Data) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{15}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Data) GetPayload() []byte {
@@ -953,6 +1024,7 @@ type TunnelMessage struct {
 	//	*TunnelMessage_Dial
 	//	*TunnelMessage_DialResult
 	//	*TunnelMessage_Data
+	//	*TunnelMessage_Accept
 	Msg           isTunnelMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -960,7 +1032,7 @@ type TunnelMessage struct {
 
 func (x *TunnelMessage) Reset() {
 	*x = TunnelMessage{}
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1044,7 @@ func (x *TunnelMessage) String() string {
 func (*TunnelMessage) ProtoMessage() {}
 
 func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1057,7 @@ func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelMessage.ProtoReflect.Descriptor instead.
 func (*TunnelMessage) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TunnelMessage) GetMsg() isTunnelMessage_Msg {
@@ -1022,6 +1094,15 @@ func (x *TunnelMessage) GetData() *Data {
 	return nil
 }
 
+func (x *TunnelMessage) GetAccept() *Accept {
+	if x != nil {
+		if x, ok := x.Msg.(*TunnelMessage_Accept); ok {
+			return x.Accept
+		}
+	}
+	return nil
+}
+
 type isTunnelMessage_Msg interface {
 	isTunnelMessage_Msg()
 }
@@ -1038,11 +1119,1029 @@ type TunnelMessage_Data struct {
 	Data *Data `protobuf:"bytes,3,opt,name=data,proto3,oneof"`
 }
 
+type TunnelMessage_Accept struct {
+	Accept *Accept `protobuf:"bytes,4,opt,name=accept,proto3,oneof"`
+}
+
 func (*TunnelMessage_Dial) isTunnelMessage_Msg() {}
 
 func (*TunnelMessage_DialResult) isTunnelMessage_Msg() {}
 
 func (*TunnelMessage_Data) isTunnelMessage_Msg() {}
+
+func (*TunnelMessage_Accept) isTunnelMessage_Msg() {}
+
+type ListWorkloadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkloadsRequest) Reset() {
+	*x = ListWorkloadsRequest{}
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkloadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkloadsRequest) ProtoMessage() {}
+
+func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListWorkloadsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ListWorkloadsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type WorkloadInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Kind      string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // Deployment, ReplicaSet, StatefulSet
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// state: "ready to intercept (traffic-agent not yet installed)",
+	// "ready to intercept (traffic-agent already installed)", "intercepted", or a reason it cannot be.
+	State          string           `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	AgentInstalled bool             `protobuf:"varint,5,opt,name=agent_installed,json=agentInstalled,proto3" json:"agent_installed,omitempty"`
+	Services       []string         `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	Intercepts     []*InterceptInfo `protobuf:"bytes,7,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WorkloadInfo) Reset() {
+	*x = WorkloadInfo{}
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadInfo) ProtoMessage() {}
+
+func (x *WorkloadInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadInfo.ProtoReflect.Descriptor instead.
+func (*WorkloadInfo) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WorkloadInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetAgentInstalled() bool {
+	if x != nil {
+		return x.AgentInstalled
+	}
+	return false
+}
+
+func (x *WorkloadInfo) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *WorkloadInfo) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+type ListWorkloadsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workloads     []*WorkloadInfo        `protobuf:"bytes,1,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkloadsResponse) Reset() {
+	*x = ListWorkloadsResponse{}
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkloadsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkloadsResponse) ProtoMessage() {}
+
+func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadInfo {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+type ToPod struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          int32                  `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol      Protocol               `protobuf:"varint,2,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToPod) Reset() {
+	*x = ToPod{}
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToPod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToPod) ProtoMessage() {}
+
+func (x *ToPod) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToPod.ProtoReflect.Descriptor instead.
+func (*ToPod) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ToPod) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ToPod) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+type CreateInterceptRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // intercept name
+	Namespace string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workload  string                 `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`   // defaults to name
+	Service   string                 `protobuf:"bytes,5,opt,name=service,proto3" json:"service,omitempty"`     // optional: which service, when several select the workload
+	Port      string                 `protobuf:"bytes,6,opt,name=port,proto3" json:"port,omitempty"`           // service port name or number (SVCPORT), optional when unambiguous
+	Mechanism string                 `protobuf:"bytes,7,opt,name=mechanism,proto3" json:"mechanism,omitempty"` // "tcp"
+	Replace   bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`
+	ToPod     []*ToPod               `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
+	// Where the client delivers connections (for display; the client dials it itself).
+	Destination   string `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
+	LocalPort     int32  `protobuf:"varint,11,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInterceptRequest) Reset() {
+	*x = CreateInterceptRequest{}
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInterceptRequest) ProtoMessage() {}
+
+func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInterceptRequest.ProtoReflect.Descriptor instead.
+func (*CreateInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateInterceptRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *CreateInterceptRequest) GetToPod() []*ToPod {
+	if x != nil {
+		return x.ToPod
+	}
+	return nil
+}
+
+func (x *CreateInterceptRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetLocalPort() int32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+type InterceptInfo struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Id                    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name                  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace             string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workload              string                 `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`
+	WorkloadKind          string                 `protobuf:"bytes,5,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	State                 string                 `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"` // ACTIVE, WAITING, ...
+	Service               string                 `protobuf:"bytes,7,opt,name=service,proto3" json:"service,omitempty"`
+	ServicePortIdentifier string                 `protobuf:"bytes,8,opt,name=service_port_identifier,json=servicePortIdentifier,proto3" json:"service_port_identifier,omitempty"`
+	ServicePort           int32                  `protobuf:"varint,9,opt,name=service_port,json=servicePort,proto3" json:"service_port,omitempty"`
+	TargetPort            int32                  `protobuf:"varint,10,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"` // the agent's target (container port number)
+	Protocol              Protocol               `protobuf:"varint,11,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
+	Destination           string                 `protobuf:"bytes,12,opt,name=destination,proto3" json:"destination,omitempty"`
+	LocalPort             int32                  `protobuf:"varint,13,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	SessionId             string                 `protobuf:"bytes,14,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Client                string                 `protobuf:"bytes,15,opt,name=client,proto3" json:"client,omitempty"` // owner: the client's name@host
+	Environment           map[string]string      `protobuf:"bytes,16,rep,name=environment,proto3" json:"environment,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PodAddress            string                 `protobuf:"bytes,17,opt,name=pod_address,json=podAddress,proto3" json:"pod_address,omitempty"` // pod IP:port, for service-less intercepts
+	Replace               bool                   `protobuf:"varint,18,opt,name=replace,proto3" json:"replace,omitempty"`
+	ToPod                 []*ToPod               `protobuf:"bytes,19,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
+	MountPoint            string                 `protobuf:"bytes,20,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"` // reserved for volume mounts (later)
+	HttpFilter            string                 `protobuf:"bytes,21,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"` // reserved for HTTP-filtered intercepts (later)
+	ServiceLess           bool                   `protobuf:"varint,22,opt,name=service_less,json=serviceLess,proto3" json:"service_less,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *InterceptInfo) Reset() {
+	*x = InterceptInfo{}
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptInfo) ProtoMessage() {}
+
+func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
+func (*InterceptInfo) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *InterceptInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetServicePortIdentifier() string {
+	if x != nil {
+		return x.ServicePortIdentifier
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetServicePort() int32 {
+	if x != nil {
+		return x.ServicePort
+	}
+	return 0
+}
+
+func (x *InterceptInfo) GetTargetPort() int32 {
+	if x != nil {
+		return x.TargetPort
+	}
+	return 0
+}
+
+func (x *InterceptInfo) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *InterceptInfo) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetLocalPort() int32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+func (x *InterceptInfo) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetEnvironment() map[string]string {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *InterceptInfo) GetPodAddress() string {
+	if x != nil {
+		return x.PodAddress
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *InterceptInfo) GetToPod() []*ToPod {
+	if x != nil {
+		return x.ToPod
+	}
+	return nil
+}
+
+func (x *InterceptInfo) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetHttpFilter() string {
+	if x != nil {
+		return x.HttpFilter
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetServiceLess() bool {
+	if x != nil {
+		return x.ServiceLess
+	}
+	return false
+}
+
+type RemoveInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptRequest) Reset() {
+	*x = RemoveInterceptRequest{}
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptRequest) ProtoMessage() {}
+
+func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RemoveInterceptRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RemoveInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveInterceptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptResponse) Reset() {
+	*x = RemoveInterceptResponse{}
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptResponse) ProtoMessage() {}
+
+func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+}
+
+type ListInterceptsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterceptsRequest) Reset() {
+	*x = ListInterceptsRequest{}
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterceptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterceptsRequest) ProtoMessage() {}
+
+func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
+func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListInterceptsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type ListInterceptsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Intercepts    []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterceptsResponse) Reset() {
+	*x = ListInterceptsResponse{}
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterceptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterceptsResponse) ProtoMessage() {}
+
+func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
+func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+type IncomingDial struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnId        string                 `protobuf:"bytes,1,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	InterceptId   string                 `protobuf:"bytes,2,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingDial) Reset() {
+	*x = IncomingDial{}
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingDial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingDial) ProtoMessage() {}
+
+func (x *IncomingDial) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingDial.ProtoReflect.Descriptor instead.
+func (*IncomingDial) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *IncomingDial) GetConnId() string {
+	if x != nil {
+		return x.ConnId
+	}
+	return ""
+}
+
+func (x *IncomingDial) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+type AgentInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodName       string                 `protobuf:"bytes,1,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	PodIp         string                 `protobuf:"bytes,3,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	WorkloadKind  string                 `protobuf:"bytes,4,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	WorkloadName  string                 `protobuf:"bytes,5,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
+	Version       string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentInfo) Reset() {
+	*x = AgentInfo{}
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentInfo) ProtoMessage() {}
+
+func (x *AgentInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
+func (*AgentInfo) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AgentInfo) GetPodName() string {
+	if x != nil {
+		return x.PodName
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetPodIp() string {
+	if x != nil {
+		return x.PodIp
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetWorkloadName() string {
+	if x != nil {
+		return x.WorkloadName
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// AgentTarget is one port the agent took over and where it goes now.
+type AgentTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentPort     int32                  `protobuf:"varint,1,opt,name=agent_port,json=agentPort,proto3" json:"agent_port,omitempty"`    // where the agent listens
+	TargetPort    int32                  `protobuf:"varint,2,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"` // the app's container port (the intercept's target)
+	Protocol      Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
+	InterceptId   string                 `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"` // empty: not intercepted, forward to the app
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentTarget) Reset() {
+	*x = AgentTarget{}
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentTarget) ProtoMessage() {}
+
+func (x *AgentTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentTarget.ProtoReflect.Descriptor instead.
+func (*AgentTarget) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AgentTarget) GetAgentPort() int32 {
+	if x != nil {
+		return x.AgentPort
+	}
+	return 0
+}
+
+func (x *AgentTarget) GetTargetPort() int32 {
+	if x != nil {
+		return x.TargetPort
+	}
+	return 0
+}
+
+func (x *AgentTarget) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *AgentTarget) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+type AgentUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Targets       []*AgentTarget         `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"` // set when the state changed
+	Dial          *IncomingDial          `protobuf:"bytes,2,opt,name=dial,proto3" json:"dial,omitempty"`       // set when a --to-pod connection waits to be accepted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentUpdate) Reset() {
+	*x = AgentUpdate{}
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentUpdate) ProtoMessage() {}
+
+func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentUpdate.ProtoReflect.Descriptor instead.
+func (*AgentUpdate) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AgentUpdate) GetTargets() []*AgentTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *AgentUpdate) GetDial() *IncomingDial {
+	if x != nil {
+		return x.Dial
+	}
+	return nil
+}
 
 var File_manager_v1_manager_proto protoreflect.FileDescriptor
 
@@ -1090,14 +2189,21 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\fR\x05query\"%\n" +
 	"\vDNSResponse\x12\x16\n" +
-	"\x06answer\x18\x01 \x01(\fR\x06answer\"\x99\x01\n" +
+	"\x06answer\x18\x01 \x01(\fR\x06answer\"\xdd\x01\n" +
 	"\x04Dial\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
 	"\bprotocol\x18\x02 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\x05R\ttimeoutMs\"j\n" +
+	"timeout_ms\x18\x04 \x01(\x05R\ttimeoutMs\x12!\n" +
+	"\fintercept_id\x18\x05 \x01(\tR\vinterceptId\x12\x1f\n" +
+	"\vtarget_port\x18\x06 \x01(\x05R\n" +
+	"targetPort\"@\n" +
+	"\x06Accept\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
+	"\aconn_id\x18\x02 \x01(\tR\x06connId\"j\n" +
 	"\n" +
 	"DialResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
@@ -1106,13 +2212,113 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x04Data\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x1f\n" +
 	"\vclose_write\x18\x02 \x01(\bR\n" +
-	"closeWrite\"\xbc\x01\n" +
+	"closeWrite\"\xf3\x01\n" +
 	"\rTunnelMessage\x12/\n" +
 	"\x04dial\x18\x01 \x01(\v2\x19.teledock.manager.v1.DialH\x00R\x04dial\x12B\n" +
 	"\vdial_result\x18\x02 \x01(\v2\x1f.teledock.manager.v1.DialResultH\x00R\n" +
 	"dialResult\x12/\n" +
-	"\x04data\x18\x03 \x01(\v2\x19.teledock.manager.v1.DataH\x00R\x04dataB\x05\n" +
-	"\x03msg*H\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.teledock.manager.v1.DataH\x00R\x04data\x125\n" +
+	"\x06accept\x18\x04 \x01(\v2\x1b.teledock.manager.v1.AcceptH\x00R\x06acceptB\x05\n" +
+	"\x03msg\"S\n" +
+	"\x14ListWorkloadsRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xf3\x01\n" +
+	"\fWorkloadInfo\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12'\n" +
+	"\x0fagent_installed\x18\x05 \x01(\bR\x0eagentInstalled\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\x12B\n" +
+	"\n" +
+	"intercepts\x18\a \x03(\v2\".teledock.manager.v1.InterceptInfoR\n" +
+	"intercepts\"X\n" +
+	"\x15ListWorkloadsResponse\x12?\n" +
+	"\tworkloads\x18\x01 \x03(\v2!.teledock.manager.v1.WorkloadInfoR\tworkloads\"V\n" +
+	"\x05ToPod\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\x129\n" +
+	"\bprotocol\x18\x02 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\"\xdf\x02\n" +
+	"\x16CreateInterceptRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkload\x18\x04 \x01(\tR\bworkload\x12\x18\n" +
+	"\aservice\x18\x05 \x01(\tR\aservice\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\tR\x04port\x12\x1c\n" +
+	"\tmechanism\x18\a \x01(\tR\tmechanism\x12\x18\n" +
+	"\areplace\x18\b \x01(\bR\areplace\x121\n" +
+	"\x06to_pod\x18\t \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\x12 \n" +
+	"\vdestination\x18\n" +
+	" \x01(\tR\vdestination\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\v \x01(\x05R\tlocalPort\"\xdb\x06\n" +
+	"\rInterceptInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkload\x18\x04 \x01(\tR\bworkload\x12#\n" +
+	"\rworkload_kind\x18\x05 \x01(\tR\fworkloadKind\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x18\n" +
+	"\aservice\x18\a \x01(\tR\aservice\x126\n" +
+	"\x17service_port_identifier\x18\b \x01(\tR\x15servicePortIdentifier\x12!\n" +
+	"\fservice_port\x18\t \x01(\x05R\vservicePort\x12\x1f\n" +
+	"\vtarget_port\x18\n" +
+	" \x01(\x05R\n" +
+	"targetPort\x129\n" +
+	"\bprotocol\x18\v \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\x12 \n" +
+	"\vdestination\x18\f \x01(\tR\vdestination\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\r \x01(\x05R\tlocalPort\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x0e \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06client\x18\x0f \x01(\tR\x06client\x12U\n" +
+	"\venvironment\x18\x10 \x03(\v23.teledock.manager.v1.InterceptInfo.EnvironmentEntryR\venvironment\x12\x1f\n" +
+	"\vpod_address\x18\x11 \x01(\tR\n" +
+	"podAddress\x12\x18\n" +
+	"\areplace\x18\x12 \x01(\bR\areplace\x121\n" +
+	"\x06to_pod\x18\x13 \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\x12\x1f\n" +
+	"\vmount_point\x18\x14 \x01(\tR\n" +
+	"mountPoint\x12\x1f\n" +
+	"\vhttp_filter\x18\x15 \x01(\tR\n" +
+	"httpFilter\x12!\n" +
+	"\fservice_less\x18\x16 \x01(\bR\vserviceLess\x1a>\n" +
+	"\x10EnvironmentEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x16RemoveInterceptRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x19\n" +
+	"\x17RemoveInterceptResponse\"6\n" +
+	"\x15ListInterceptsRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\\\n" +
+	"\x16ListInterceptsResponse\x12B\n" +
+	"\n" +
+	"intercepts\x18\x01 \x03(\v2\".teledock.manager.v1.InterceptInfoR\n" +
+	"intercepts\"J\n" +
+	"\fIncomingDial\x12\x17\n" +
+	"\aconn_id\x18\x01 \x01(\tR\x06connId\x12!\n" +
+	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\"\xbf\x01\n" +
+	"\tAgentInfo\x12\x19\n" +
+	"\bpod_name\x18\x01 \x01(\tR\apodName\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x15\n" +
+	"\x06pod_ip\x18\x03 \x01(\tR\x05podIp\x12#\n" +
+	"\rworkload_kind\x18\x04 \x01(\tR\fworkloadKind\x12#\n" +
+	"\rworkload_name\x18\x05 \x01(\tR\fworkloadName\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\xab\x01\n" +
+	"\vAgentTarget\x12\x1d\n" +
+	"\n" +
+	"agent_port\x18\x01 \x01(\x05R\tagentPort\x12\x1f\n" +
+	"\vtarget_port\x18\x02 \x01(\x05R\n" +
+	"targetPort\x129\n" +
+	"\bprotocol\x18\x03 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\x12!\n" +
+	"\fintercept_id\x18\x04 \x01(\tR\vinterceptId\"\x80\x01\n" +
+	"\vAgentUpdate\x12:\n" +
+	"\atargets\x18\x01 \x03(\v2 .teledock.manager.v1.AgentTargetR\atargets\x125\n" +
+	"\x04dial\x18\x02 \x01(\v2!.teledock.manager.v1.IncomingDialR\x04dial*H\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1122,7 +2328,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x12DIAL_ERROR_REFUSED\x10\x01\x12\x1a\n" +
 	"\x16DIAL_ERROR_UNREACHABLE\x10\x02\x12\x16\n" +
 	"\x12DIAL_ERROR_TIMEOUT\x10\x03\x12\x1a\n" +
-	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xbb\x05\n" +
+	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\x8d\f\n" +
 	"\aManager\x12P\n" +
 	"\aVersion\x12#.teledock.manager.v1.VersionRequest\x1a .teledock.manager.v1.VersionInfo\x12M\n" +
 	"\fArriveClient\x12\x1f.teledock.manager.v1.ClientInfo\x1a\x1c.teledock.manager.v1.Session\x12R\n" +
@@ -1131,7 +2337,18 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\fListSessions\x12(.teledock.manager.v1.ListSessionsRequest\x1a).teledock.manager.v1.ListSessionsResponse\x12\\\n" +
 	"\vClusterInfo\x12#.teledock.manager.v1.SessionRequest\x1a(.teledock.manager.v1.ClusterInfoResponse\x12N\n" +
 	"\tLookupDNS\x12\x1f.teledock.manager.v1.DNSRequest\x1a .teledock.manager.v1.DNSResponse\x12T\n" +
-	"\x06Tunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01B0Z.teledock.dev/teledock/api/manager/v1;managerv1b\x06proto3"
+	"\x06Tunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01\x12f\n" +
+	"\rListWorkloads\x12).teledock.manager.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponse\x12b\n" +
+	"\x0fCreateIntercept\x12+.teledock.manager.v1.CreateInterceptRequest\x1a\".teledock.manager.v1.InterceptInfo\x12l\n" +
+	"\x0fRemoveIntercept\x12+.teledock.manager.v1.RemoveInterceptRequest\x1a,.teledock.manager.v1.RemoveInterceptResponse\x12i\n" +
+	"\x0eListIntercepts\x12*.teledock.manager.v1.ListInterceptsRequest\x1a+.teledock.manager.v1.ListInterceptsResponse\x12V\n" +
+	"\n" +
+	"WatchDials\x12#.teledock.manager.v1.SessionRequest\x1a!.teledock.manager.v1.IncomingDial0\x01\x12K\n" +
+	"\vArriveAgent\x12\x1e.teledock.manager.v1.AgentInfo\x1a\x1c.teledock.manager.v1.Session\x12U\n" +
+	"\n" +
+	"WatchAgent\x12#.teledock.manager.v1.SessionRequest\x1a .teledock.manager.v1.AgentUpdate0\x01\x12Y\n" +
+	"\vAgentTunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01\x12T\n" +
+	"\x06Accept\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01B0Z.teledock.dev/teledock/api/manager/v1;managerv1b\x06proto3"
 
 var (
 	file_manager_v1_manager_proto_rawDescOnce sync.Once
@@ -1146,27 +2363,43 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_manager_v1_manager_proto_goTypes = []any{
-	(Protocol)(0),                // 0: teledock.manager.v1.Protocol
-	(DialError)(0),               // 1: teledock.manager.v1.DialError
-	(*VersionRequest)(nil),       // 2: teledock.manager.v1.VersionRequest
-	(*VersionInfo)(nil),          // 3: teledock.manager.v1.VersionInfo
-	(*ClientInfo)(nil),           // 4: teledock.manager.v1.ClientInfo
-	(*Session)(nil),              // 5: teledock.manager.v1.Session
-	(*SessionRequest)(nil),       // 6: teledock.manager.v1.SessionRequest
-	(*RemainResponse)(nil),       // 7: teledock.manager.v1.RemainResponse
-	(*DepartResponse)(nil),       // 8: teledock.manager.v1.DepartResponse
-	(*ListSessionsRequest)(nil),  // 9: teledock.manager.v1.ListSessionsRequest
-	(*SessionSummary)(nil),       // 10: teledock.manager.v1.SessionSummary
-	(*ListSessionsResponse)(nil), // 11: teledock.manager.v1.ListSessionsResponse
-	(*ClusterInfoResponse)(nil),  // 12: teledock.manager.v1.ClusterInfoResponse
-	(*DNSRequest)(nil),           // 13: teledock.manager.v1.DNSRequest
-	(*DNSResponse)(nil),          // 14: teledock.manager.v1.DNSResponse
-	(*Dial)(nil),                 // 15: teledock.manager.v1.Dial
-	(*DialResult)(nil),           // 16: teledock.manager.v1.DialResult
-	(*Data)(nil),                 // 17: teledock.manager.v1.Data
-	(*TunnelMessage)(nil),        // 18: teledock.manager.v1.TunnelMessage
+	(Protocol)(0),                   // 0: teledock.manager.v1.Protocol
+	(DialError)(0),                  // 1: teledock.manager.v1.DialError
+	(*VersionRequest)(nil),          // 2: teledock.manager.v1.VersionRequest
+	(*VersionInfo)(nil),             // 3: teledock.manager.v1.VersionInfo
+	(*ClientInfo)(nil),              // 4: teledock.manager.v1.ClientInfo
+	(*Session)(nil),                 // 5: teledock.manager.v1.Session
+	(*SessionRequest)(nil),          // 6: teledock.manager.v1.SessionRequest
+	(*RemainResponse)(nil),          // 7: teledock.manager.v1.RemainResponse
+	(*DepartResponse)(nil),          // 8: teledock.manager.v1.DepartResponse
+	(*ListSessionsRequest)(nil),     // 9: teledock.manager.v1.ListSessionsRequest
+	(*SessionSummary)(nil),          // 10: teledock.manager.v1.SessionSummary
+	(*ListSessionsResponse)(nil),    // 11: teledock.manager.v1.ListSessionsResponse
+	(*ClusterInfoResponse)(nil),     // 12: teledock.manager.v1.ClusterInfoResponse
+	(*DNSRequest)(nil),              // 13: teledock.manager.v1.DNSRequest
+	(*DNSResponse)(nil),             // 14: teledock.manager.v1.DNSResponse
+	(*Dial)(nil),                    // 15: teledock.manager.v1.Dial
+	(*Accept)(nil),                  // 16: teledock.manager.v1.Accept
+	(*DialResult)(nil),              // 17: teledock.manager.v1.DialResult
+	(*Data)(nil),                    // 18: teledock.manager.v1.Data
+	(*TunnelMessage)(nil),           // 19: teledock.manager.v1.TunnelMessage
+	(*ListWorkloadsRequest)(nil),    // 20: teledock.manager.v1.ListWorkloadsRequest
+	(*WorkloadInfo)(nil),            // 21: teledock.manager.v1.WorkloadInfo
+	(*ListWorkloadsResponse)(nil),   // 22: teledock.manager.v1.ListWorkloadsResponse
+	(*ToPod)(nil),                   // 23: teledock.manager.v1.ToPod
+	(*CreateInterceptRequest)(nil),  // 24: teledock.manager.v1.CreateInterceptRequest
+	(*InterceptInfo)(nil),           // 25: teledock.manager.v1.InterceptInfo
+	(*RemoveInterceptRequest)(nil),  // 26: teledock.manager.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 27: teledock.manager.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 28: teledock.manager.v1.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 29: teledock.manager.v1.ListInterceptsResponse
+	(*IncomingDial)(nil),            // 30: teledock.manager.v1.IncomingDial
+	(*AgentInfo)(nil),               // 31: teledock.manager.v1.AgentInfo
+	(*AgentTarget)(nil),             // 32: teledock.manager.v1.AgentTarget
+	(*AgentUpdate)(nil),             // 33: teledock.manager.v1.AgentUpdate
+	nil,                             // 34: teledock.manager.v1.InterceptInfo.EnvironmentEntry
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
@@ -1174,29 +2407,59 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	0,  // 2: teledock.manager.v1.Dial.protocol:type_name -> teledock.manager.v1.Protocol
 	1,  // 3: teledock.manager.v1.DialResult.reason:type_name -> teledock.manager.v1.DialError
 	15, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
-	16, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
-	17, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
-	2,  // 7: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
-	4,  // 8: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
-	6,  // 9: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 10: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
-	9,  // 11: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
-	6,  // 12: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	13, // 13: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	18, // 14: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	3,  // 15: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	5,  // 16: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	7,  // 17: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	8,  // 18: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	11, // 19: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	12, // 20: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	14, // 21: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	18, // 22: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	17, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
+	18, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
+	16, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
+	25, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	21, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
+	0,  // 10: teledock.manager.v1.ToPod.protocol:type_name -> teledock.manager.v1.Protocol
+	23, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	0,  // 12: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
+	34, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	23, // 14: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
+	25, // 15: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	0,  // 16: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
+	32, // 17: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
+	30, // 18: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
+	2,  // 19: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
+	4,  // 20: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
+	6,  // 21: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 22: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
+	9,  // 23: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
+	6,  // 24: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
+	13, // 25: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	19, // 26: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	20, // 27: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
+	24, // 28: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
+	26, // 29: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
+	28, // 30: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
+	6,  // 31: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
+	31, // 32: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
+	6,  // 33: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
+	19, // 34: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
+	19, // 35: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
+	3,  // 36: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	5,  // 37: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	7,  // 38: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	8,  // 39: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	11, // 40: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	12, // 41: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	14, // 42: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	19, // 43: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	22, // 44: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	25, // 45: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	27, // 46: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
+	29, // 47: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	30, // 48: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
+	5,  // 49: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
+	33, // 50: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
+	19, // 51: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
+	19, // 52: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
+	36, // [36:53] is the sub-list for method output_type
+	19, // [19:36] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -1204,10 +2467,11 @@ func file_manager_v1_manager_proto_init() {
 	if File_manager_v1_manager_proto != nil {
 		return
 	}
-	file_manager_v1_manager_proto_msgTypes[16].OneofWrappers = []any{
+	file_manager_v1_manager_proto_msgTypes[17].OneofWrappers = []any{
 		(*TunnelMessage_Dial)(nil),
 		(*TunnelMessage_DialResult)(nil),
 		(*TunnelMessage_Data)(nil),
+		(*TunnelMessage_Accept)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1215,7 +2479,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,14 +21,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Manager_Version_FullMethodName      = "/teledock.manager.v1.Manager/Version"
-	Manager_ArriveClient_FullMethodName = "/teledock.manager.v1.Manager/ArriveClient"
-	Manager_Remain_FullMethodName       = "/teledock.manager.v1.Manager/Remain"
-	Manager_Depart_FullMethodName       = "/teledock.manager.v1.Manager/Depart"
-	Manager_ListSessions_FullMethodName = "/teledock.manager.v1.Manager/ListSessions"
-	Manager_ClusterInfo_FullMethodName  = "/teledock.manager.v1.Manager/ClusterInfo"
-	Manager_LookupDNS_FullMethodName    = "/teledock.manager.v1.Manager/LookupDNS"
-	Manager_Tunnel_FullMethodName       = "/teledock.manager.v1.Manager/Tunnel"
+	Manager_Version_FullMethodName         = "/teledock.manager.v1.Manager/Version"
+	Manager_ArriveClient_FullMethodName    = "/teledock.manager.v1.Manager/ArriveClient"
+	Manager_Remain_FullMethodName          = "/teledock.manager.v1.Manager/Remain"
+	Manager_Depart_FullMethodName          = "/teledock.manager.v1.Manager/Depart"
+	Manager_ListSessions_FullMethodName    = "/teledock.manager.v1.Manager/ListSessions"
+	Manager_ClusterInfo_FullMethodName     = "/teledock.manager.v1.Manager/ClusterInfo"
+	Manager_LookupDNS_FullMethodName       = "/teledock.manager.v1.Manager/LookupDNS"
+	Manager_Tunnel_FullMethodName          = "/teledock.manager.v1.Manager/Tunnel"
+	Manager_ListWorkloads_FullMethodName   = "/teledock.manager.v1.Manager/ListWorkloads"
+	Manager_CreateIntercept_FullMethodName = "/teledock.manager.v1.Manager/CreateIntercept"
+	Manager_RemoveIntercept_FullMethodName = "/teledock.manager.v1.Manager/RemoveIntercept"
+	Manager_ListIntercepts_FullMethodName  = "/teledock.manager.v1.Manager/ListIntercepts"
+	Manager_WatchDials_FullMethodName      = "/teledock.manager.v1.Manager/WatchDials"
+	Manager_ArriveAgent_FullMethodName     = "/teledock.manager.v1.Manager/ArriveAgent"
+	Manager_WatchAgent_FullMethodName      = "/teledock.manager.v1.Manager/WatchAgent"
+	Manager_AgentTunnel_FullMethodName     = "/teledock.manager.v1.Manager/AgentTunnel"
+	Manager_Accept_FullMethodName          = "/teledock.manager.v1.Manager/Accept"
 )
 
 // ManagerClient is the client API for Manager service.
@@ -54,6 +63,34 @@ type ManagerClient interface {
 	// manager answers with a DialResult, then both sides send Data. A Data with close_write set is a
 	// TCP half-close. The stream ends when both sides have closed (or on error).
 	Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error)
+	// ListWorkloads lists the interceptable workloads of a namespace and their intercept state.
+	ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*ListWorkloadsResponse, error)
+	// CreateIntercept (or changes) an intercept for the session: plans the agent, injects it (rollout)
+	// when missing, waits for it within the deadline, and returns the intercept with the workload's
+	// environment. Errors: NotFound (workload), FailedPrecondition (several services match, port not
+	// found, intercepted by another client), DeadlineExceeded (agent not arrived; message says why).
+	CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*InterceptInfo, error)
+	// RemoveIntercept ends an intercept; traffic returns to the app with no pod restart.
+	RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists the intercepts of a session (or all, when session_id is empty).
+	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*ListInterceptsResponse, error)
+	// WatchDials is a client's standing stream: each IncomingDial asks the client to open an Accept
+	// stream for a connection an agent received for one of its intercepts.
+	WatchDials(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[IncomingDial], error)
+	// ArriveAgent registers a traffic-agent (one per pod); the session follows the same lease rules.
+	ArriveAgent(ctx context.Context, in *AgentInfo, opts ...grpc.CallOption) (*Session, error)
+	// WatchAgent streams the agent's intercept state (which targets go to which client) whenever it
+	// changes, and IncomingDials for --to-pod connections the agent must accept.
+	WatchAgent(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentUpdate], error)
+	// AgentTunnel carries one connection an agent received for an intercepted target: the agent sends
+	// Dial{session_id: agent session, intercept_id, address: the original destination}, and the manager
+	// pairs the stream with the client's Accept stream, forwarding the Dial to the client.
+	AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error)
+	// Accept is the acceptor's side of a paired connection (clients for intercepts, agents for
+	// --to-pod): the first message is Accept{conn_id}; then the manager forwards the initiator's Dial,
+	// and the acceptor dials its destination and answers with a DialResult, as the manager does for
+	// Tunnel.
+	Accept(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error)
 }
 
 type managerClient struct {
@@ -147,6 +184,120 @@ func (c *managerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_TunnelClient = grpc.BidiStreamingClient[TunnelMessage, TunnelMessage]
 
+func (c *managerClient) ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*ListWorkloadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkloadsResponse)
+	err := c.cc.Invoke(ctx, Manager_ListWorkloads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*InterceptInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InterceptInfo)
+	err := c.cc.Invoke(ctx, Manager_CreateIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveInterceptResponse)
+	err := c.cc.Invoke(ctx, Manager_RemoveIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*ListInterceptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListInterceptsResponse)
+	err := c.cc.Invoke(ctx, Manager_ListIntercepts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) WatchDials(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[IncomingDial], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[1], Manager_WatchDials_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, IncomingDial]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchDialsClient = grpc.ServerStreamingClient[IncomingDial]
+
+func (c *managerClient) ArriveAgent(ctx context.Context, in *AgentInfo, opts ...grpc.CallOption) (*Session, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Session)
+	err := c.cc.Invoke(ctx, Manager_ArriveAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) WatchAgent(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[2], Manager_WatchAgent_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, AgentUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchAgentClient = grpc.ServerStreamingClient[AgentUpdate]
+
+func (c *managerClient) AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[3], Manager_AgentTunnel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TunnelMessage, TunnelMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AgentTunnelClient = grpc.BidiStreamingClient[TunnelMessage, TunnelMessage]
+
+func (c *managerClient) Accept(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[4], Manager_Accept_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TunnelMessage, TunnelMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AcceptClient = grpc.BidiStreamingClient[TunnelMessage, TunnelMessage]
+
 // ManagerServer is the server API for Manager service.
 // All implementations must embed UnimplementedManagerServer
 // for forward compatibility.
@@ -170,6 +321,34 @@ type ManagerServer interface {
 	// manager answers with a DialResult, then both sides send Data. A Data with close_write set is a
 	// TCP half-close. The stream ends when both sides have closed (or on error).
 	Tunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error
+	// ListWorkloads lists the interceptable workloads of a namespace and their intercept state.
+	ListWorkloads(context.Context, *ListWorkloadsRequest) (*ListWorkloadsResponse, error)
+	// CreateIntercept (or changes) an intercept for the session: plans the agent, injects it (rollout)
+	// when missing, waits for it within the deadline, and returns the intercept with the workload's
+	// environment. Errors: NotFound (workload), FailedPrecondition (several services match, port not
+	// found, intercepted by another client), DeadlineExceeded (agent not arrived; message says why).
+	CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error)
+	// RemoveIntercept ends an intercept; traffic returns to the app with no pod restart.
+	RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists the intercepts of a session (or all, when session_id is empty).
+	ListIntercepts(context.Context, *ListInterceptsRequest) (*ListInterceptsResponse, error)
+	// WatchDials is a client's standing stream: each IncomingDial asks the client to open an Accept
+	// stream for a connection an agent received for one of its intercepts.
+	WatchDials(*SessionRequest, grpc.ServerStreamingServer[IncomingDial]) error
+	// ArriveAgent registers a traffic-agent (one per pod); the session follows the same lease rules.
+	ArriveAgent(context.Context, *AgentInfo) (*Session, error)
+	// WatchAgent streams the agent's intercept state (which targets go to which client) whenever it
+	// changes, and IncomingDials for --to-pod connections the agent must accept.
+	WatchAgent(*SessionRequest, grpc.ServerStreamingServer[AgentUpdate]) error
+	// AgentTunnel carries one connection an agent received for an intercepted target: the agent sends
+	// Dial{session_id: agent session, intercept_id, address: the original destination}, and the manager
+	// pairs the stream with the client's Accept stream, forwarding the Dial to the client.
+	AgentTunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error
+	// Accept is the acceptor's side of a paired connection (clients for intercepts, agents for
+	// --to-pod): the first message is Accept{conn_id}; then the manager forwards the initiator's Dial,
+	// and the acceptor dials its destination and answers with a DialResult, as the manager does for
+	// Tunnel.
+	Accept(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error
 	mustEmbedUnimplementedManagerServer()
 }
 
@@ -203,6 +382,33 @@ func (UnimplementedManagerServer) LookupDNS(context.Context, *DNSRequest) (*DNSR
 }
 func (UnimplementedManagerServer) Tunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error {
 	return status.Error(codes.Unimplemented, "method Tunnel not implemented")
+}
+func (UnimplementedManagerServer) ListWorkloads(context.Context, *ListWorkloadsRequest) (*ListWorkloadsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkloads not implemented")
+}
+func (UnimplementedManagerServer) CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateIntercept not implemented")
+}
+func (UnimplementedManagerServer) RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveIntercept not implemented")
+}
+func (UnimplementedManagerServer) ListIntercepts(context.Context, *ListInterceptsRequest) (*ListInterceptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIntercepts not implemented")
+}
+func (UnimplementedManagerServer) WatchDials(*SessionRequest, grpc.ServerStreamingServer[IncomingDial]) error {
+	return status.Error(codes.Unimplemented, "method WatchDials not implemented")
+}
+func (UnimplementedManagerServer) ArriveAgent(context.Context, *AgentInfo) (*Session, error) {
+	return nil, status.Error(codes.Unimplemented, "method ArriveAgent not implemented")
+}
+func (UnimplementedManagerServer) WatchAgent(*SessionRequest, grpc.ServerStreamingServer[AgentUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchAgent not implemented")
+}
+func (UnimplementedManagerServer) AgentTunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error {
+	return status.Error(codes.Unimplemented, "method AgentTunnel not implemented")
+}
+func (UnimplementedManagerServer) Accept(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error {
+	return status.Error(codes.Unimplemented, "method Accept not implemented")
 }
 func (UnimplementedManagerServer) mustEmbedUnimplementedManagerServer() {}
 func (UnimplementedManagerServer) testEmbeddedByValue()                 {}
@@ -358,6 +564,132 @@ func _Manager_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_TunnelServer = grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]
 
+func _Manager_ListWorkloads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkloadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ListWorkloads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ListWorkloads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ListWorkloads(ctx, req.(*ListWorkloadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_CreateIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).CreateIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_CreateIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).CreateIntercept(ctx, req.(*CreateInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_RemoveIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).RemoveIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_RemoveIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).RemoveIntercept(ctx, req.(*RemoveInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_ListIntercepts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInterceptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ListIntercepts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ListIntercepts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ListIntercepts(ctx, req.(*ListInterceptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_WatchDials_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ManagerServer).WatchDials(m, &grpc.GenericServerStream[SessionRequest, IncomingDial]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchDialsServer = grpc.ServerStreamingServer[IncomingDial]
+
+func _Manager_ArriveAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AgentInfo)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ArriveAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ArriveAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ArriveAgent(ctx, req.(*AgentInfo))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_WatchAgent_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ManagerServer).WatchAgent(m, &grpc.GenericServerStream[SessionRequest, AgentUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchAgentServer = grpc.ServerStreamingServer[AgentUpdate]
+
+func _Manager_AgentTunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ManagerServer).AgentTunnel(&grpc.GenericServerStream[TunnelMessage, TunnelMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AgentTunnelServer = grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]
+
+func _Manager_Accept_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ManagerServer).Accept(&grpc.GenericServerStream[TunnelMessage, TunnelMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AcceptServer = grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]
+
 // Manager_ServiceDesc is the grpc.ServiceDesc for Manager service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -393,11 +725,53 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "LookupDNS",
 			Handler:    _Manager_LookupDNS_Handler,
 		},
+		{
+			MethodName: "ListWorkloads",
+			Handler:    _Manager_ListWorkloads_Handler,
+		},
+		{
+			MethodName: "CreateIntercept",
+			Handler:    _Manager_CreateIntercept_Handler,
+		},
+		{
+			MethodName: "RemoveIntercept",
+			Handler:    _Manager_RemoveIntercept_Handler,
+		},
+		{
+			MethodName: "ListIntercepts",
+			Handler:    _Manager_ListIntercepts_Handler,
+		},
+		{
+			MethodName: "ArriveAgent",
+			Handler:    _Manager_ArriveAgent_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Tunnel",
 			Handler:       _Manager_Tunnel_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchDials",
+			Handler:       _Manager_WatchDials_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchAgent",
+			Handler:       _Manager_WatchAgent_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "AgentTunnel",
+			Handler:       _Manager_AgentTunnel_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Accept",
+			Handler:       _Manager_Accept_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -33,7 +33,7 @@ const (
 // datagram. One goroutine may Read while another Writes; Close may be called from any goroutine and
 // unblocks both.
 type Conn struct {
-	stream managerv1.Manager_TunnelClient
+	stream ClientStream
 	cancel context.CancelFunc
 	udp    bool
 	local  net.Addr
@@ -60,6 +60,23 @@ type Conn struct {
 // lives until Close. A refused or unreachable destination comes back as a *DialError that matches
 // ErrRefused, ErrUnreachable or ErrTimeout with errors.Is.
 func Dial(ctx context.Context, c managerv1.ManagerClient, sessionID, network string, dst netip.AddrPort) (*Conn, error) {
+	return DialStream(ctx, func(ctx context.Context) (ClientStream, error) { return c.Tunnel(ctx) },
+		&managerv1.Dial{SessionId: sessionID}, network, dst)
+}
+
+// ClientStream is the client side of a Tunnel, AgentTunnel or Accept call.
+type ClientStream interface {
+	Send(*managerv1.TunnelMessage) error
+	Recv() (*managerv1.TunnelMessage, error)
+	SendMsg(any) error
+	RecvMsg(any) error
+	CloseSend() error
+}
+
+// DialStream is Dial over a stream that open starts: the manager's Tunnel for clients, AgentTunnel
+// for agents. dial carries the session and, for paired connections, the intercept; its protocol,
+// address and timeout are filled in from network, dst and ctx.
+func DialStream(ctx context.Context, open func(context.Context) (ClientStream, error), dial *managerv1.Dial, network string, dst netip.AddrPort) (*Conn, error) {
 	proto, err := protocolOf(network)
 	if err != nil {
 		return nil, err
@@ -67,6 +84,7 @@ func Dial(ctx context.Context, c managerv1.ManagerClient, sessionID, network str
 	if !dst.IsValid() {
 		return nil, fmt.Errorf("tunnel dial: invalid destination %v: %w", dst, ErrBadRequest)
 	}
+	sessionID := dial.GetSessionId()
 
 	// The stream must outlive ctx, which only bounds the dial, so it gets its own cancel and keeps
 	// ctx's values (gRPC metadata) but not its deadline.
@@ -81,11 +99,11 @@ func Dial(ctx context.Context, c managerv1.ManagerClient, sessionID, network str
 		return nil, err
 	}
 
-	stream, err := c.Tunnel(sctx)
+	stream, err := open(sctx)
 	if err != nil {
 		return fail(fmt.Errorf("tunnel dial %s: open stream: %w", dst, err))
 	}
-	dial := &managerv1.Dial{SessionId: sessionID, Protocol: proto, Address: dst.String()}
+	dial.Protocol, dial.Address = proto, dst.String()
 	if deadline, ok := ctx.Deadline(); ok {
 		dial.TimeoutMs = int32(max(time.Until(deadline).Milliseconds(), 1))
 	}

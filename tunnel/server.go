@@ -19,8 +19,22 @@ import (
 // DialFunc dials a destination for a tunnel; (*net.Dialer).DialContext is one.
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
+// ServerStream is the far end's side of a tunnel: the manager's Tunnel handler, or the client side
+// of an Accept call (a client or agent accepting a paired connection).
+type ServerStream interface {
+	Send(*managerv1.TunnelMessage) error
+	Recv() (*managerv1.TunnelMessage, error)
+	SendMsg(any) error
+	RecvMsg(any) error
+	Context() context.Context
+}
+
 // ServerConfig tunes a Server. The zero value is usable.
 type ServerConfig struct {
+	// Target, when set, decides what a Dial connects to (network "tcp" or "udp", and an address),
+	// instead of the Dial's own address: acceptors of paired connections map the intercept to their
+	// local destination.
+	Target func(*managerv1.Dial) (network, address string, err error)
 	// Authorize, when set, vets the session of a Dial before anything is dialed. A non-nil error ends
 	// the stream with that error as its status, so it should be a gRPC status error. The returned
 	// context, if not nil, is the session's lifetime: when it ends, so does the tunnel, with
@@ -76,7 +90,7 @@ func NewServer(cfg ServerConfig, dial DialFunc, log *slog.Logger) (*Server, erro
 }
 
 // Serve serves one tunnel stream with a default ServerConfig; see Server for how it ends.
-func Serve(stream managerv1.Manager_TunnelServer, dial DialFunc, log *slog.Logger) error {
+func Serve(stream ServerStream, dial DialFunc, log *slog.Logger) error {
 	s, err := NewServer(ServerConfig{}, dial, log)
 	if err != nil {
 		return err
@@ -89,7 +103,7 @@ func (s *Server) Active() int64 { return s.active.Load() }
 
 // Serve serves one tunnel stream: it reads the Dial, dials, answers, and copies until the stream
 // ends (see Server).
-func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
+func (s *Server) Serve(stream ServerStream) error {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	// ctx ends with the stream or with the session, whichever ends first.
@@ -115,7 +129,7 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 	}
 	log := s.log.With("session", d.GetSessionId(), "protocol", d.GetProtocol().String(), "dst", d.GetAddress())
 
-	network, addr, err := target(d)
+	network, addr, err := s.target(d)
 	if err != nil {
 		return s.reject(stream, log, err)
 	}
@@ -124,7 +138,7 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
 	}
 	dctx, dcancel := context.WithTimeout(ctx, timeout)
-	conn, err := s.dial(dctx, network, addr.String())
+	conn, err := s.dial(dctx, network, addr)
 	dcancel()
 	if err != nil {
 		if ctx.Err() != nil && stream.Context().Err() == nil {
@@ -159,6 +173,18 @@ func (s *Server) Serve(stream managerv1.Manager_TunnelServer) error {
 	return err
 }
 
+func (s *Server) target(d *managerv1.Dial) (string, string, error) {
+	if s.cfg.Target != nil {
+		network, addr, err := s.cfg.Target(d)
+		if err != nil {
+			return "", "", fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		return network, addr, nil
+	}
+	network, ap, err := target(d)
+	return network, ap.String(), err
+}
+
 // target validates a Dial: only IP addresses are dialed, so a client cannot make the manager resolve
 // names (DNS goes through LookupDNS).
 func target(d *managerv1.Dial) (string, netip.AddrPort, error) {
@@ -177,7 +203,7 @@ func target(d *managerv1.Dial) (string, netip.AddrPort, error) {
 
 // reject answers a Dial that failed. The stream then ends without an error status: the failure is
 // the destination's, not the tunnel's.
-func (s *Server) reject(stream managerv1.Manager_TunnelServer, log *slog.Logger, cause error) error {
+func (s *Server) reject(stream ServerStream, log *slog.Logger, cause error) error {
 	reason := reasonOf(cause)
 	log.Debug("tunnel dial failed", "reason", reason.String(), "error", cause)
 	res := &managerv1.DialResult{Error: cause.Error(), Reason: reason}
@@ -201,7 +227,7 @@ type closeWriter interface{ CloseWrite() error }
 // The client-to-destination loop runs in its own goroutine; it blocks in Recv, which only returns
 // once the stream ends, so on a destination-side error Serve returns without waiting for it and the
 // stream's cancellation (which gRPC does when Serve returns) ends it.
-func copyTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+func copyTCP(stream ServerStream, conn net.Conn, st *stats) error {
 	upc := make(chan error, 1)
 	go func() {
 		err := clientToTCP(stream, conn, st)
@@ -227,7 +253,7 @@ func copyTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) er
 	return <-upc
 }
 
-func clientToTCP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+func clientToTCP(stream ServerStream, conn net.Conn, st *stats) error {
 	var m managerv1.TunnelMessage
 	for {
 		err := stream.RecvMsg(&m)
@@ -263,7 +289,7 @@ func shutdownWrite(conn net.Conn) error {
 	return nil
 }
 
-func tcpToClient(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+func tcpToClient(stream ServerStream, conn net.Conn, st *stats) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := (*bp)[:ChunkSize]
@@ -293,7 +319,7 @@ func tcpToClient(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats
 }
 
 // copyUDP relays datagrams until the flow is idle, the client ends it, or either side fails.
-func (s *Server) copyUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats) error {
+func (s *Server) copyUDP(stream ServerStream, conn net.Conn, st *stats) error {
 	var last atomic.Int64 // nanoseconds since start of the last datagram either way
 	start := time.Now()
 	touch := func() { last.Store(int64(time.Since(start))) }
@@ -319,7 +345,7 @@ func (s *Server) copyUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, s
 	return err
 }
 
-func clientToUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats, touch func()) error {
+func clientToUDP(stream ServerStream, conn net.Conn, st *stats, touch func()) error {
 	var m managerv1.TunnelMessage
 	for {
 		err := stream.RecvMsg(&m)
@@ -349,7 +375,7 @@ func clientToUDP(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats
 
 // udpToClient sends each datagram from the destination as one Data message. It wakes up every
 // idle timeout to check whether the flow has been idle in both directions for that long.
-func (s *Server) udpToClient(stream managerv1.Manager_TunnelServer, conn net.Conn, st *stats, touch func(), idleFor func() time.Duration) error {
+func (s *Server) udpToClient(stream ServerStream, conn net.Conn, st *stats, touch func(), idleFor func() time.Duration) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

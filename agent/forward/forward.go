@@ -303,12 +303,15 @@ func (f *Forwarder) sleepCtx(d time.Duration) bool {
 	}
 }
 
+// addrPort is a's address and port, with an IPv4 peer of a dual-stack listener shown as IPv4
+// rather than as ::ffff:a.b.c.d.
 func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return a.AddrPort()
+		ap = a.AddrPort()
 	case *net.UDPAddr:
-		return a.AddrPort()
+		ap = a.AddrPort()
 	}
-	return netip.AddrPort{}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

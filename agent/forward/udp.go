@@ -58,7 +58,7 @@ func (f *Forwarder) serveUDP(pc *net.UDPConn, t Target) {
 			}
 			continue
 		}
-		fl := f.flowFor(pc, t, src)
+		fl := f.flowFor(pc, t, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
 		if fl == nil {
 			return
 		}

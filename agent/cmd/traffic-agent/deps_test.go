@@ -1,0 +1,27 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The agent runs in every intercepted pod: it must stay small, so the Kubernetes API types stay
+// out of it (the injector that needs them lives in cluster/inject).
+func TestDependencies(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to list dependencies")
+	}
+	out, err := exec.Command(goTool, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for dep := range strings.FieldsSeq(string(out)) {
+		for _, banned := range []string{"k8s.io/", "teledock.dev/teledock/cluster/"} {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("traffic-agent imports %s", dep)
+			}
+		}
+	}
+}

@@ -67,11 +67,15 @@ umount_under() {
 umount_under "$CLUSTER_STATE"
 umount_under "$CLUSTER_RUN"
 umount_under /run/containerd/io.containerd.grpc.v1.cri
-for ns in /var/run/netns/cni-*; do
-  [ -e "$ns" ] || continue
-  umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
-  rm -f "$ns"
-done
+cni_netns_mounts() { awk '$5 ~ "^/run/netns/cni-" {print $5}' /proc/self/mountinfo; }
+for ns in $(cni_netns_mounts); do umount "$ns" 2>/dev/null || true; done
+# A bind mount of /run/netns made after a pod's netns was (`ip netns add` makes one) shadows that
+# netns's mount: it can then be neither unmounted nor removed. Drop the bind mounts to reach them.
+if [ -n "$(cni_netns_mounts)" ]; then
+  while mountpoint -q /run/netns && umount -l /run/netns 2>/dev/null; do :; done
+  for ns in $(cni_netns_mounts); do umount -l "$ns" 2>/dev/null || true; done
+fi
+rm -f /run/netns/cni-* 2>/dev/null || true
 
 # Network: the CNI bridge (veths go with their namespaces) and netfilter rules.
 ip link del "$CNI_BRIDGE" 2>/dev/null || true

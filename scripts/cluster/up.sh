@@ -82,6 +82,12 @@ prepare_host() {
   sysctl -qw net.ipv4.ip_forward=1
   modprobe br_netfilter 2>/dev/null || true
   [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  # Pods' network namespaces are mounted under /run/netns. Make it a shared mount of its own now,
+  # as `ip netns add` would on first use: were that to happen later, its bind mount would shadow
+  # the pods' netns mounts and containerd could no longer remove them (pods stuck terminating).
+  mkdir -p /run/netns
+  mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+  mount --make-shared /run/netns
   "$TELEDOCK_ROOT/scripts/cluster/pki.sh"
 }
 

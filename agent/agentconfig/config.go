@@ -26,6 +26,16 @@ const (
 	EnvNamespace = "TELEDOCK_NAMESPACE"
 )
 
+// The agent's health endpoint, which the injector points the agent container's readiness probe at.
+const (
+	// DefaultHealthPort is the health port when Config.HealthPort is 0. It sits just below the
+	// injector's default first agent port (9900), from which agent ports count up, so that the two
+	// do not meet.
+	DefaultHealthPort = 9899
+	// ReadyPath answers 200 once the agent listens on all its ports.
+	ReadyPath = "/ready"
+)
+
 // ErrInvalid is wrapped by every error that Validate and Parse return for a config that is
 // well-formed JSON or YAML but makes no sense.
 var ErrInvalid = errors.New("invalid agent config")
@@ -72,6 +82,8 @@ type Config struct {
 	AgentImage     string   `json:"agentImage"`
 	ManagerAddress string   `json:"managerAddress"` // host:port of the traffic-manager's agent API
 	Targets        []Target `json:"targets"`
+	// HealthPort is where the agent serves ReadyPath; 0 means DefaultHealthPort.
+	HealthPort uint16 `json:"healthPort,omitempty"`
 	// Replace names the app containers that run the agent's sleeping placeholder instead of
 	// their own image while an intercept with --replace is active.
 	Replace []string `json:"replace,omitempty"`
@@ -148,6 +160,14 @@ func (c Config) YAML() ([]byte, error) {
 	return b, nil
 }
 
+// EffectiveHealthPort is HealthPort, or DefaultHealthPort when it is not set.
+func (c Config) EffectiveHealthPort() uint16 {
+	if c.HealthPort == 0 {
+		return DefaultHealthPort
+	}
+	return c.HealthPort
+}
+
 // Replaces reports whether the container runs the sleeping placeholder.
 func (c Config) Replaces(container string) bool {
 	for _, n := range c.Replace {
@@ -192,6 +212,14 @@ func (c Config) Validate() error {
 				t.AgentPort, prev.container, prev.port, prev.proto, b.container, b.port, b.proto)
 		}
 		agentPorts[t.AgentPort] = b
+	}
+	// The pod's containers share one network namespace: a health port that is also an agent or app
+	// port would either keep the agent from starting or send the kubelet's probe to the app.
+	health := c.EffectiveHealthPort()
+	for i, t := range c.Targets {
+		if t.AgentPort == health || t.ContainerPort == health {
+			return fmt.Errorf("%w: target %d: health port %d is also an agent or container port", ErrInvalid, i, health)
+		}
 	}
 	return nil
 }

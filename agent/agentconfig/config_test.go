@@ -88,6 +88,11 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"shared agent port, different backends", func(c *Config) { c.Targets[2].AgentPort = 9900 },
 			"agent port 9900 serves both app:8080/TCP and app:6060/TCP"},
+		{"health port set", func(c *Config) { c.HealthPort = 7000 }, ""},
+		{"default health port is an agent port", func(c *Config) { c.Targets[2].AgentPort = DefaultHealthPort },
+			"target 2: health port 9899 is also an agent or container port"},
+		{"health port is an app port", func(c *Config) { c.HealthPort = 5353 },
+			"target 1: health port 5353 is also an agent or container port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
@@ -149,6 +154,23 @@ func TestMatchesPort(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.target.MatchesPort(tc.id); got != tc.want {
 				t.Errorf("MatchesPort(%q) = %v, want %v", tc.id, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEffectiveHealthPort(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  uint16
+		want uint16
+	}{
+		{"unset", 0, DefaultHealthPort},
+		{"set", 7000, 7000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := (Config{HealthPort: tc.set}).EffectiveHealthPort(); got != tc.want {
+				t.Errorf("EffectiveHealthPort() = %d, want %d", got, tc.want)
 			}
 		})
 	}

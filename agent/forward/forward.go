@@ -29,6 +29,10 @@ type Target struct {
 	Network string // "tcp" or "udp"
 	Listen  string // host:port to listen on, e.g. ":9900"
 	AppPort uint16
+	// AgentPort is the port the traffic-manager knows the target by. It is the port of Listen in
+	// a pod; it is kept apart so that tests can listen on port 0 and routers still find the
+	// target.
+	AgentPort uint16
 }
 
 // Flow is one TCP connection or UDP flow that arrived on a target.

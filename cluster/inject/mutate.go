@@ -218,6 +218,15 @@ func agentContainer(cfg AgentConfig) (corev1.Container, error) {
 		Args:    []string{"run"},
 		Ports:   agentPorts(cfg),
 		Env:     env,
+		// Ready once the agent listens on its ports; until then the pod stays out of the endpoints
+		// that the agent's ports now serve.
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: agentconfig.ReadyPath,
+				Port: intstr.FromInt32(int32(cfg.EffectiveHealthPort())),
+			}},
+			PeriodSeconds: 5,
+		},
 		Resources: corev1.ResourceRequirements{
 			// No CPU limit: throttling a proxy shows up as latency for every request it carries.
 			Requests: corev1.ResourceList{

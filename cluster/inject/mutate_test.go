@@ -115,6 +115,13 @@ func TestMutateRename(t *testing.T) {
 			}
 		}
 	})
+	t.Run("agent readiness probe", func(t *testing.T) {
+		p := agent.ReadinessProbe
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != agentconfig.ReadyPath ||
+			p.HTTPGet.Port != intstr.FromInt32(agentconfig.DefaultHealthPort) {
+			t.Errorf("readinessProbe %+v", p)
+		}
+	})
 	t.Run("agent is unprivileged", func(t *testing.T) {
 		sc := agent.SecurityContext
 		if sc == nil || !*sc.RunAsNonRoot || *sc.RunAsUser == 0 || *sc.AllowPrivilegeEscalation ||

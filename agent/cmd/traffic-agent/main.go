@@ -1,7 +1,8 @@
 // Command traffic-agent is the sidecar that teledock injects into intercepted pods. One binary
 // plays three parts:
 //
-//	traffic-agent run [--config SOURCE]       the sidecar: forwards the agent ports to the app
+//	traffic-agent run [--config SOURCE]       the sidecar: forwards the agent ports to the app, or
+//	                                          to the developer while intercepted
 //	traffic-agent redirect [--config SOURCE]  the init container: installs the nftables redirect
 //	traffic-agent sleep                       the placeholder of a container replaced by --replace
 //
@@ -87,7 +88,7 @@ func dispatch(ctx context.Context, log *slog.Logger, args []string, env environm
 		if cmd == "redirect" {
 			return agent.InstallRedirects(log, cfg, env.installRedirects)
 		}
-		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv))
+		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv), agent.Options{Version: version.Version})
 		if err != nil {
 			return err
 		}

@@ -18,9 +18,11 @@ KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
 
 # Static binaries that go into images (name=package).
 IMAGE_BINARIES := teledock-daemon=./cmd/teledock-daemon traffic-manager=./cmd/traffic-manager \
+  traffic-agent=./agent/cmd/traffic-agent \
   echo=./e2e/images/echo probe=./e2e/images/probe
 # Images loaded into the test cluster.
-IMAGES := teledock/daemon:$(VERSION) teledock/traffic-manager:$(VERSION) teledock/echo:$(VERSION)
+IMAGES := teledock/daemon:$(VERSION) teledock/traffic-manager:$(VERSION) teledock/traffic-agent:$(VERSION) \
+  teledock/echo:$(VERSION)
 
 .PHONY: help
 help: ## show the targets

@@ -9,9 +9,9 @@ group "default" {
   targets = ["ship", "test"]
 }
 
-# What teledock ships. The traffic-agent joins when it exists.
+# What teledock ships.
 group "ship" {
-  targets = ["daemon", "traffic-manager"]
+  targets = ["daemon", "traffic-manager", "traffic-agent"]
 }
 
 group "test" {
@@ -32,6 +32,12 @@ target "traffic-manager" {
   inherits   = ["_bin"]
   dockerfile = "../../cluster/Dockerfile"
   tags       = ["teledock/traffic-manager:${VERSION}"]
+}
+
+target "traffic-agent" {
+  inherits   = ["_bin"]
+  dockerfile = "../../agent/Dockerfile"
+  tags       = ["teledock/traffic-agent:${VERSION}"]
 }
 
 target "echo" {

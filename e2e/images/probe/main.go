@@ -9,12 +9,17 @@
 //	probe [-timeout 5s] rdns IP             print the names of IP (reverse lookup)
 //	probe [-timeout 5s] download URL        print "sha256 bytes" of a GET body
 //	probe [-timeout 5s] upload URL N        POST N pattern bytes, print the reply
+//	probe [-timeout 5s] [-transfer-time D] bench BASE BYTES N
+//	                                        measure the echo app at BASE: download and upload BYTES
+//	                                        (GET BASE/bytes, POST BASE/sha256), then N keep-alive GETs
+//	                                        of BASE/; print the figures as one JSON object (bench.go)
 package main
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,18 +35,19 @@ import (
 
 func main() {
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline for the whole probe")
+	transferTime := flag.Duration("transfer-time", 0, "bench: stop each transfer after this long (0: never)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := run(ctx, flag.Args()); err != nil {
+	if err := run(ctx, flag.Args(), *transferTime); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string) error {
+func run(ctx context.Context, args []string, transferTime time.Duration) error {
 	if len(args) < 2 {
-		return errors.New("usage: probe http|tcp|udp|dns|download|upload ARGS")
+		return errors.New("usage: probe http|tcp|udp|dns|download|upload|bench ARGS")
 	}
 	switch args[0] {
 	case "http":
@@ -117,6 +123,23 @@ func run(ctx context.Context, args []string) error {
 		defer resp.Body.Close()
 		_, err = io.Copy(os.Stdout, resp.Body)
 		return err
+	case "bench":
+		if len(args) < 4 {
+			return errors.New("usage: probe bench BASE BYTES N")
+		}
+		n, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil {
+			return fmt.Errorf("byte count: %w", err)
+		}
+		requests, err := strconv.Atoi(args[3])
+		if err != nil {
+			return fmt.Errorf("request count: %w", err)
+		}
+		res, err := bench(ctx, strings.TrimSuffix(args[1], "/"), n, requests, transferTime)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(res)
 	}
 	return fmt.Errorf("unknown probe %q", args[0])
 }

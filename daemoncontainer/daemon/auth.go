@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -68,6 +70,11 @@ func Dial(addr, token string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(bearer(token)),
+		// The CLI dials while the daemon is still starting; gRPC's default 1 s first backoff then
+		// made every connect a second slower than the daemon (measured by make bench).
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}}),
 	}, opts...)
 	return grpc.NewClient("passthrough:///"+addr, opts...)
 }

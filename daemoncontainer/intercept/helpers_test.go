@@ -41,9 +41,9 @@ type fakeManager struct {
 	removes   []*managerv1.RemoveInterceptRequest
 	intercept map[string]*managerv1.InterceptInfo // by session/name
 	watchers  map[string]chan *managerv1.IncomingDial
-	watchOpen chan string               // session IDs, as WatchDials streams open
-	accepted  chan acceptedStream       // Accept streams, after their Accept message
-	podDials  chan *managerv1.Dial      // --to-pod dials as the Tunnel handler saw them
+	watchOpen chan string          // session IDs, as WatchDials streams open
+	accepted  chan acceptedStream  // Accept streams, after their Accept message
+	podDials  chan *managerv1.Dial // --to-pod dials as the Tunnel handler saw them
 	nextID    int
 }
 

@@ -295,6 +295,11 @@ func (m *Intercepts) Create(ctx context.Context, req Request) (*managerv1.Interc
 	info, err := m.create(ctx, id, req, dest)
 	if err != nil {
 		closeListeners(added, nil)
+		if old == nil && gaveUp(ctx, err) {
+			// The manager may finish what the caller abandoned (Ctrl-C, a deadline); an intercept
+			// this daemon does not know must not stay. Removing one that does not exist is harmless.
+			m.spawn(func() { m.removeAtManager(id, req.Name) })
+		}
 		return nil, err
 	}
 	if req.LocalPort == 0 {
@@ -409,6 +414,19 @@ func (m *Intercepts) create(ctx context.Context, sessionID string, req Request, 
 		return nil, fmt.Errorf("create intercept %s: the traffic-manager returned no intercept id", req.Name)
 	}
 	return info, nil
+}
+
+// gaveUp reports whether a create ended because someone stopped waiting rather than because the
+// manager refused.
+func gaveUp(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
 }
 
 // Remove ends the intercept. It is forgotten locally once the manager no longer has it, which

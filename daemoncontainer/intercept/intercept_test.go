@@ -319,6 +319,28 @@ func TestCreatePassesManagerErrors(t *testing.T) {
 	}
 }
 
+func TestCreateGivenUpIsRemoved(t *testing.T) {
+	f := newFakeManager(t)
+	f.createErr = status.Error(codes.DeadlineExceeded, "traffic-agent did not arrive")
+	m, _ := startIntercepts(t, f)
+	if _, err := m.Create(ctxT(t), Request{Name: "echo", LocalPort: 8080}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err = %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		n := len(f.removes)
+		f.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an abandoned create was not removed at the manager")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestCreateAnswersBeforeDeadline(t *testing.T) {
 	f := newFakeManager(t)
 	m, _ := startIntercepts(t, f)

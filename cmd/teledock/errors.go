@@ -21,7 +21,7 @@ var (
 	errConnectTimeout     = errors.New("timed out waiting for the daemon to connect")
 	errNetwork            = errors.New("the daemon container's network failed")
 	errBadImage           = errors.New("bad image reference")
-	errBadAddress         = errors.New("bad --address")
+	errBadAddress         = errors.New("invalid --address")
 	errAddressNetwork     = errors.New("the container shares no Docker network with the daemon container")
 	errNotAvailable       = errors.New("not yet available in this build")
 )

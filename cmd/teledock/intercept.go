@@ -412,8 +412,17 @@ func interceptFields(info *managerv1.InterceptInfo) []field {
 		{"Service Port Identifier", info.GetServicePortIdentifier()},
 		{"Volume Mount Point", info.GetMountPoint()},
 		{"Intercepting", intercepting(info)},
-		{"Address", info.GetPodAddress()},
+		{"Address", podAddress(info)},
 	}
+}
+
+// podAddress is shown for service-less intercepts only: without a service there is no name to
+// reach the workload by, so the pod's address is how to send it traffic.
+func podAddress(info *managerv1.InterceptInfo) string {
+	if info.GetServiceLess() || info.GetService() == "" {
+		return info.GetPodAddress()
+	}
+	return ""
 }
 
 func intercepting(info *managerv1.InterceptInfo) string {
@@ -460,7 +469,7 @@ func newInterceptJSON(info *managerv1.InterceptInfo) interceptJSON {
 		Destination:           info.GetDestination(),
 		VolumeMountPoint:      info.GetMountPoint(),
 		Intercepting:          intercepting(info),
-		Address:               info.GetPodAddress(),
+		Address:               podAddress(info),
 		Owner:                 info.GetClient(),
 		Replace:               info.GetReplace(),
 	}

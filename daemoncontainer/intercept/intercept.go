@@ -282,7 +282,7 @@ func (m *Intercepts) Create(ctx context.Context, req Request) (*managerv1.Interc
 		}
 	}
 
-	old, err := m.reserve(req.Name, dest)
+	old, err := m.reserve(req.Name, dest, req.ToPod)
 	if err != nil {
 		return nil, err
 	}
@@ -305,10 +305,10 @@ func (m *Intercepts) Create(ctx context.Context, req Request) (*managerv1.Interc
 	if req.LocalPort == 0 {
 		// The local port follows the intercepted container port, known only now.
 		dest = netip.AddrPortFrom(req.Address, uint16(info.GetTargetPort()))
-		if other := m.destinationOwner(dest, req.Name); other != "" {
+		if err := m.checkDestination(dest, req.Name, req.ToPod); err != nil {
 			m.removeAtManager(id, req.Name)
 			closeListeners(added, nil)
-			return nil, fmt.Errorf("%w: %s is the destination of intercept %s", ErrLocalPortInUse, dest, other)
+			return nil, err
 		}
 		info.Destination, info.LocalPort = dest.String(), int32(dest.Port())
 	}
@@ -336,7 +336,7 @@ func (m *Intercepts) Create(ctx context.Context, req Request) (*managerv1.Interc
 
 // reserve claims name (and dest, unless its port is 0) for a Create, and returns the existing
 // intercept of that name, if any.
-func (m *Intercepts) reserve(name string, dest netip.AddrPort) (*record, error) {
+func (m *Intercepts) reserve(name string, dest netip.AddrPort, toPod []ToPod) (*record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -346,8 +346,20 @@ func (m *Intercepts) reserve(name string, dest netip.AddrPort) (*record, error) 
 		return nil, fmt.Errorf("%w: %s", ErrBusy, name)
 	}
 	if dest.Port() != 0 {
-		if other := m.destinationOwnerLocked(dest, name); other != "" {
-			return nil, fmt.Errorf("%w: %s is the destination of intercept %s", ErrLocalPortInUse, dest, other)
+		if err := m.checkDestinationLocked(dest, name, nil); err != nil {
+			return nil, err
+		}
+	}
+	// The --to-pod listeners share 127.0.0.1 with the handlers of the other intercepts.
+	for _, p := range toPod {
+		if p.UDP {
+			continue
+		}
+		listen := netip.AddrPortFrom(m.cfg.ListenAddress, p.Port)
+		for other, r := range m.byName {
+			if other != name && r.dest == listen {
+				return nil, fmt.Errorf("%w %s: it is the local port of intercept %s", ErrToPodPortInUse, listen, other)
+			}
 		}
 	}
 	m.pending[name] = dest
@@ -360,26 +372,36 @@ func (m *Intercepts) release(name string) {
 	m.mu.Unlock()
 }
 
-func (m *Intercepts) destinationOwner(dest netip.AddrPort, except string) string {
+func (m *Intercepts) checkDestination(dest netip.AddrPort, name string, toPod []ToPod) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.destinationOwnerLocked(dest, except)
+	return m.checkDestinationLocked(dest, name, toPod)
 }
 
-// destinationOwnerLocked names another intercept (existing or being created) that delivers to
-// dest. Two intercepts cannot share one: a connection would not know which workload it came from.
-func (m *Intercepts) destinationOwnerLocked(dest netip.AddrPort, except string) string {
-	for name, r := range m.byName {
-		if name != except && r.dest == dest {
-			return name
+// checkDestinationLocked refuses a destination that another intercept (existing or being created)
+// delivers to, since a connection would not know which workload it came from, and one where another
+// intercept's --to-pod listener (or the intercept's own, toPod) already listens.
+func (m *Intercepts) checkDestinationLocked(dest netip.AddrPort, name string, toPod []ToPod) error {
+	for other, r := range m.byName {
+		if other == name {
+			continue
+		}
+		if r.dest == dest {
+			return fmt.Errorf("%w: %s is the destination of intercept %s", ErrLocalPortInUse, dest, other)
+		}
+		if dest.Addr() == m.cfg.ListenAddress && r.listeners[ToPod{Port: dest.Port()}] != nil {
+			return fmt.Errorf("%w: %s is a --to-pod port of intercept %s", ErrLocalPortInUse, dest, other)
 		}
 	}
-	for name, d := range m.pending {
-		if name != except && d == dest {
-			return name
+	for other, d := range m.pending {
+		if other != name && d == dest {
+			return fmt.Errorf("%w: %s is the destination of intercept %s", ErrLocalPortInUse, dest, other)
 		}
 	}
-	return ""
+	if dest.Addr() == m.cfg.ListenAddress && slices.Contains(toPod, ToPod{Port: dest.Port()}) {
+		return fmt.Errorf("%w: %s is one of the intercept's own --to-pod ports", ErrLocalPortInUse, dest)
+	}
+	return nil
 }
 
 // create asks the manager, answering before ctx's deadline by AnswerMargin.

@@ -216,6 +216,7 @@ func TestCreateChecks(t *testing.T) {
 	}
 	defer busy.Close()
 	busyPort := uint16(busy.Addr().(*net.TCPAddr).Port)
+	sidecar := freePort(t, "tcp")
 
 	tests := []struct {
 		name        string
@@ -234,6 +235,12 @@ func TestCreateChecks(t *testing.T) {
 			wantErr: ErrToPodPortInUse},
 		{name: "to-pod is the local port", req: Request{Name: "a", LocalPort: 9000, ToPod: []ToPod{{Port: 9000}}},
 			wantErr: ErrInvalid},
+		{name: "to-pod is another intercept's local port", first: &Request{Name: "a", LocalPort: 9100},
+			req: Request{Name: "b", LocalPort: 8080, ToPod: []ToPod{{Port: 9100}}}, wantErr: ErrToPodPortInUse, wantCreates: 1},
+		{name: "UDP to-pod on another intercept's local port", first: &Request{Name: "a", LocalPort: sidecar},
+			req: Request{Name: "b", LocalPort: 8080, ToPod: []ToPod{{Port: sidecar, UDP: true}}}, wantCreates: 2},
+		{name: "local port is another intercept's to-pod", first: &Request{Name: "a", LocalPort: 8080, ToPod: []ToPod{{Port: sidecar}}},
+			req: Request{Name: "b", LocalPort: sidecar}, wantErr: ErrLocalPortInUse, wantCreates: 1},
 		{name: "to-pod twice", req: Request{Name: "a", LocalPort: 9000, ToPod: []ToPod{{Port: 9001}, {Port: 9001}}},
 			wantErr: ErrInvalid},
 		{name: "mechanism", req: Request{Name: "a", LocalPort: 9000, Mechanism: "http"}, wantErr: ErrInvalid},

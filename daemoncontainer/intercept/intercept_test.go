@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -500,5 +501,68 @@ func TestCloseEndsListeners(t *testing.T) {
 	}
 	if err := m.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestCloseLeavesNoGoroutines runs every path (an accepted connection, --to-pod TCP and UDP) and
+// checks that Close (with the manager's connection) ends every goroutine they started.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("traffic", func(t *testing.T) {
+		f := newFakeManager(t)
+		tcpDest, udpDest := tcpEcho(t), udpEcho(t)
+		f.podTarget = func(d *managerv1.Dial) (string, string, error) {
+			if d.GetProtocol() == managerv1.Protocol_PROTOCOL_UDP {
+				return "udp", udpDest.String(), nil
+			}
+			return "tcp", tcpDest.String(), nil
+		}
+		m, _ := startIntercepts(t, f)
+		waitWatch(t, f, "s1")
+		tcpPort, udpPort := freePort(t, "tcp"), freePort(t, "udp")
+		info, err := m.Create(ctxT(t), Request{Name: "echo", LocalPort: tcpDest.Port(), ToPod: []ToPod{{Port: tcpPort}, {Port: udpPort, UDP: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		f.announce(t, "s1", &managerv1.IncomingDial{ConnId: "c1", InterceptId: info.GetId()})
+		conn, err := dialAccepted(t, waitAccepted(t, f), &managerv1.Dial{InterceptId: info.GetId()}, "tcp", netip.MustParseAddrPort("10.244.0.7:80"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Left open on purpose: Close must end it.
+		_, _ = conn.Write([]byte("x"))
+
+		c, err := net.Dial("tcp", netip.AddrPortFrom(podLoopback, tcpPort).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("y"))
+		buf := make([]byte, 10)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+
+		u, err := net.Dial("udp", netip.AddrPortFrom(podLoopback, udpPort).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		_, _ = u.Write([]byte("z"))
+		_ = u.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := u.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

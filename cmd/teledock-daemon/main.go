@@ -20,6 +20,7 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/daemon"
+	"teledock.dev/teledock/daemoncontainer/intercept"
 	"teledock.dev/teledock/daemoncontainer/netstack"
 	"teledock.dev/teledock/daemoncontainer/session"
 	"teledock.dev/teledock/internal/version"
@@ -133,6 +134,15 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// Close departs; it runs after everything that uses the session has stopped.
 	defer sess.Close()
 
+	// The intercepts deliver to 127.0.0.1 in this container's network namespace by default, which
+	// handler containers share; they close (listeners, accepted connections) before the session
+	// departs, and the manager ends the intercepts themselves with the session.
+	icpt, err := intercept.New(intercept.Config{Namespace: namespace}, sess, log.With("part", "intercept"))
+	if err != nil {
+		return err
+	}
+	defer icpt.Close()
+
 	server := cfg.server
 	if server == "" {
 		server = rc.Host
@@ -146,7 +156,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Server:           server,
 		Namespace:        namespace,
 		ManagerNamespace: cfg.managerNamespace,
-	}, sessionView{sess}, log.With("part", "api"))
+	}, sessionView{sess}, icpt, log.With("part", "api"))
 	if err != nil {
 		return err
 	}
@@ -157,6 +167,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	var apiErr error
 	wg.Go(func() { _ = sess.Run(ctx) })
+	wg.Go(func() { _ = icpt.Run(ctx) })
 	wg.Go(func() {
 		if apiErr = api.Run(ctx); apiErr != nil {
 			cancel()

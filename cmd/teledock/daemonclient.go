@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/daemon"
@@ -65,4 +67,60 @@ func findDaemon(ctx context.Context, d deps, name string) (*launcher.Container, 
 		return nil, fmt.Errorf("%w: daemon container %s is %s", errNotConnected, c.Name, c.State)
 	}
 	return c, nil
+}
+
+// remoteError is an error the daemon returned (for intercepts, often the traffic-manager's, passed
+// on): its message as the daemon sent it, and the category it belongs to.
+type remoteError struct {
+	kind error
+	msg  string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.kind }
+
+// fromDaemon is the one place where gRPC statuses from the daemon become the CLI's error
+// categories; commands refine the category (a NotFound is an unknown workload for `intercept` and
+// an unknown intercept for `leave`), and hint() turns it into advice.
+func fromDaemon(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return err
+	}
+	for _, d := range st.Details() {
+		if ed, ok := d.(*daemonv1.ErrorDetail); ok {
+			switch ed.GetCode() {
+			case daemonv1.ErrorCode_ERROR_CODE_LOCAL_PORT_IN_USE:
+				return &remoteError{kind: errLocalPortInUse, msg: st.Message()}
+			case daemonv1.ErrorCode_ERROR_CODE_TO_POD_PORT_IN_USE:
+				return &remoteError{kind: errToPodPortInUse, msg: st.Message()}
+			case daemonv1.ErrorCode_ERROR_CODE_NOT_CONNECTED:
+				return &remoteError{kind: errManagerUnreachable, msg: st.Message()}
+			}
+		}
+	}
+	var kind error
+	switch st.Code() {
+	case codes.NotFound:
+		kind = errNotFound
+	case codes.FailedPrecondition:
+		kind = errPrecondition
+	case codes.AlreadyExists:
+		kind = errAlreadyExists
+	case codes.DeadlineExceeded:
+		kind = errDeadline
+	case codes.Unavailable:
+		kind = errManagerUnreachable
+	case codes.Unimplemented:
+		kind = errUnsupported
+	case codes.InvalidArgument:
+		kind = errInvalidRequest
+	case codes.Aborted:
+		kind = errBusy
+	case codes.Unauthenticated:
+		kind = errDaemonAuth
+	default:
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return &remoteError{kind: kind, msg: st.Message()}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
 	"teledock.dev/teledock/daemoncontainer/launcher"
@@ -30,6 +31,9 @@ type deps struct {
 	// launcher manages daemon containers. It is created on first use: commands such as `version`
 	// need no Docker at all.
 	launcher func() (*launcher.Launcher, error)
+	// docker reaches the Docker engine for what the launcher does not do (handler containers,
+	// --address CONTAINER); created on first use, like the launcher, and the same client.
+	docker func() (dockerAPI, error)
 	// connections holds the per-connection token files.
 	connections launcher.Store
 }
@@ -43,14 +47,28 @@ func main() {
 	// os.UserConfigDir honours XDG_CONFIG_HOME and falls back to ~/.config; without either, the
 	// store reports the problem when a command needs it.
 	configDir, _ := os.UserConfigDir()
+	dockerClient := sync.OnceValues(newDockerClient)
 	d := deps{
-		stdin:       os.Stdin,
-		stdout:      os.Stdout,
-		stderr:      os.Stderr,
-		log:         log,
-		getenv:      os.Getenv,
-		hostname:    hostname,
-		launcher:    sync.OnceValues(func() (*launcher.Launcher, error) { return newLauncher(log) }),
+		stdin:    os.Stdin,
+		stdout:   os.Stdout,
+		stderr:   os.Stderr,
+		log:      log,
+		getenv:   os.Getenv,
+		hostname: hostname,
+		launcher: sync.OnceValues(func() (*launcher.Launcher, error) {
+			c, err := dockerClient()
+			if err != nil {
+				return nil, err
+			}
+			return launcher.New(c, log)
+		}),
+		docker: func() (dockerAPI, error) {
+			c, err := dockerClient()
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
 		connections: launcher.NewStore(configDir),
 	}
 	root := newRootCmd(d)
@@ -71,14 +89,22 @@ func main() {
 	}
 }
 
-func newLauncher(log *slog.Logger) (*launcher.Launcher, error) {
+func newDockerClient() (*client.Client, error) {
 	// Negotiation matters: the engine may be Docker 20.10, older than this SDK's default API.
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return launcher.New(c, log)
+	return c, nil
 }
+
+// dockerAPI is the part of the Docker SDK's client that commands use directly.
+type dockerAPI interface {
+	ContainerInspect(ctx context.Context, container string) (container.InspectResponse, error)
+	ContainerStop(ctx context.Context, container string, options container.StopOptions) error
+}
+
+var _ dockerAPI = (*client.Client)(nil)
 
 func logLevel() slog.Level {
 	if os.Getenv("TELEDOCK_DEBUG") != "" {

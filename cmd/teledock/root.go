@@ -17,6 +17,9 @@ func newRootCmd(d deps) *cobra.Command {
 		newStatusCmd(d),
 		newQuitCmd(d),
 		newRunCmd(d),
+		newInterceptCmd(d),
+		newListCmd(d),
+		newLeaveCmd(d),
 		newInstallCmd(d),
 		newUninstallCmd(d),
 	)

@@ -53,18 +53,26 @@ func runRun(ctx context.Context, d deps, opts runOptions) error {
 	if err != nil {
 		return err
 	}
+	// On Ctrl-C the terminal already signals docker (same process group); a SIGTERM to teledock is
+	// passed on as an interrupt, which docker forwards to the container. Killing docker would leave
+	// the container running.
+	interrupt := func(cmd *exec.Cmd) error { return cmd.Process.Signal(os.Interrupt) }
+	return dockerRun(ctx, d, c.Name, opts.dockerArgs, interrupt)
+}
+
+// dockerRun runs `docker run --network container:DAEMON ARGS...` with the terminal's streams and
+// returns an exitError carrying the container's exit code. When ctx ends, cancel is called to stop
+// the container; docker is killed only if it has not exited 15s later.
+func dockerRun(ctx context.Context, d deps, daemonContainer string, args []string, cancel func(*exec.Cmd) error) error {
 	docker, err := exec.LookPath("docker")
 	if err != nil {
 		return fmt.Errorf("docker CLI: %w", err)
 	}
-	args := append([]string{"run", "--network", "container:" + c.Name}, opts.dockerArgs...)
+	args = append([]string{"run", "--network", "container:" + daemonContainer}, args...)
 	d.log.Debug("running", "docker", docker, "args", args)
 	cmd := exec.CommandContext(ctx, docker, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
-	// On Ctrl-C the terminal already signals docker (same process group); a SIGTERM to teledock is
-	// passed on as an interrupt, which docker forwards to the container. Killing docker would leave
-	// the container running.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.Cancel = func() error { return cancel(cmd) }
 	cmd.WaitDelay = 15 * time.Second
 	err = cmd.Run()
 	var ee *exec.ExitError
@@ -148,29 +156,68 @@ func parseRunArgs(args []string, envConnection string) (runOptions, error) {
 		return opts, nil
 	}
 
-	image := -1
+	scanned, err := scanDockerRunArgs(args, "teledock run")
+	if err != nil {
+		return opts, err
+	}
+	if scanned.image < 0 {
+		return opts, errors.New("no image: usage is teledock run [docker run flags] IMAGE [COMMAND] [ARG...]")
+	}
+	opts.dockerArgs = args
+	return opts, nil
+}
+
+// dockerRunArgs is what scanDockerRunArgs found in docker run's arguments.
+type dockerRunArgs struct {
+	image  int    // index of the image; -1 when there is none
+	name   string // the value of --name, "" when not given
+	rm     bool   // --rm was given
+	detach bool   // -d/--detach was given
+}
+
+// scanDockerRunArgs checks docker run's flags up to the image, refusing the network flags (see
+// refusedRunFlags; use names the command in the message): what follows the image is the
+// container's command, whose flags (say `nc -p 80`) are not docker's.
+func scanDockerRunArgs(args []string, use string) (dockerRunArgs, error) {
+	found := dockerRunArgs{image: -1}
 scan:
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
 		case a == "--":
-			image = i + 1
+			if i+1 < len(args) {
+				found.image = i + 1
+			}
 			break scan
 		case strings.HasPrefix(a, "--"):
-			name, _, hasValue := strings.Cut(a[2:], "=")
-			if err := checkRunFlag("--"+name, name); err != nil {
-				return opts, err
+			name, value, hasValue := strings.Cut(a[2:], "=")
+			if err := checkRunFlag("--"+name, name, use); err != nil {
+				return found, err
 			}
 			if !hasValue && !boolRunFlags[name] {
 				i++ // the value is the next argument
+				if i < len(args) {
+					value = args[i]
+				}
+			}
+			switch name {
+			case "name":
+				found.name = value
+			case "rm":
+				found.rm = !hasValue || value == "true"
+			case "detach":
+				found.detach = !hasValue || value == "true"
 			}
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			// A group of one-letter flags (-it, -dp 80:80, -eFOO=1): the first that takes a value
 			// takes the rest of the group, or else the next argument.
 			for j := 1; j < len(a); j++ {
 				name, known := shortRunFlags[a[j]]
-				if err := checkRunFlag("-"+string(a[j]), name); err != nil {
-					return opts, err
+				if err := checkRunFlag("-"+string(a[j]), name, use); err != nil {
+					return found, err
+				}
+				if name == "detach" {
+					found.detach = true
 				}
 				if known && !boolRunFlags[name] {
 					if j == len(a)-1 {
@@ -180,20 +227,16 @@ scan:
 				}
 			}
 		default:
-			image = i
+			found.image = i
 			break scan
 		}
 	}
-	if image < 0 || image >= len(args) {
-		return opts, errors.New("no image: usage is teledock run [docker run flags] IMAGE [COMMAND] [ARG...]")
-	}
-	opts.dockerArgs = args
-	return opts, nil
+	return found, nil
 }
 
-func checkRunFlag(flag, name string) error {
+func checkRunFlag(flag, name, use string) error {
 	if why, refused := refusedRunFlags[name]; refused {
-		return fmt.Errorf("%s cannot be used with teledock run: %s", flag, why)
+		return fmt.Errorf("%s cannot be used with %s: %s", flag, use, why)
 	}
 	return nil
 }

@@ -90,23 +90,30 @@ type statusInfo struct {
 }
 
 type daemonStatus struct {
-	Running           bool       `json:"running"`
-	Name              string     `json:"name"`
-	Container         string     `json:"container,omitempty"`
-	ContainerState    string     `json:"container_state,omitempty"`
-	Version           string     `json:"version,omitempty"`
-	Status            string     `json:"status,omitempty"` // the session's state
-	Error             string     `json:"error,omitempty"`
-	SessionID         string     `json:"session_id,omitempty"`
-	KubernetesContext string     `json:"kubernetes_context,omitempty"`
-	KubernetesServer  string     `json:"kubernetes_server,omitempty"`
-	Namespace         string     `json:"namespace,omitempty"`
-	ManagerNamespace  string     `json:"manager_namespace,omitempty"`
-	Intercepts        int        `json:"intercepts"`
-	NetworkReady      bool       `json:"network_ready"`
-	NetworkError      string     `json:"network_error,omitempty"`
-	DNS               *dnsStatus `json:"dns,omitempty"`
-	Subnets           []string   `json:"subnets,omitempty"`
+	Running           bool               `json:"running"`
+	Name              string             `json:"name"`
+	Container         string             `json:"container,omitempty"`
+	ContainerState    string             `json:"container_state,omitempty"`
+	Version           string             `json:"version,omitempty"`
+	Status            string             `json:"status,omitempty"` // the session's state
+	Error             string             `json:"error,omitempty"`
+	SessionID         string             `json:"session_id,omitempty"`
+	KubernetesContext string             `json:"kubernetes_context,omitempty"`
+	KubernetesServer  string             `json:"kubernetes_server,omitempty"`
+	Namespace         string             `json:"namespace,omitempty"`
+	ManagerNamespace  string             `json:"manager_namespace,omitempty"`
+	Intercepts        int                `json:"intercepts"`
+	InterceptList     []interceptSummary `json:"intercept_list,omitempty"`
+	NetworkReady      bool               `json:"network_ready"`
+	NetworkError      string             `json:"network_error,omitempty"`
+	DNS               *dnsStatus         `json:"dns,omitempty"`
+	Subnets           []string           `json:"subnets,omitempty"`
+}
+
+// interceptSummary is one intercept in status: its name and owner (the client's name@host).
+type interceptSummary struct {
+	Name  string `json:"name"`
+	Owner string `json:"owner"`
 }
 
 type dnsStatus struct {
@@ -141,6 +148,9 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 		NetworkReady:      st.GetNetworkReady(),
 		NetworkError:      st.GetNetworkError(),
 		Subnets:           append(append([]string(nil), st.GetServiceSubnets()...), st.GetPodSubnets()...),
+	}
+	for _, ic := range st.GetInterceptList() {
+		ds.InterceptList = append(ds.InterceptList, interceptSummary{Name: ic.GetName(), Owner: ic.GetOwner()})
 	}
 	if dns := st.GetDns(); dns != nil {
 		ds.DNS = &dnsStatus{
@@ -224,6 +234,11 @@ func renderStatus(info statusInfo) string {
 				{"Cluster domain", ds.DNS.ClusterDomain},
 				{"Cluster DNS", ds.DNS.ClusterDNS},
 			})
+		case f.name == "Intercepts":
+			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)
+			for _, ic := range ds.InterceptList {
+				fmt.Fprintf(&b, "    %s: %s\n", ic.Name, ic.Owner)
+			}
 		case f.name == "Subnets":
 			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)
 			for _, s := range ds.Subnets {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 )
@@ -85,6 +87,23 @@ Traffic Manager: Connected
 `,
 		},
 		{
+			name: "intercepts",
+			info: newStatusInfo(testContainer, withIntercepts(connecting)),
+			want: `Daemon: Running
+  Version           : v0.1.0
+  Container         : teledock-daemon-default
+  Status            : Connected
+  Kubernetes server : https://127.0.0.1:6443
+  Kubernetes context: kind-dev
+  Namespace         : default
+  Manager namespace : teledock
+  Network           : Not started
+  Intercepts        : 2 total
+    dataprocessingnodeservice: ann@laptop
+    echo: ann@laptop
+`,
+		},
+		{
 			name: "connecting with error",
 			info: newStatusInfo(testContainer, connecting),
 			want: `Daemon: Running
@@ -110,6 +129,18 @@ Traffic Manager: Connected
 	}
 }
 
+// withIntercepts is st, connected, with two intercepts.
+func withIntercepts(st *daemonv1.StatusResponse) *daemonv1.StatusResponse {
+	c := proto.CloneOf(st)
+	c.SessionState, c.LastError = "connected", ""
+	c.Intercepts = 2
+	c.InterceptList = []*daemonv1.InterceptSummary{
+		{Name: "dataprocessingnodeservice", Owner: "ann@laptop"},
+		{Name: "echo", Owner: "ann@laptop"},
+	}
+	return c
+}
+
 func TestWriteStatusJSON(t *testing.T) {
 	tests := []struct {
 		name string
@@ -129,6 +160,11 @@ func TestWriteStatusJSON(t *testing.T) {
 				"daemon.dns.timeout": "8s", "daemon.network_ready": true, "traffic_manager.connected": true,
 				"traffic_manager.agent_image": "teledock/agent:v0.1.0",
 			},
+		},
+		{
+			name: "intercepts",
+			info: newStatusInfo(testContainer, withIntercepts(connectedStatus())),
+			want: map[string]any{"daemon.intercepts": float64(2)},
 		},
 	}
 	for _, tt := range tests {

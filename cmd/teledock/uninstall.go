@@ -15,6 +15,7 @@ type uninstallOptions struct {
 	context          string
 	managerNamespace string
 	timeout          time.Duration
+	agents           bool
 }
 
 func newUninstallCmd(d deps) *cobra.Command {
@@ -32,10 +33,14 @@ func newUninstallCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.context, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the removal")
+	f.BoolVar(&opts.agents, "agents", false, "remove the traffic-agents from every workload and keep the traffic-manager")
 	return cmd
 }
 
 func runUninstall(ctx context.Context, d deps, opts uninstallOptions) error {
+	if opts.agents {
+		return removeAgents(ctx, d, opts)
+	}
 	err := install.Uninstall(ctx, install.Config{
 		Kubeconfig: opts.kubeconfig,
 		Context:    opts.context,
@@ -49,4 +54,10 @@ func runUninstall(ctx context.Context, d deps, opts uninstallOptions) error {
 	}
 	fmt.Fprintf(d.stdout, "Traffic Manager uninstalled from namespace %s\n", opts.managerNamespace)
 	return nil
+}
+
+// removeAgents will call install.RemoveAgents, which is being written; until it lands the flag
+// exists and says so, so that scripts and docs can use it already.
+func removeAgents(context.Context, deps, uninstallOptions) error {
+	return fmt.Errorf("uninstall --agents: %w (the traffic-manager's agent removal has not landed yet)", errNotAvailable)
 }

@@ -59,6 +59,7 @@ type Daemon struct {
 
 	cfg  Config
 	sess Session
+	icpt Intercepts
 	log  *slog.Logger
 	lis  net.Listener
 	srv  *grpc.Server
@@ -72,12 +73,14 @@ type Daemon struct {
 }
 
 // New listens on cfg.ListenAddr; serving starts with Run.
-func New(cfg Config, sess Session, log *slog.Logger) (*Daemon, error) {
+func New(cfg Config, sess Session, icpt Intercepts, log *slog.Logger) (*Daemon, error) {
 	switch {
 	case cfg.Token == "":
 		return nil, errors.New("daemon: empty token")
 	case sess == nil:
 		return nil, errors.New("daemon: nil session")
+	case icpt == nil:
+		return nil, errors.New("daemon: nil intercepts")
 	case log == nil:
 		return nil, errors.New("daemon: nil logger")
 	}
@@ -89,6 +92,7 @@ func New(cfg Config, sess Session, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{
 		cfg:  cfg,
 		sess: sess,
+		icpt: icpt,
 		log:  log,
 		lis:  lis,
 		srv:  grpc.NewServer(grpc.UnaryInterceptor(auth.unary), grpc.StreamInterceptor(auth.stream)),
@@ -156,7 +160,12 @@ func (d *Daemon) Status(context.Context, *daemonv1.StatusRequest) (*daemonv1.Sta
 	d.mu.Lock()
 	network, networkErr := d.network, d.networkErr
 	d.mu.Unlock()
-	return statusResponse(d.cfg, info, network, networkErr), nil
+	resp := statusResponse(d.cfg, info, network, networkErr)
+	for _, ic := range d.icpt.List() {
+		resp.InterceptList = append(resp.InterceptList, &daemonv1.InterceptSummary{Name: ic.GetName(), Owner: ic.GetClient()})
+	}
+	resp.Intercepts = int32(len(resp.InterceptList))
+	return resp, nil
 }
 
 func statusResponse(cfg Config, info SessionInfo, network *NetworkInfo, networkErr error) *daemonv1.StatusResponse {

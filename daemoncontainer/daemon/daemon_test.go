@@ -31,7 +31,12 @@ const testToken = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc
 
 func startDaemon(t testing.TB, sess Session) *Daemon {
 	t.Helper()
-	d, err := New(Config{ListenAddr: "127.0.0.1:0", Token: testToken, Version: "v9"}, sess, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return startDaemonWith(t, sess, &fakeIntercepts{})
+}
+
+func startDaemonWith(t testing.TB, sess Session, icpt Intercepts) *Daemon {
+	t.Helper()
+	d, err := New(Config{ListenAddr: "127.0.0.1:0", Token: testToken, Version: "v9"}, sess, icpt, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

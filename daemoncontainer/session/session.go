@@ -121,6 +121,9 @@ type Session struct {
 	running bool
 	st      Status
 	everUp  bool
+	// idChanged is closed when st.SessionID stops being current (a new arrival, or Close), and then
+	// replaced; see Current.
+	idChanged chan struct{}
 }
 
 // New prepares a session that reaches the traffic-manager through port-forwards made with rc. It
@@ -172,6 +175,7 @@ func newSession(cfg Config, d dialer, log *slog.Logger) (*Session, error) {
 		closing:   make(chan struct{}),
 		runDone:   make(chan struct{}),
 		connected: make(chan struct{}),
+		idChanged: make(chan struct{}),
 		st:        Status{State: StateConnecting, Since: time.Now()},
 	}, nil
 }
@@ -185,6 +189,21 @@ func (s *Session) SessionID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.st.SessionID
+}
+
+// Current returns the session ID ("" before the first arrival and after Close) and a channel that
+// is closed when that ID stops being current: at the next arrival or at Close. Streams bound to a
+// session (the intercepts' WatchDials) use it to open again under the new ID instead of polling.
+func (s *Session) Current() (id string, changed <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.SessionID, s.idChanged
+}
+
+// newIDLocked signals Current's callers that the session ID changed; s.mu must be held.
+func (s *Session) newIDLocked() {
+	close(s.idChanged)
+	s.idChanged = make(chan struct{})
 }
 
 // ClusterInfo is what the manager said about the cluster at the last arrival, or nil before it.
@@ -318,6 +337,7 @@ func (s *Session) arrive(ctx context.Context) error {
 	}
 	first := !s.everUp
 	s.everUp = true
+	s.newIDLocked()
 	s.mu.Unlock()
 	s.log.Info("session arrived", "session", sess.GetSessionId(), "lease", lease, "manager", ver.GetVersion())
 	if first {
@@ -429,6 +449,7 @@ func (s *Session) Close() error {
 		}
 		s.mu.Lock()
 		s.st.State, s.st.SessionID, s.st.Since = StateClosed, "", time.Now()
+		s.newIDLocked()
 		s.mu.Unlock()
 		s.closeErr = s.conn.Close()
 	})

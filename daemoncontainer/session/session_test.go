@@ -200,11 +200,34 @@ func TestSessionArrivesAgainWhenExpired(t *testing.T) {
 	s := runSession(t, d)
 	waitFor(t, "first session", func() bool { return s.SessionID() == "s1-test" })
 
+	id, changed := s.Current()
+	if id != "s1-test" {
+		t.Fatalf("Current = %q", id)
+	}
+
 	m.expireAll()
 	// The heartbeat runs every lease/3 = 1s; NotFound makes the session arrive again.
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Current's channel not closed at the new arrival")
+	}
 	waitFor(t, "second session", func() bool { return s.SessionID() == "s2-test" })
 	if st := s.Status(); st.State != StateConnected {
 		t.Errorf("state = %s", st.State)
+	}
+
+	_, changed = s.Current()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Error("Current's channel not closed by Close")
+	}
+	if id, _ := s.Current(); id != "" {
+		t.Errorf("Current after Close = %q", id)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
+	v1 "teledock.dev/teledock/api/manager/v1"
 	unsafe "unsafe"
 )
 
@@ -36,6 +37,12 @@ const (
 	ErrorCode_ERROR_CODE_CLUSTER_AUTH ErrorCode = 3
 	// Anything else: the API server or the manager is unreachable, a port-forward broke, ...
 	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 4
+	// The intercept's local port is already the destination of another intercept of this connection.
+	ErrorCode_ERROR_CODE_LOCAL_PORT_IN_USE ErrorCode = 5
+	// A --to-pod port cannot be listened on in the daemon's network namespace.
+	ErrorCode_ERROR_CODE_TO_POD_PORT_IN_USE ErrorCode = 6
+	// The daemon has no session with the traffic-manager right now.
+	ErrorCode_ERROR_CODE_NOT_CONNECTED ErrorCode = 7
 )
 
 // Enum value maps for ErrorCode.
@@ -46,13 +53,19 @@ var (
 		2: "ERROR_CODE_MANAGER_NOT_READY",
 		3: "ERROR_CODE_CLUSTER_AUTH",
 		4: "ERROR_CODE_UNAVAILABLE",
+		5: "ERROR_CODE_LOCAL_PORT_IN_USE",
+		6: "ERROR_CODE_TO_POD_PORT_IN_USE",
+		7: "ERROR_CODE_NOT_CONNECTED",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":       0,
-		"ERROR_CODE_NO_MANAGER":        1,
-		"ERROR_CODE_MANAGER_NOT_READY": 2,
-		"ERROR_CODE_CLUSTER_AUTH":      3,
-		"ERROR_CODE_UNAVAILABLE":       4,
+		"ERROR_CODE_UNSPECIFIED":        0,
+		"ERROR_CODE_NO_MANAGER":         1,
+		"ERROR_CODE_MANAGER_NOT_READY":  2,
+		"ERROR_CODE_CLUSTER_AUTH":       3,
+		"ERROR_CODE_UNAVAILABLE":        4,
+		"ERROR_CODE_LOCAL_PORT_IN_USE":  5,
+		"ERROR_CODE_TO_POD_PORT_IN_USE": 6,
+		"ERROR_CODE_NOT_CONNECTED":      7,
 	}
 )
 
@@ -142,8 +155,10 @@ type StatusResponse struct {
 	// connection as usable only when the session is connected and the network is ready.
 	NetworkReady bool `protobuf:"varint,15,opt,name=network_ready,json=networkReady,proto3" json:"network_ready,omitempty"`
 	// network_error says why the network could not be set up; the session may still be connected.
-	NetworkError  string `protobuf:"bytes,16,opt,name=network_error,json=networkError,proto3" json:"network_error,omitempty"`
-	Intercepts    int32  `protobuf:"varint,17,opt,name=intercepts,proto3" json:"intercepts,omitempty"`
+	NetworkError string `protobuf:"bytes,16,opt,name=network_error,json=networkError,proto3" json:"network_error,omitempty"`
+	Intercepts   int32  `protobuf:"varint,17,opt,name=intercepts,proto3" json:"intercepts,omitempty"`
+	// intercept_list names this connection's intercepts and their owner (the client's name@host).
+	InterceptList []*InterceptSummary `protobuf:"bytes,18,rep,name=intercept_list,json=interceptList,proto3" json:"intercept_list,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +312,111 @@ func (x *StatusResponse) GetIntercepts() int32 {
 	return 0
 }
 
+func (x *StatusResponse) GetInterceptList() []*InterceptSummary {
+	if x != nil {
+		return x.InterceptList
+	}
+	return nil
+}
+
+type InterceptSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterceptSummary) Reset() {
+	*x = InterceptSummary{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptSummary) ProtoMessage() {}
+
+func (x *InterceptSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptSummary.ProtoReflect.Descriptor instead.
+func (*InterceptSummary) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InterceptSummary) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InterceptSummary) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+// ErrorDetail rides as a status detail on the daemon's own errors, so that the CLI can choose its
+// message and hint from a code rather than from the text.
+type ErrorDetail struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=teledock.daemon.v1.ErrorCode" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorDetail) Reset() {
+	*x = ErrorDetail{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorDetail) ProtoMessage() {}
+
+func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
+func (*ErrorDetail) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ErrorDetail) GetCode() ErrorCode {
+	if x != nil {
+		return x.Code
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
 type DNSStatus struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ResolverAddress string                 `protobuf:"bytes,1,opt,name=resolver_address,json=resolverAddress,proto3" json:"resolver_address,omitempty"` // where handler containers send queries (e.g. 127.0.0.11:53)
@@ -310,7 +430,7 @@ type DNSStatus struct {
 
 func (x *DNSStatus) Reset() {
 	*x = DNSStatus{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +442,7 @@ func (x *DNSStatus) String() string {
 func (*DNSStatus) ProtoMessage() {}
 
 func (x *DNSStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +455,7 @@ func (x *DNSStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSStatus.ProtoReflect.Descriptor instead.
 func (*DNSStatus) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DNSStatus) GetResolverAddress() string {
@@ -384,7 +504,7 @@ type ManagerStatus struct {
 
 func (x *ManagerStatus) Reset() {
 	*x = ManagerStatus{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +516,7 @@ func (x *ManagerStatus) String() string {
 func (*ManagerStatus) ProtoMessage() {}
 
 func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +529,7 @@ func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerStatus.ProtoReflect.Descriptor instead.
 func (*ManagerStatus) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ManagerStatus) GetConnected() bool {
@@ -441,7 +561,7 @@ type QuitRequest struct {
 
 func (x *QuitRequest) Reset() {
 	*x = QuitRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +573,7 @@ func (x *QuitRequest) String() string {
 func (*QuitRequest) ProtoMessage() {}
 
 func (x *QuitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +586,7 @@ func (x *QuitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuitRequest.ProtoReflect.Descriptor instead.
 func (*QuitRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 type QuitResponse struct {
@@ -477,7 +597,7 @@ type QuitResponse struct {
 
 func (x *QuitResponse) Reset() {
 	*x = QuitResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +609,7 @@ func (x *QuitResponse) String() string {
 func (*QuitResponse) ProtoMessage() {}
 
 func (x *QuitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,15 +622,287 @@ func (x *QuitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuitResponse.ProtoReflect.Descriptor instead.
 func (*QuitResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+}
+
+type CreateInterceptRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // intercept name
+	Workload string                 `protobuf:"bytes,2,opt,name=workload,proto3" json:"workload,omitempty"` // default: name
+	Service  string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`   // optional: which service, when several select the workload
+	// service_port is SVCPORT of --port LOCAL:SVCPORT: a service port name or number; optional.
+	ServicePort string `protobuf:"bytes,4,opt,name=service_port,json=servicePort,proto3" json:"service_port,omitempty"`
+	// local_port is where the daemon delivers connections; 0: the intercepted container port.
+	LocalPort int32 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	// address is the destination's IP; empty means 127.0.0.1 in the daemon's network namespace,
+	// which handler containers (`teledock run`, `intercept --docker-run`) share.
+	Address       string      `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
+	Mechanism     string      `protobuf:"bytes,7,opt,name=mechanism,proto3" json:"mechanism,omitempty"` // "tcp"
+	Replace       bool        `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`
+	ToPod         []*v1.ToPod `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInterceptRequest) Reset() {
+	*x = CreateInterceptRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInterceptRequest) ProtoMessage() {}
+
+func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInterceptRequest.ProtoReflect.Descriptor instead.
+func (*CreateInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetServicePort() string {
+	if x != nil {
+		return x.ServicePort
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetLocalPort() int32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+func (x *CreateInterceptRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *CreateInterceptRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *CreateInterceptRequest) GetToPod() []*v1.ToPod {
+	if x != nil {
+		return x.ToPod
+	}
+	return nil
+}
+
+type RemoveInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptRequest) Reset() {
+	*x = RemoveInterceptRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptRequest) ProtoMessage() {}
+
+func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveInterceptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptResponse) Reset() {
+	*x = RemoveInterceptResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptResponse) ProtoMessage() {}
+
+func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+}
+
+type ListInterceptsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterceptsRequest) Reset() {
+	*x = ListInterceptsRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterceptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterceptsRequest) ProtoMessage() {}
+
+func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
+func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+}
+
+type ListWorkloadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"` // default: the connection's namespace
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkloadsRequest) Reset() {
+	*x = ListWorkloadsRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkloadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkloadsRequest) ProtoMessage() {}
+
+func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListWorkloadsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x12teledock.daemon.v1\"\x0f\n" +
-	"\rStatusRequest\"\xa5\x05\n" +
+	"\x16daemon/v1/daemon.proto\x12\x12teledock.daemon.v1\x1a\x18manager/v1/manager.proto\"\x0f\n" +
+	"\rStatusRequest\"\xf2\x05\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
 	"\fkube_context\x18\x02 \x01(\tR\vkubeContext\x12\x16\n" +
@@ -534,7 +926,13 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\rnetwork_error\x18\x10 \x01(\tR\fnetworkError\x12\x1e\n" +
 	"\n" +
 	"intercepts\x18\x11 \x01(\x05R\n" +
-	"intercepts\"\xb4\x01\n" +
+	"intercepts\x12K\n" +
+	"\x0eintercept_list\x18\x12 \x03(\v2$.teledock.daemon.v1.InterceptSummaryR\rinterceptList\"<\n" +
+	"\x10InterceptSummary\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"@\n" +
+	"\vErrorDetail\x121\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x1d.teledock.daemon.v1.ErrorCodeR\x04code\"\xb4\x01\n" +
 	"\tDNSStatus\x12)\n" +
 	"\x10resolver_address\x18\x01 \x01(\tR\x0fresolverAddress\x12\x1f\n" +
 	"\vsearch_path\x18\x02 \x03(\tR\n" +
@@ -549,16 +947,40 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vagent_image\x18\x03 \x01(\tR\n" +
 	"agentImage\"\r\n" +
 	"\vQuitRequest\"\x0e\n" +
-	"\fQuitResponse*\x9d\x01\n" +
+	"\fQuitResponse\"\xa9\x02\n" +
+	"\x16CreateInterceptRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12!\n" +
+	"\fservice_port\x18\x04 \x01(\tR\vservicePort\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x05 \x01(\x05R\tlocalPort\x12\x18\n" +
+	"\aaddress\x18\x06 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tmechanism\x18\a \x01(\tR\tmechanism\x12\x18\n" +
+	"\areplace\x18\b \x01(\bR\areplace\x121\n" +
+	"\x06to_pod\x18\t \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\",\n" +
+	"\x16RemoveInterceptRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17RemoveInterceptResponse\"\x17\n" +
+	"\x15ListInterceptsRequest\"4\n" +
+	"\x14ListWorkloadsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace*\x80\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_CODE_NO_MANAGER\x10\x01\x12 \n" +
 	"\x1cERROR_CODE_MANAGER_NOT_READY\x10\x02\x12\x1b\n" +
 	"\x17ERROR_CODE_CLUSTER_AUTH\x10\x03\x12\x1a\n" +
-	"\x16ERROR_CODE_UNAVAILABLE\x10\x042\xa4\x01\n" +
+	"\x16ERROR_CODE_UNAVAILABLE\x10\x04\x12 \n" +
+	"\x1cERROR_CODE_LOCAL_PORT_IN_USE\x10\x05\x12!\n" +
+	"\x1dERROR_CODE_TO_POD_PORT_IN_USE\x10\x06\x12\x1c\n" +
+	"\x18ERROR_CODE_NOT_CONNECTED\x10\a2\xc4\x04\n" +
 	"\x06Daemon\x12O\n" +
 	"\x06Status\x12!.teledock.daemon.v1.StatusRequest\x1a\".teledock.daemon.v1.StatusResponse\x12I\n" +
-	"\x04Quit\x12\x1f.teledock.daemon.v1.QuitRequest\x1a .teledock.daemon.v1.QuitResponseB.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
+	"\x04Quit\x12\x1f.teledock.daemon.v1.QuitRequest\x1a .teledock.daemon.v1.QuitResponse\x12a\n" +
+	"\x0fCreateIntercept\x12*.teledock.daemon.v1.CreateInterceptRequest\x1a\".teledock.manager.v1.InterceptInfo\x12j\n" +
+	"\x0fRemoveIntercept\x12*.teledock.daemon.v1.RemoveInterceptRequest\x1a+.teledock.daemon.v1.RemoveInterceptResponse\x12h\n" +
+	"\x0eListIntercepts\x12).teledock.daemon.v1.ListInterceptsRequest\x1a+.teledock.manager.v1.ListInterceptsResponse\x12e\n" +
+	"\rListWorkloads\x12(.teledock.daemon.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponseB.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -573,29 +995,51 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 }
 
 var file_daemon_v1_daemon_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(ErrorCode)(0),         // 0: teledock.daemon.v1.ErrorCode
-	(*StatusRequest)(nil),  // 1: teledock.daemon.v1.StatusRequest
-	(*StatusResponse)(nil), // 2: teledock.daemon.v1.StatusResponse
-	(*DNSStatus)(nil),      // 3: teledock.daemon.v1.DNSStatus
-	(*ManagerStatus)(nil),  // 4: teledock.daemon.v1.ManagerStatus
-	(*QuitRequest)(nil),    // 5: teledock.daemon.v1.QuitRequest
-	(*QuitResponse)(nil),   // 6: teledock.daemon.v1.QuitResponse
+	(ErrorCode)(0),                    // 0: teledock.daemon.v1.ErrorCode
+	(*StatusRequest)(nil),             // 1: teledock.daemon.v1.StatusRequest
+	(*StatusResponse)(nil),            // 2: teledock.daemon.v1.StatusResponse
+	(*InterceptSummary)(nil),          // 3: teledock.daemon.v1.InterceptSummary
+	(*ErrorDetail)(nil),               // 4: teledock.daemon.v1.ErrorDetail
+	(*DNSStatus)(nil),                 // 5: teledock.daemon.v1.DNSStatus
+	(*ManagerStatus)(nil),             // 6: teledock.daemon.v1.ManagerStatus
+	(*QuitRequest)(nil),               // 7: teledock.daemon.v1.QuitRequest
+	(*QuitResponse)(nil),              // 8: teledock.daemon.v1.QuitResponse
+	(*CreateInterceptRequest)(nil),    // 9: teledock.daemon.v1.CreateInterceptRequest
+	(*RemoveInterceptRequest)(nil),    // 10: teledock.daemon.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil),   // 11: teledock.daemon.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),     // 12: teledock.daemon.v1.ListInterceptsRequest
+	(*ListWorkloadsRequest)(nil),      // 13: teledock.daemon.v1.ListWorkloadsRequest
+	(*v1.ToPod)(nil),                  // 14: teledock.manager.v1.ToPod
+	(*v1.InterceptInfo)(nil),          // 15: teledock.manager.v1.InterceptInfo
+	(*v1.ListInterceptsResponse)(nil), // 16: teledock.manager.v1.ListInterceptsResponse
+	(*v1.ListWorkloadsResponse)(nil),  // 17: teledock.manager.v1.ListWorkloadsResponse
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	3, // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
-	4, // 1: teledock.daemon.v1.StatusResponse.manager:type_name -> teledock.daemon.v1.ManagerStatus
-	0, // 2: teledock.daemon.v1.StatusResponse.last_error_code:type_name -> teledock.daemon.v1.ErrorCode
-	1, // 3: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
-	5, // 4: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
-	2, // 5: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
-	6, // 6: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5,  // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
+	6,  // 1: teledock.daemon.v1.StatusResponse.manager:type_name -> teledock.daemon.v1.ManagerStatus
+	0,  // 2: teledock.daemon.v1.StatusResponse.last_error_code:type_name -> teledock.daemon.v1.ErrorCode
+	3,  // 3: teledock.daemon.v1.StatusResponse.intercept_list:type_name -> teledock.daemon.v1.InterceptSummary
+	0,  // 4: teledock.daemon.v1.ErrorDetail.code:type_name -> teledock.daemon.v1.ErrorCode
+	14, // 5: teledock.daemon.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	1,  // 6: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
+	7,  // 7: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
+	9,  // 8: teledock.daemon.v1.Daemon.CreateIntercept:input_type -> teledock.daemon.v1.CreateInterceptRequest
+	10, // 9: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
+	12, // 10: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
+	13, // 11: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
+	2,  // 12: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
+	8,  // 13: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
+	15, // 14: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	11, // 15: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
+	16, // 16: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	17, // 17: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -609,7 +1053,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,6 +14,7 @@ import (
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
+	v1 "teledock.dev/teledock/api/manager/v1"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -22,8 +23,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Status_FullMethodName = "/teledock.daemon.v1.Daemon/Status"
-	Daemon_Quit_FullMethodName   = "/teledock.daemon.v1.Daemon/Quit"
+	Daemon_Status_FullMethodName          = "/teledock.daemon.v1.Daemon/Status"
+	Daemon_Quit_FullMethodName            = "/teledock.daemon.v1.Daemon/Quit"
+	Daemon_CreateIntercept_FullMethodName = "/teledock.daemon.v1.Daemon/CreateIntercept"
+	Daemon_RemoveIntercept_FullMethodName = "/teledock.daemon.v1.Daemon/RemoveIntercept"
+	Daemon_ListIntercepts_FullMethodName  = "/teledock.daemon.v1.Daemon/ListIntercepts"
+	Daemon_ListWorkloads_FullMethodName   = "/teledock.daemon.v1.Daemon/ListWorkloads"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -33,6 +38,18 @@ type DaemonClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// Quit ends the session with the manager; the CLI then removes the container.
 	Quit(ctx context.Context, in *QuitRequest, opts ...grpc.CallOption) (*QuitResponse, error)
+	// CreateIntercept creates (or changes) an intercept of the connection's session: the daemon
+	// opens the --to-pod listeners, asks the traffic-manager, and from then on delivers the
+	// intercept's connections to its destination. The manager's errors keep their gRPC code and
+	// message (NotFound, FailedPrecondition, AlreadyExists, DeadlineExceeded); the daemon's own
+	// carry an ErrorDetail.
+	CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*v1.InterceptInfo, error)
+	// RemoveIntercept ends an intercept of this connection; NotFound when there is none by that name.
+	RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists this connection's intercepts as the daemon keeps them.
+	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*v1.ListInterceptsResponse, error)
+	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
+	ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*v1.ListWorkloadsResponse, error)
 }
 
 type daemonClient struct {
@@ -63,6 +80,46 @@ func (c *daemonClient) Quit(ctx context.Context, in *QuitRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *daemonClient) CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*v1.InterceptInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.InterceptInfo)
+	err := c.cc.Invoke(ctx, Daemon_CreateIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveInterceptResponse)
+	err := c.cc.Invoke(ctx, Daemon_RemoveIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*v1.ListInterceptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.ListInterceptsResponse)
+	err := c.cc.Invoke(ctx, Daemon_ListIntercepts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*v1.ListWorkloadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.ListWorkloadsResponse)
+	err := c.cc.Invoke(ctx, Daemon_ListWorkloads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -70,6 +127,18 @@ type DaemonServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// Quit ends the session with the manager; the CLI then removes the container.
 	Quit(context.Context, *QuitRequest) (*QuitResponse, error)
+	// CreateIntercept creates (or changes) an intercept of the connection's session: the daemon
+	// opens the --to-pod listeners, asks the traffic-manager, and from then on delivers the
+	// intercept's connections to its destination. The manager's errors keep their gRPC code and
+	// message (NotFound, FailedPrecondition, AlreadyExists, DeadlineExceeded); the daemon's own
+	// carry an ErrorDetail.
+	CreateIntercept(context.Context, *CreateInterceptRequest) (*v1.InterceptInfo, error)
+	// RemoveIntercept ends an intercept of this connection; NotFound when there is none by that name.
+	RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists this connection's intercepts as the daemon keeps them.
+	ListIntercepts(context.Context, *ListInterceptsRequest) (*v1.ListInterceptsResponse, error)
+	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
+	ListWorkloads(context.Context, *ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -85,6 +154,18 @@ func (UnimplementedDaemonServer) Status(context.Context, *StatusRequest) (*Statu
 }
 func (UnimplementedDaemonServer) Quit(context.Context, *QuitRequest) (*QuitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Quit not implemented")
+}
+func (UnimplementedDaemonServer) CreateIntercept(context.Context, *CreateInterceptRequest) (*v1.InterceptInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateIntercept not implemented")
+}
+func (UnimplementedDaemonServer) RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveIntercept not implemented")
+}
+func (UnimplementedDaemonServer) ListIntercepts(context.Context, *ListInterceptsRequest) (*v1.ListInterceptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIntercepts not implemented")
+}
+func (UnimplementedDaemonServer) ListWorkloads(context.Context, *ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkloads not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -143,6 +224,78 @@ func _Daemon_Quit_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_CreateIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).CreateIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_CreateIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).CreateIntercept(ctx, req.(*CreateInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_RemoveIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).RemoveIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_RemoveIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).RemoveIntercept(ctx, req.(*RemoveInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_ListIntercepts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInterceptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).ListIntercepts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_ListIntercepts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).ListIntercepts(ctx, req.(*ListInterceptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_ListWorkloads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkloadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).ListWorkloads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_ListWorkloads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).ListWorkloads(ctx, req.(*ListWorkloadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -157,6 +310,22 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Quit",
 			Handler:    _Daemon_Quit_Handler,
+		},
+		{
+			MethodName: "CreateIntercept",
+			Handler:    _Daemon_CreateIntercept_Handler,
+		},
+		{
+			MethodName: "RemoveIntercept",
+			Handler:    _Daemon_RemoveIntercept_Handler,
+		},
+		{
+			MethodName: "ListIntercepts",
+			Handler:    _Daemon_ListIntercepts_Handler,
+		},
+		{
+			MethodName: "ListWorkloads",
+			Handler:    _Daemon_ListWorkloads_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	daemonv1 "teledock.dev/teledock/api/daemon/v1"
+	"teledock.dev/teledock/daemoncontainer/launcher"
+)
+
+type leaveOptions struct {
+	intercept  string
+	connection string
+}
+
+func newLeaveCmd(d deps) *cobra.Command {
+	var opts leaveOptions
+	cmd := &cobra.Command{
+		Use:   "leave NAME",
+		Short: "End an intercept: the workload gets its traffic back",
+		Long: "End an intercept of this connection: the workload gets its traffic back, without a restart.\n\n" +
+			"Quitting the connection ends all its intercepts.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.intercept = args[0]
+			return runLeave(cmd.Context(), d, opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.connection, "name", "default", "connection name")
+	return cmd
+}
+
+func runLeave(ctx context.Context, d deps, opts leaveOptions) error {
+	if err := launcher.ValidateName(opts.connection); err != nil {
+		return err
+	}
+	c, err := findDaemon(ctx, d, opts.connection)
+	if err != nil {
+		return err
+	}
+	client, err := dialDaemon(d, c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := client.RemoveIntercept(ctx, &daemonv1.RemoveInterceptRequest{Name: opts.intercept}); err != nil {
+		err = fromDaemon(err)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("leave: %w %q in connection %s", errNoSuchIntercept, opts.intercept, opts.connection)
+		}
+		return fmt.Errorf("leave %s: %w", opts.intercept, err)
+	}
+	fmt.Fprintf(d.stdout, "Left intercept %s\n", opts.intercept)
+	return nil
+}

@@ -1,0 +1,312 @@
+package intercept
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
+)
+
+// podLoopback is where --to-pod connections go inside the pod: its sidecars listen on localhost.
+var podLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
+// udpQueue is how many datagrams of one --to-pod UDP flow wait for its tunnel; more are dropped,
+// as a full socket buffer would drop them.
+const udpQueue = 64
+
+// listener is one --to-pod port: TCP connections or UDP flows to ListenAddress:PORT in the daemon's
+// network namespace are carried to 127.0.0.1:PORT in the intercepted pod, through the manager's
+// Tunnel with the intercept's ID (the manager pairs them with the agent).
+type listener struct {
+	port   ToPod
+	cancel context.CancelFunc // ends the listener and every connection it accepted
+	done   chan struct{}      // closed when the serve loop has returned
+}
+
+func (l *listener) close() {
+	l.cancel()
+	<-l.done
+}
+
+// openListeners returns the listeners for want: those old (the intercept being changed) already has
+// are reused, the others opened. added are the new ones, which the caller closes if it gives up.
+func (m *Intercepts) openListeners(name string, want []ToPod, old *record) (all, added map[ToPod]*listener, err error) {
+	all, added = map[ToPod]*listener{}, map[ToPod]*listener{}
+	for _, p := range want {
+		if old != nil && old.listeners[p] != nil {
+			all[p] = old.listeners[p]
+			continue
+		}
+		l, err := m.listen(name, p)
+		if err != nil {
+			closeListeners(added, nil)
+			return nil, nil, err
+		}
+		all[p], added[p] = l, l
+	}
+	return all, added, nil
+}
+
+// closeListeners closes the listeners of ls that keep does not hold.
+func closeListeners(ls, keep map[ToPod]*listener) {
+	for p, l := range ls {
+		if keep[p] != l {
+			l.close()
+		}
+	}
+}
+
+func (m *Intercepts) listen(name string, p ToPod) (*listener, error) {
+	addr := netip.AddrPortFrom(m.cfg.ListenAddress, p.Port)
+	var sock io.Closer
+	var serve func(ctx context.Context)
+	if p.UDP {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		if err != nil {
+			return nil, fmt.Errorf("%w %s/UDP: %w", ErrToPodPortInUse, addr, err)
+		}
+		sock, serve = pc, func(ctx context.Context) { m.serveUDP(ctx, pc, name, p.Port) }
+	} else {
+		lis, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
+		if err != nil {
+			return nil, fmt.Errorf("%w %s: %w", ErrToPodPortInUse, addr, err)
+		}
+		sock, serve = lis, func(ctx context.Context) { m.serveTCP(ctx, lis, name, p.Port) }
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	// Closing the socket is what ends the serve loop.
+	context.AfterFunc(ctx, func() { _ = sock.Close() })
+	l := &listener{port: p, cancel: cancel, done: make(chan struct{})}
+	if !m.spawn(func() {
+		defer close(l.done)
+		serve(ctx)
+	}) {
+		cancel()
+		return nil, ErrClosed
+	}
+	m.log.Debug("--to-pod listening", "intercept", name, "addr", addr, "udp", p.UDP)
+	return l, nil
+}
+
+// spawn runs f on a goroutine that Close waits for, unless Close has begun.
+func (m *Intercepts) spawn(f func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Go(f)
+	return true
+}
+
+// dialPod opens a tunnel to 127.0.0.1:port in the intercepted pod.
+func (m *Intercepts) dialPod(ctx context.Context, name, network string, port uint16) (*tunnel.Conn, error) {
+	interceptID := m.interceptID(name)
+	if interceptID == "" {
+		return nil, fmt.Errorf("intercept %s is not active yet", name)
+	}
+	sessionID, _ := m.sess.Current()
+	if sessionID == "" {
+		return nil, ErrNotConnected
+	}
+	open := func(ctx context.Context) (tunnel.ClientStream, error) {
+		s, err := m.sess.Manager().Tunnel(ctx)
+		if err != nil {
+			return nil, err // not `return m.sess.Manager().Tunnel(ctx)`: a typed nil would pass as a stream
+		}
+		return s, nil
+	}
+	dial := &managerv1.Dial{SessionId: sessionID, InterceptId: interceptID}
+	return tunnel.DialStream(ctx, open, dial, network, netip.AddrPortFrom(podLoopback, port))
+}
+
+func (m *Intercepts) serveTCP(ctx context.Context, lis *net.TCPListener, name string, port uint16) {
+	for {
+		c, err := lis.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Running out of file descriptors, say; it may pass.
+			m.log.Warn("--to-pod accept failed", "intercept", name, "port", port, "err", err)
+			sleep(ctx, 100*time.Millisecond)
+			continue
+		}
+		if !m.spawn(func() { m.forwardTCP(ctx, c, name, port) }) {
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+// forwardTCP carries one --to-pod TCP connection. It ends when:
+//   - the tunnel dial fails: the local client gets a RST;
+//   - both sides finish sending: each EOF is passed on as a half-close;
+//   - either side fails: both are closed, the local client with a RST;
+//   - the listener closes (the intercept ends, the daemon quits): both are closed.
+func (m *Intercepts) forwardTCP(ctx context.Context, local *net.TCPConn, name string, port uint16) {
+	defer local.Close()
+	dctx, cancel := context.WithTimeout(ctx, m.cfg.DialTimeout)
+	remote, err := m.dialPod(dctx, name, "tcp", port)
+	cancel()
+	if err != nil {
+		_ = local.SetLinger(0)
+		m.log.Debug("--to-pod dial failed", "intercept", name, "port", port, "err", err)
+		return
+	}
+	defer remote.Close()
+	stop := context.AfterFunc(ctx, func() {
+		_ = local.Close()
+		_ = remote.Close()
+	})
+	defer stop()
+	err = pipe(local, remote)
+	m.log.Debug("--to-pod connection ended", "intercept", name, "port", port, "err", err)
+}
+
+// halfCloser is the write side of either end of a connection.
+type halfCloser interface {
+	io.Writer
+	CloseWrite() error
+}
+
+// pipe copies both ways with half-close and returns when both directions are done, with the errors
+// tagged by direction.
+func pipe(local *net.TCPConn, remote *tunnel.Conn) error {
+	var once sync.Once
+	abort := func() {
+		once.Do(func() {
+			_ = local.SetLinger(0) // a RST: the local client must not take a failure for a clean end
+			_ = local.Close()
+			_ = remote.Close()
+		})
+	}
+	up := make(chan error, 1)
+	go func() { up <- copyHalf(remote, local, "local -> pod", abort) }()
+	down := copyHalf(local, remote, "pod -> local", abort)
+	return errors.Join(<-up, down)
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst; on an error it aborts both
+// directions.
+func copyHalf(dst halfCloser, src io.Reader, dir string, abort func()) error {
+	_, err := io.Copy(dst, src)
+	if err == nil {
+		err = dst.CloseWrite()
+	}
+	if err != nil {
+		abort()
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return nil
+}
+
+// udpFlow is the datagrams between one local source address and the pod's port.
+type udpFlow struct {
+	src netip.AddrPort
+	in  chan []byte // datagrams from src, waiting for the tunnel
+}
+
+// serveUDP reads datagrams and hands each to its source's flow, starting one when needed.
+func (m *Intercepts) serveUDP(ctx context.Context, pc *net.UDPConn, name string, port uint16) {
+	var mu sync.Mutex // guards flows
+	flows := map[netip.AddrPort]*udpFlow{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, src, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.log.Debug("--to-pod UDP read failed", "intercept", name, "port", port, "err", err)
+			continue
+		}
+		mu.Lock()
+		f := flows[src]
+		if f == nil {
+			f = &udpFlow{src: src, in: make(chan []byte, udpQueue)}
+			flows[src] = f
+			started := m.spawn(func() {
+				m.runUDPFlow(ctx, pc, f, name, port)
+				mu.Lock()
+				if flows[f.src] == f {
+					delete(flows, f.src)
+				}
+				mu.Unlock()
+			})
+			if !started {
+				mu.Unlock()
+				return
+			}
+		}
+		mu.Unlock()
+		select {
+		case f.in <- bytes.Clone(buf[:n]):
+		default:
+		}
+	}
+}
+
+// runUDPFlow carries one --to-pod UDP flow. It ends when the tunnel dial fails (queued datagrams
+// are dropped), when the far end ends the stream (idle for the agent's UDP idle timeout, or an
+// error), when writing either way fails, or when the listener closes. A later datagram from the
+// same source starts a new flow.
+func (m *Intercepts) runUDPFlow(ctx context.Context, pc *net.UDPConn, f *udpFlow, name string, port uint16) {
+	dctx, cancel := context.WithTimeout(ctx, m.cfg.DialTimeout)
+	remote, err := m.dialPod(dctx, name, "udp", port)
+	cancel()
+	if err != nil {
+		m.log.Debug("--to-pod UDP dial failed", "intercept", name, "port", port, "src", f.src, "err", err)
+		return
+	}
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	defer context.AfterFunc(fctx, func() { _ = remote.Close() })()
+
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer fcancel()
+		buf := make([]byte, tunnel.MaxDatagram)
+		for {
+			n, err := remote.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := pc.WriteToUDPAddrPort(buf[:n], f.src); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		fcancel() // closes remote, which ends the reader
+		<-readDone
+	}()
+	for {
+		select {
+		case d := <-f.in:
+			if _, err := remote.Write(d); err != nil {
+				return
+			}
+		case <-fctx.Done():
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -214,3 +214,44 @@ func Pods(ctx context.Context, c kubernetes.Interface, w Workload) ([]corev1.Pod
 	})
 	return out, nil
 }
+
+// Ref names a workload within a namespace.
+type Ref struct{ Kind, Name string }
+
+// PodsByWorkload lists the namespace's pods, except those being deleted, grouped by the workload
+// that controls them (a Deployment's pods under the Deployment).
+func PodsByWorkload(ctx context.Context, c kubernetes.Interface, namespace string) (map[Ref][]corev1.Pod, error) {
+	rss, err := c.AppsV1().ReplicaSets(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list replicasets: %w", err)
+	}
+	rsOwner := make(map[types.UID]Ref, len(rss.Items))
+	for _, rs := range rss.Items {
+		ref := Ref{KindReplicaSet, rs.Name}
+		if o := metav1.GetControllerOf(&rs); o != nil && o.Kind == KindDeployment {
+			ref = Ref{KindDeployment, o.Name}
+		}
+		rsOwner[rs.UID] = ref
+	}
+	pods, err := c.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	out := make(map[Ref][]corev1.Pod)
+	for _, p := range pods.Items {
+		o := metav1.GetControllerOf(&p)
+		if o == nil || p.DeletionTimestamp != nil {
+			continue
+		}
+		switch o.Kind {
+		case KindReplicaSet:
+			if ref, ok := rsOwner[o.UID]; ok {
+				out[ref] = append(out[ref], p)
+			}
+		case KindStatefulSet:
+			ref := Ref{KindStatefulSet, o.Name}
+			out[ref] = append(out[ref], p)
+		}
+	}
+	return out, nil
+}

@@ -11,8 +11,8 @@ import (
 
 // chooseTarget picks the one target of a workload's agent config that an intercept covers: of
 // the requested service, else of the only service (the annotated service-less ports count as
-// one), whose port the identifier names, else the only port. A TCP port wins over a UDP port of
-// the same identifier. what names the workload in messages.
+// one), whose port the identifier names, else the only port, or the only TCP port. A TCP port
+// wins over a UDP port of the same number. what names the workload in messages.
 func chooseTarget(cfg agentconfig.Config, what, service, port string) (agentconfig.Target, error) {
 	groups := serviceGroups(cfg.Targets)
 	switch {
@@ -51,6 +51,14 @@ func chooseTarget(cfg agentconfig.Config, what, service, port string) (agentconf
 		// One port number with TCP and UDP (DNS's 53): the TCP one, as mechanism tcp says.
 		if i := slices.IndexFunc(cands, func(t agentconfig.Target) bool { return t.Protocol == agentconfig.TCP }); i >= 0 {
 			return cands[i], nil
+		}
+	}
+	if port == "" {
+		// Without an identifier, the one TCP port of a service that also has UDP ports: the
+		// mechanism is tcp, and UDP is intercepted only when asked for by name.
+		tcp := slices.DeleteFunc(slices.Clone(cands), func(t agentconfig.Target) bool { return t.Protocol != agentconfig.TCP })
+		if len(distinctPorts(tcp)) == 1 {
+			return tcp[0], nil
 		}
 	}
 	if len(distinctPorts(cands)) > 1 {

@@ -330,8 +330,14 @@ func rolloutValue(cfgJSON string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// awaitAgent waits for an agent of the workload running the config. With a request deadline it
-// stops early enough to say why nothing came before the client gives up.
+// drainPoll is how often awaitAgent looks whether the pods from before a rollout are gone.
+const drainPoll = 250 * time.Millisecond
+
+// awaitAgent waits for an agent of the workload running the config, and then for the pods that
+// do not run it to go: until they do, the Service still sends them part of the traffic. The
+// first wait is required; the second ends at the deadline all the same (the intercept then
+// works for the new pods only). With a request deadline it stops early enough to say why no agent
+// came before the client gives up.
 func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON, rollout string, since time.Time) (*session, error) {
 	limit := m.cfg.AgentWait
 	explainFor := 3 * time.Second
@@ -346,6 +352,7 @@ func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON,
 	for {
 		changed := m.changes.wait()
 		if agents := m.agentsOf(key, cfgJSON); len(agents) > 0 {
+			m.awaitDrain(ctx, wl, cfgJSON, timer.C)
 			return agents[0], nil
 		}
 		select {
@@ -358,6 +365,32 @@ func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON,
 			cancel()
 			return nil, fmt.Errorf("%w: no traffic-agent of %s connected within %v: %s",
 				errNoAgent, wl, time.Since(since).Round(time.Second), why)
+		}
+	}
+}
+
+// awaitDrain waits until every pod of the workload that is not being deleted runs the config, or
+// until stop.
+func (m *Manager) awaitDrain(ctx context.Context, wl workload.Workload, cfgJSON string, stop <-chan time.Time) {
+	for {
+		pods, err := workload.Pods(ctx, m.k8s, wl)
+		if err != nil {
+			return
+		}
+		stale := slices.ContainsFunc(pods, func(p corev1.Pod) bool {
+			_, pjs, err := podAgentConfig(&p)
+			return err != nil || pjs != cfgJSON
+		})
+		if !stale {
+			return
+		}
+		select {
+		case <-time.After(drainPoll):
+		case <-stop:
+			m.log.Info("pods from before the rollout still run; they get part of the intercepted traffic", "workload", keyOf(wl).String())
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }

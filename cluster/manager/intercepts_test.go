@@ -335,6 +335,14 @@ func TestReplace(t *testing.T) {
 		t.Errorf("app container runs %s, want the agent's placeholder", pod.Spec.Containers[i].Image)
 	}
 	fc.arriveAgent(pod)
+	// Until the "controller" retires the old pod, which would still get part of the traffic, the
+	// intercept waits.
+	select {
+	case err := <-done:
+		t.Fatalf("CreateIntercept returned (%v) while the old pod still runs", err)
+	case <-time.After(3 * drainPoll):
+	}
+	fc.k8s.CoreV1().Pods("default").Delete(context.Background(), "echo-abc-1", metav1.DeleteOptions{})
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,11 @@
 package manager
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -16,9 +20,15 @@ import (
 
 // TestLiveIntercept creates and removes an intercept through a deployed traffic-manager (see
 // TestLiveManager). It runs only when TELEDOCK_TEST_MANAGER is set and TELEDOCK_TEST_INTERCEPT
-// names a workload as NAMESPACE/NAME; TELEDOCK_TEST_INTERCEPT_WAIT bounds the wait for the agent
-// (default 30s). It logs the outcome rather than requiring one, so that it also shows why an
-// agent does not arrive (for instance while the agent image is missing).
+// names a workload as NAMESPACE/NAME; TELEDOCK_TEST_INTERCEPT_PORT is its --port identifier and
+// TELEDOCK_TEST_INTERCEPT_WAIT bounds the wait for the agent (default 30s). It logs a failed
+// CreateIntercept rather than failing, so that it also shows why an agent does not arrive (for
+// instance while the agent image is missing).
+//
+// With TELEDOCK_TEST_INTERCEPT_DIAL set to the intercepted service's ip:port (or "pod" for the
+// pod address of a service-less intercept), it also sends an
+// HTTP request there through a tunnel while intercepted (the agent must pass it to this client,
+// which answers "intercepted") and after the intercept is removed (the app answers).
 func TestLiveIntercept(t *testing.T) {
 	addr, target := os.Getenv("TELEDOCK_TEST_MANAGER"), os.Getenv("TELEDOCK_TEST_INTERCEPT")
 	if addr == "" || target == "" {
@@ -65,7 +75,91 @@ func TestLiveIntercept(t *testing.T) {
 	if err != nil {
 		return
 	}
+	dst := os.Getenv("TELEDOCK_TEST_INTERCEPT_DIAL")
+	if dst == "pod" {
+		dst = info.GetPodAddress()
+	}
+	if dst != "" {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go acceptIntercepted(t, wctx, client, sid)
+		if got := httpGet(t, ctx, client, sid, dst); !strings.Contains(got, "intercepted") {
+			t.Errorf("while intercepted, %s answered %q", dst, got)
+		}
+	}
 	if _, err := client.RemoveIntercept(ctx, &managerv1.RemoveInterceptRequest{SessionId: sid, Name: name}); err != nil {
 		t.Errorf("RemoveIntercept: %v", err)
+	}
+	if dst != "" {
+		if got := httpGet(t, ctx, client, sid, dst); strings.Contains(got, "intercepted") {
+			t.Errorf("after the intercept, %s answered %q", dst, got)
+		}
+	}
+}
+
+// httpGet sends GET / to dst through a tunnel and returns the response.
+func httpGet(t *testing.T, ctx context.Context, client managerv1.ManagerClient, sid, dst string) string {
+	t.Helper()
+	start := time.Now()
+	c, err := tunnel.Dial(ctx, client, sid, "tcp", netip.MustParseAddrPort(dst))
+	if err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	defer c.Close()
+	stop := time.AfterFunc(10*time.Second, func() { c.Close() })
+	defer stop.Stop()
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	c.CloseWrite()
+	b, err := io.ReadAll(c)
+	t.Logf("GET %s after %v: %q, %v", dst, time.Since(start).Round(time.Millisecond), b, err)
+	return string(b)
+}
+
+// acceptIntercepted plays the developer's side: it accepts every connection the manager offers
+// and answers it as a local HTTP server would, with "intercepted".
+func acceptIntercepted(t *testing.T, ctx context.Context, client managerv1.ManagerClient, sid string) {
+	w, err := client.WatchDials(ctx, &managerv1.SessionRequest{SessionId: sid})
+	if err != nil {
+		t.Errorf("WatchDials: %v", err)
+		return
+	}
+	for {
+		d, err := w.Recv()
+		if err != nil {
+			return
+		}
+		go func() {
+			s, err := client.Accept(ctx)
+			if err != nil {
+				return
+			}
+			s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{SessionId: sid, ConnId: d.GetConnId()}}})
+			m, err := s.Recv()
+			if err != nil {
+				t.Errorf("accept: %v", err)
+				return
+			}
+			t.Logf("accepted %v", m.GetDial())
+			s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}})
+			var req []byte
+			for !bytes.Contains(req, []byte("\r\n\r\n")) {
+				m, err := s.Recv()
+				if err != nil {
+					return
+				}
+				req = append(req, m.GetData().GetPayload()...)
+				if m.GetData().GetCloseWrite() {
+					break
+				}
+			}
+			body := "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nintercepted\n"
+			s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &managerv1.Data{Payload: []byte(body), CloseWrite: true}}})
+			s.CloseSend()
+			for {
+				if _, err := s.Recv(); err != nil {
+					return
+				}
+			}
+		}()
 	}
 }

@@ -20,7 +20,8 @@ import (
 
 // TestLiveIntercept creates and removes an intercept through a deployed traffic-manager (see
 // TestLiveManager). It runs only when TELEDOCK_TEST_MANAGER is set and TELEDOCK_TEST_INTERCEPT
-// names a workload as NAMESPACE/NAME; TELEDOCK_TEST_INTERCEPT_PORT is its --port identifier and
+// names a workload as NAMESPACE/NAME; TELEDOCK_TEST_INTERCEPT_PORT is its --port identifier,
+// TELEDOCK_TEST_INTERCEPT_REPLACE=1 asks for --replace, and
 // TELEDOCK_TEST_INTERCEPT_WAIT bounds the wait for the agent (default 30s). It logs a failed
 // CreateIntercept rather than failing, so that it also shows why an agent does not arrive (for
 // instance while the agent image is missing).
@@ -70,6 +71,7 @@ func TestLiveIntercept(t *testing.T) {
 	start := time.Now()
 	info, err := client.CreateIntercept(cctx, &managerv1.CreateInterceptRequest{
 		SessionId: sid, Name: name, Port: os.Getenv("TELEDOCK_TEST_INTERCEPT_PORT"), LocalPort: 8080, Destination: "127.0.0.1:8080",
+		Replace: os.Getenv("TELEDOCK_TEST_INTERCEPT_REPLACE") != "",
 	})
 	t.Logf("CreateIntercept after %v: %v, %v", time.Since(start).Round(time.Millisecond), info, err)
 	if err != nil {

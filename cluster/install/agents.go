@@ -43,13 +43,25 @@ func RemoveAgents(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return removeAgents(ctx, k8s, cfg.Events)
+	return removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, cfg.Events)
 }
 
-func removeAgents(ctx context.Context, k8s kubernetes.Interface, events EventFunc) error {
-	cms, err := k8s.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + inject.ConfigMapName})
-	if err != nil {
-		return fmt.Errorf("list agent configs: %w", err)
+// removeAgents is RemoveAgents in the namespaces (metav1.NamespaceAll for every one); tests on a
+// shared cluster keep to their own.
+func removeAgents(ctx context.Context, k8s kubernetes.Interface, namespaces []string, events EventFunc) error {
+	var cms []corev1.ConfigMap
+	var all []workload.Workload
+	for _, ns := range namespaces {
+		list, err := k8s.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + inject.ConfigMapName})
+		if err != nil {
+			return fmt.Errorf("list agent configs: %w", err)
+		}
+		cms = append(cms, list.Items...)
+		wls, err := workload.List(ctx, k8s, ns)
+		if err != nil {
+			return fmt.Errorf("list workloads: %w", err)
+		}
+		all = append(all, wls...)
 	}
 	var targets []workload.Workload
 	add := func(w workload.Workload) {
@@ -60,7 +72,7 @@ func removeAgents(ctx context.Context, k8s kubernetes.Interface, events EventFun
 		}
 	}
 	var agentCMs []corev1.ConfigMap
-	for _, cm := range cms.Items {
+	for _, cm := range cms {
 		if cm.Name != inject.ConfigMapName {
 			continue
 		}
@@ -72,10 +84,6 @@ func removeAgents(ctx context.Context, k8s kubernetes.Interface, events EventFun
 				add(workload.Workload{Kind: c.WorkloadKind, Namespace: cm.Namespace, Name: c.WorkloadName})
 			}
 		}
-	}
-	all, err := workload.List(ctx, k8s, "")
-	if err != nil {
-		return fmt.Errorf("list workloads: %w", err)
 	}
 	for _, w := range all {
 		if _, ok := w.Template.Annotations[workload.AnnotationRollout]; ok {

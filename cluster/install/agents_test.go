@@ -3,7 +3,9 @@ package install
 import (
 	"context"
 	"maps"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -94,7 +96,7 @@ func TestRemoveAgents(t *testing.T) {
 	k8s := fake.NewClientset(objs...)
 	ctx := context.Background()
 	var removed []string
-	if err := removeAgents(ctx, k8s, func(e Event) { removed = append(removed, e.Namespace+"/"+e.Workload) }); err != nil {
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, func(e Event) { removed = append(removed, e.Namespace+"/"+e.Workload) }); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"a/Deployment/api", "a/StatefulSet/db", "a/Deployment/web", "b/ReplicaSet/legacy"}; !slices.Equal(removed, want) {
@@ -135,7 +137,25 @@ func TestRemoveAgents(t *testing.T) {
 
 	// Idempotent: nothing left to do.
 	removed = nil
-	if err := removeAgents(ctx, k8s, func(e Event) { removed = append(removed, e.Workload) }); err != nil || len(removed) != 0 {
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, func(e Event) { removed = append(removed, e.Workload) }); err != nil || len(removed) != 0 {
 		t.Errorf("second run: %v, removed %v", err, removed)
+	}
+}
+
+// TestRemoveAgentsOnCluster runs RemoveAgents on a real cluster, in the namespaces of
+// TELEDOCK_TEST_REMOVE_AGENTS (comma-separated) only, so that it leaves other installs on a shared
+// cluster alone. TELEDOCK_TEST_KUBECONFIG names the kubeconfig.
+func TestRemoveAgentsOnCluster(t *testing.T) {
+	kubeconfig, nss := os.Getenv("TELEDOCK_TEST_KUBECONFIG"), os.Getenv("TELEDOCK_TEST_REMOVE_AGENTS")
+	if kubeconfig == "" || nss == "" {
+		t.Skip("set TELEDOCK_TEST_KUBECONFIG and TELEDOCK_TEST_REMOVE_AGENTS=NAMESPACE,...")
+	}
+	k8s, err := kubeClient(configFlags(Config{Kubeconfig: kubeconfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = removeAgents(context.Background(), k8s, strings.Split(nss, ","), func(e Event) { t.Logf("%+v", e) })
+	if err != nil {
+		t.Fatal(err)
 	}
 }

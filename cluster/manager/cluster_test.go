@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,24 @@ func (fc *fakeCluster) awaitRollout(workloadName, not string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// checkGoroutines fails the test if goroutines outlive it. Register it first so that its cleanup
+// runs last.
+func checkGoroutines(tb testing.TB) {
+	tb.Helper()
+	before := goruntime.NumGoroutine()
+	tb.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for goruntime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				tb.Errorf("goroutines: %d before, %d after\n%s", before, goruntime.NumGoroutine(), buf[:goruntime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }
 
 // rolledOut waits up to a few seconds for the Deployment's first rollout, without failing the

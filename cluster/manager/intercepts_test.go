@@ -34,6 +34,7 @@ func (fc *fakeCluster) create(req *managerv1.CreateInterceptRequest, timeout tim
 // rollout that injects the agent, a connection from the agent to the client, a port change, to
 // its removal, which must not restart anything.
 func TestInterceptLifecycle(t *testing.T) {
+	checkGoroutines(t)
 	objs := append(echoDeployment("echo"), echoService("echo", "echo",
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
 		corev1.ServicePort{Name: "dns", Port: 53, TargetPort: intstr.FromString("dns"), Protocol: corev1.ProtocolUDP}))
@@ -362,6 +363,7 @@ func TestReplace(t *testing.T) {
 // TestSessionEndRemovesIntercepts checks that a departed client's intercepts go, and that its
 // agents are told.
 func TestSessionEndRemovesIntercepts(t *testing.T) {
+	checkGoroutines(t)
 	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
 	fc, agent := readyCluster(t, objs...)
 	client := fc.arriveClient("alice")
@@ -388,6 +390,7 @@ func TestSessionEndRemovesIntercepts(t *testing.T) {
 // TestToPod checks --to-pod: a client's Tunnel with an intercept id reaches the agent, which
 // accepts it, and only for the listed ports.
 func TestToPod(t *testing.T) {
+	checkGoroutines(t)
 	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
 	fc, agent := readyCluster(t, objs...)
 	client := fc.arriveClient("alice")
@@ -511,5 +514,56 @@ func TestChooseTarget(t *testing.T) {
 				t.Errorf("got %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestReconcileAfterRestart checks that a new manager restores a workload that an intercept of
+// the previous one left replaced, once its clients had time to come back, and leaves one that a
+// client claimed again.
+func TestReconcileAfterRestart(t *testing.T) {
+	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
+	objs = append(objs, echoDeployment("kept")...)
+	objs = append(objs, echoService("kept", "kept"))
+	fc := newFakeCluster(t, Config{ReconcileAfter: 200 * time.Millisecond}, objs...)
+	ctx := context.Background()
+	for _, name := range []string{"echo", "kept"} {
+		wl, err := workload.Get(ctx, fc.k8s, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := fc.m.plan(ctx, wl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Replace = []string{"app"}
+		if err := fc.m.store.Put(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A client comes back and replaces "kept" again (its agent runs the replaced config).
+	kept := fc.startPod("kept-abc-1", "kept", false, running)
+	fc.arriveAgent(kept)
+	client := fc.arriveClient("alice")
+	if _, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: client, Name: "kept", Replace: true}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		fc.m.Run(rctx)
+		close(done)
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+	waitFor(t, func() bool {
+		cfg, err := fc.m.store.AgentConfig(ctx, "default", "echo")
+		return err == nil && len(cfg.Replace) == 0
+	})
+	cfg, err := fc.m.store.AgentConfig(ctx, "default", "kept")
+	if err != nil || !slices.Equal(cfg.Replace, []string{"app"}) {
+		t.Errorf("claimed workload's config %+v, %v; want it still replaced", cfg.Replace, err)
 	}
 }

@@ -66,6 +66,7 @@ func (s *pairService) WatchDials(_ *managerv1.SessionRequest, stream managerv1.M
 		select {
 		case d := <-s.dials:
 			if err := stream.Send(d); err != nil {
+				s.dials <- d // for the next watcher, as the manager does
 				return err
 			}
 		case <-stream.Context().Done():
@@ -166,6 +167,14 @@ func (h *harness) acceptOne(t *testing.T, ctx context.Context, session string, b
 			t.Errorf("WatchDials: %v", err)
 			return
 		}
+		h.accept(t, ctx, session, d, behave)
+	}()
+	return done
+}
+
+// accept accepts the connection d offers as session and runs behave.
+func (h *harness) accept(t *testing.T, ctx context.Context, session string, d *managerv1.IncomingDial, behave acceptor) {
+	{
 		if d.GetInterceptId() != "icpt" {
 			t.Errorf("IncomingDial intercept %q, want icpt", d.GetInterceptId())
 		}
@@ -190,8 +199,7 @@ func (h *harness) acceptOne(t *testing.T, ctx context.Context, session string, b
 			return
 		}
 		behave(t, s, m.GetDial())
-	}()
-	return done
+	}
 }
 
 func okResult() *managerv1.TunnelMessage {
@@ -560,5 +568,48 @@ func TestProtocol(t *testing.T) {
 		t.Errorf("dial: %v, want Aborted", err)
 	}
 	<-done
+	waitIdle(t, h.broker)
+}
+
+// TestAcceptorCancelsWhenDone checks that an acceptor that cancels its stream once the manager
+// has everything it sent and it has everything it is owed (here: it got the initiator's
+// close_write, which the initiator sends after reading all) leaves the initiator a clean end.
+//
+// Cancelling earlier can lose data: gRPC may deliver a cancel before messages that preceded it.
+// Acceptors should CloseSend and wait for the stream's end instead.
+func TestAcceptorCancelsWhenDone(t *testing.T) {
+	checkGoroutines(t)
+	h := start(t, Config{}, &pairService{})
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		done := make(chan struct{})
+		// Straight from the service's queue: a WatchDials per round would race with the
+		// previous round's, still being cancelled, for the IncomingDial.
+		go func() {
+			defer close(done)
+			h.accept(t, ctx, clientSession, <-h.svc.dials, func(t *testing.T, s managerv1.Manager_AcceptClient, _ *managerv1.Dial) {
+				s.Send(okResult())
+				s.Send(data("all", true))
+				for {
+					m, err := s.Recv()
+					if err != nil || m.GetData().GetCloseWrite() {
+						return // accept cancels the stream at once
+					}
+				}
+			})
+		}()
+		c, err := h.dialAgent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(c)
+		if err != nil || string(b) != "all" {
+			t.Errorf("round %d: read %q, %v", i, b, err)
+		}
+		c.CloseWrite()
+		c.Close()
+		<-done
+		cancel()
+	}
 	waitIdle(t, h.broker)
 }

@@ -135,12 +135,42 @@ func (p *pipe) send(e *end) error {
 		case <-p.ctx.Done():
 			return p.errFor(e)
 		case <-e.stream.Context().Done():
+			if done(out, readDone) {
+				return nil // it went away once it had all it was owed: not a failure
+			}
 			return p.fail(e, context.Cause(e.stream.Context()))
 		case <-e.life.Done():
+			if done(out, readDone) {
+				return nil
+			}
 			return p.fail(e, context.Cause(e.life))
 		}
 	}
 	return nil
+}
+
+// done reports, without blocking, whether an end has nothing left to send (out closed and
+// empty) or to receive (readDone closed). An end may cancel its stream as soon as it has seen
+// both halves closed, and the select that notices may not have looked at out and readDone yet.
+func done(out <-chan *managerv1.TunnelMessage, readDone <-chan struct{}) bool {
+	if out != nil {
+		select {
+		case _, ok := <-out:
+			if ok {
+				return false // a message it will never get (taking it loses nothing)
+			}
+		default:
+			return false
+		}
+	}
+	if readDone != nil {
+		select {
+		case <-readDone:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // fail ends the connection because of end e, and returns e's own error.

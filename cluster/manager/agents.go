@@ -122,6 +122,7 @@ func (m *Manager) WatchAgent(req *managerv1.SessionRequest, stream managerv1.Man
 				continue // its initiator gave up already
 			}
 			if err := stream.Send(&managerv1.AgentUpdate{Dial: d}); err != nil {
+				requeue(s, d)
 				return err
 			}
 		case <-s.ctx.Done():

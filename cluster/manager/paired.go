@@ -137,6 +137,7 @@ func (m *Manager) WatchDials(req *managerv1.SessionRequest, stream managerv1.Man
 				continue
 			}
 			if err := stream.Send(d); err != nil {
+				requeue(s, d)
 				return err
 			}
 		case <-s.ctx.Done():
@@ -144,6 +145,14 @@ func (m *Manager) WatchDials(req *managerv1.SessionRequest, stream managerv1.Man
 		case <-stream.Context().Done():
 			return nil
 		}
+	}
+}
+
+// requeue gives back an IncomingDial that a dying watch took, for the session's next watch.
+func requeue(s *session, d *managerv1.IncomingDial) {
+	select {
+	case s.dials <- d:
+	default: // full: the initiator times out
 	}
 }
 

@@ -154,7 +154,11 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 		m.abandon(ic, undo)
 		return nil, err
 	}
-	a, err := m.awaitAgent(ctx, wl, js, rollout, started)
+	// The wait ends with the session too: a departed client's intercept is gone.
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(s.ctx, func() { cancel(context.Cause(s.ctx)) })()
+	a, err := m.awaitAgent(wctx, wl, js, rollout, started)
 	if err != nil {
 		m.abandon(ic, undo)
 		return nil, err
@@ -162,6 +166,11 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	env, podAddr := m.environment(ctx, a, target)
 
 	m.mu.Lock()
+	if m.intercepts[ic.id] != ic {
+		// Removed meanwhile: by the client, or with its session.
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w named %q: it was removed while it was being created", errNoIntercept, ic.name)
+	}
 	ic.state, ic.env, ic.podAddress = stateActive, env, podAddr
 	info := ic.info()
 	m.mu.Unlock()
@@ -216,6 +225,13 @@ func injectWorkload(wl workload.Workload) inject.Workload {
 func (m *Manager) claim(s *session, req *managerv1.CreateInterceptRequest, key workloadKey, target agentconfig.Target) (ic *intercept, undo func(), err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.sessions[s.id] != s {
+		// It ended after the request began (it may not know yet); its intercepts are removed.
+		if err := context.Cause(s.ctx); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, errDeparted
+	}
 	var mine *intercept
 	for _, x := range m.intercepts {
 		if x.session == s && x.name == req.GetName() {

@@ -567,3 +567,32 @@ func TestReconcileAfterRestart(t *testing.T) {
 		t.Errorf("claimed workload's config %+v, %v; want it still replaced", cfg.Replace, err)
 	}
 }
+
+// TestDepartWhileWaiting checks that a CreateIntercept waiting for its agent ends when its
+// client departs, and leaves no intercept.
+func TestDepartWhileWaiting(t *testing.T) {
+	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
+	fc := newFakeCluster(t, Config{}, objs...)
+	fc.startPod("echo-abc-old", "echo", true, running)
+	client := fc.arriveClient("alice")
+	done := make(chan error, 1)
+	go func() {
+		_, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: client, Name: "echo"}, 10*time.Second)
+		done <- err
+	}()
+	fc.awaitRollout("echo", "")
+	began := time.Now()
+	if _, err := fc.client.Depart(context.Background(), &managerv1.SessionRequest{SessionId: client}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; status.Code(err) != codes.NotFound || !errContains(err, "departed") {
+		t.Errorf("CreateIntercept: %v, want NotFound (session departed)", err)
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Errorf("ended %v after the depart", d)
+	}
+	all, _ := fc.client.ListIntercepts(context.Background(), &managerv1.ListInterceptsRequest{})
+	if len(all.GetIntercepts()) != 0 {
+		t.Errorf("intercepts left: %v", all)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"teledock.dev/teledock/agent/agentconfig"
@@ -158,7 +159,7 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer context.AfterFunc(s.ctx, func() { cancel(context.Cause(s.ctx)) })()
-	a, err := m.awaitAgent(wctx, wl, js, rollout, started)
+	a, err := m.awaitAgent(wctx, wl, target, js, rollout, started)
 	if err != nil {
 		m.abandon(ic, undo)
 		return nil, err
@@ -346,15 +347,20 @@ func rolloutValue(cfgJSON string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// drainPoll is how often awaitAgent looks whether the pods from before a rollout are gone.
-const drainPoll = 250 * time.Millisecond
+const (
+	// drainPoll is how often awaitAgent looks whether the pods from before a rollout are gone.
+	drainPoll = 250 * time.Millisecond
+	// proxySettle is how long kube-proxy may take to program a Service's new endpoints once they
+	// are in its EndpointSlices: its iptables mode syncs at most once a second (minSyncPeriod).
+	proxySettle = time.Second
+)
 
 // awaitAgent waits for an agent of the workload running the config, and then for the pods that
 // do not run it to go: until they do, the Service still sends them part of the traffic. The
 // first wait is required; the second ends at the deadline all the same (the intercept then
 // works for the new pods only). With a request deadline it stops early enough to say why no agent
 // came before the client gives up.
-func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON, rollout string, since time.Time) (*session, error) {
+func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, t agentconfig.Target, cfgJSON, rollout string, since time.Time) (*session, error) {
 	limit := m.cfg.AgentWait
 	explainFor := 3 * time.Second
 	if deadline, ok := ctx.Deadline(); ok {
@@ -368,7 +374,7 @@ func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON,
 	for {
 		changed := m.changes.wait()
 		if agents := m.agentsOf(key, cfgJSON); len(agents) > 0 {
-			m.awaitDrain(ctx, wl, cfgJSON, timer.C)
+			m.awaitDrain(ctx, wl, t, cfgJSON, timer.C)
 			return agents[0], nil
 		}
 		select {
@@ -385,30 +391,85 @@ func (m *Manager) awaitAgent(ctx context.Context, wl workload.Workload, cfgJSON,
 	}
 }
 
-// awaitDrain waits until every pod of the workload that is not being deleted runs the config, or
-// until stop.
-func (m *Manager) awaitDrain(ctx context.Context, wl workload.Workload, cfgJSON string, stop <-chan time.Time) {
+// awaitDrain waits until every pod of the workload that is not being deleted runs the config
+// and, for a service target, the Service's ready endpoints are all such pods, or until stop. After
+// a wait it gives kube-proxy proxySettle to catch up, so that ACTIVE means connections arrive.
+func (m *Manager) awaitDrain(ctx context.Context, wl workload.Workload, t agentconfig.Target, cfgJSON string, stop <-chan time.Time) {
+	waited := false
 	for {
-		pods, err := workload.Pods(ctx, m.k8s, wl)
+		drained, err := m.drained(ctx, wl, t, cfgJSON)
 		if err != nil {
+			m.log.Debug("cannot tell whether the old pods are gone", "workload", keyOf(wl).String(), "error", err)
 			return
 		}
-		stale := slices.ContainsFunc(pods, func(p corev1.Pod) bool {
-			_, pjs, err := podAgentConfig(&p)
-			return err != nil || pjs != cfgJSON
-		})
-		if !stale {
-			return
+		if drained {
+			break
 		}
+		waited = true
 		select {
 		case <-time.After(drainPoll):
 		case <-stop:
-			m.log.Info("pods from before the rollout still run; they get part of the intercepted traffic", "workload", keyOf(wl).String())
+			m.log.Info("pods from before the rollout still get traffic; the intercept has part of it", "workload", keyOf(wl).String())
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
+	if waited {
+		select {
+		case <-time.After(proxySettle):
+		case <-stop:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// drained reports whether the pods without the config are gone from the workload and, for a
+// service target, from the Service's ready endpoints, with a pod of the config among them. A
+// Service without EndpointSlices (none yet, or a fake cluster) does not hold it up.
+func (m *Manager) drained(ctx context.Context, wl workload.Workload, t agentconfig.Target, cfgJSON string) (bool, error) {
+	pods, err := workload.AllPods(ctx, m.k8s, wl)
+	if err != nil {
+		return false, err
+	}
+	current := make(map[string]bool) // pod name: runs the config
+	for _, p := range pods {
+		_, pjs, err := podAgentConfig(&p)
+		current[p.Name] = err == nil && pjs == cfgJSON
+		if p.DeletionTimestamp == nil && !current[p.Name] {
+			return false, nil
+		}
+	}
+	if t.Serviceless() {
+		return true, nil
+	}
+	eps, err := m.k8s.DiscoveryV1().EndpointSlices(wl.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: discoveryv1.LabelServiceName + "=" + t.ServiceName,
+	})
+	if err != nil {
+		return false, err
+	}
+	if len(eps.Items) == 0 {
+		return true, nil
+	}
+	ready := 0
+	for _, es := range eps.Items {
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready || ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+				continue // kube-proxy sends new connections only to ready endpoints
+			}
+			runs, ours := current[ep.TargetRef.Name]
+			switch {
+			case !ours:
+				// Another workload's pod that the Service also selects: not ours to wait for.
+			case !runs:
+				return false, nil // an old pod still takes connections
+			default:
+				ready++
+			}
+		}
+	}
+	return ready > 0, nil
 }
 
 // environment resolves the intercepted container's environment in the agent's pod and, for a

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -594,5 +595,59 @@ func TestDepartWhileWaiting(t *testing.T) {
 	all, _ := fc.client.ListIntercepts(context.Background(), &managerv1.ListInterceptsRequest{})
 	if len(all.GetIntercepts()) != 0 {
 		t.Errorf("intercepts left: %v", all)
+	}
+}
+
+func TestDrained(t *testing.T) {
+	endpoint := func(pod string, ready bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{"10.244.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: pod}}
+	}
+	tests := []struct {
+		name      string
+		oldPod    bool // a pod without the agent
+		deleting  bool // ... being deleted
+		endpoints []discoveryv1.Endpoint
+		want      bool
+	}{
+		{name: "no slices", want: true},
+		{name: "old pod running", oldPod: true, want: false},
+		{name: "old pod still a ready endpoint", oldPod: true, deleting: true,
+			endpoints: []discoveryv1.Endpoint{endpoint("echo-abc-old", true), endpoint("echo-abc-1", true)}, want: false},
+		{name: "old pod terminating", oldPod: true, deleting: true,
+			endpoints: []discoveryv1.Endpoint{endpoint("echo-abc-old", false), endpoint("echo-abc-1", true)}, want: true},
+		{name: "new pod not ready yet",
+			endpoints: []discoveryv1.Endpoint{endpoint("echo-abc-1", false)}, want: false},
+		{name: "another workload's pod",
+			endpoints: []discoveryv1.Endpoint{endpoint("other-1", true), endpoint("echo-abc-1", true)}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := append(echoDeployment("echo"), echoService("echo", "echo"))
+			fc, _ := readyCluster(t, objs...)
+			ctx := context.Background()
+			if tt.oldPod {
+				fc.startPod("echo-abc-old", "echo", true, func(p *corev1.Pod) {
+					running(p)
+					if tt.deleting {
+						now := metav1.Now()
+						p.DeletionTimestamp = &now
+					}
+				})
+			}
+			if tt.endpoints != nil {
+				fc.k8s.DiscoveryV1().EndpointSlices("default").Create(ctx, &discoveryv1.EndpointSlice{
+					ObjectMeta:  metav1.ObjectMeta{Name: "echo-x", Labels: map[string]string{discoveryv1.LabelServiceName: "echo"}},
+					AddressType: discoveryv1.AddressTypeIPv4, Endpoints: tt.endpoints,
+				}, metav1.CreateOptions{})
+			}
+			wl, _ := workload.Get(ctx, fc.k8s, "default", "echo")
+			cfg, _ := fc.m.store.AgentConfig(ctx, "default", "echo")
+			js, _ := canonical(cfg)
+			got, err := fc.m.drained(ctx, wl, cfg.Targets[0], js)
+			if err != nil || got != tt.want {
+				t.Errorf("drained = %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
 }

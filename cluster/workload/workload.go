@@ -181,6 +181,12 @@ func build(kind string, meta metav1.ObjectMeta, tmpl corev1.PodTemplateSpec, sel
 // Pods returns the workload's pods, oldest first: those its selector matches and that it
 // controls (a Deployment through its ReplicaSets). Pods being deleted are left out.
 func Pods(ctx context.Context, c kubernetes.Interface, w Workload) ([]corev1.Pod, error) {
+	all, err := AllPods(ctx, c, w)
+	return slices.DeleteFunc(all, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil }), err
+}
+
+// AllPods is Pods with the pods being deleted, which may still be serving.
+func AllPods(ctx context.Context, c kubernetes.Interface, w Workload) ([]corev1.Pod, error) {
 	owners := map[types.UID]bool{w.UID: true}
 	if w.Kind == KindDeployment {
 		rss, err := c.AppsV1().ReplicaSets(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: w.Selector.String()})
@@ -200,11 +206,9 @@ func Pods(ctx context.Context, c kubernetes.Interface, w Workload) ([]corev1.Pod
 	}
 	var out []corev1.Pod
 	for _, p := range pods.Items {
-		o := metav1.GetControllerOf(&p)
-		if o == nil || !owners[o.UID] || p.DeletionTimestamp != nil {
-			continue
+		if o := metav1.GetControllerOf(&p); o != nil && owners[o.UID] {
+			out = append(out, p)
 		}
-		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b corev1.Pod) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {

@@ -13,9 +13,10 @@ const (
 	EventUninstalling     EventKind = "uninstalling"
 	EventUninstalled      EventKind = "uninstalled"
 	EventNamespaceDeleted EventKind = "namespace-deleted" // Uninstall deleted the namespace Install created
+	EventAgentRemoved     EventKind = "agent-removed"     // RemoveAgents restored Workload in Namespace
 )
 
-// Event is a step of Install or Uninstall, for the CLI to render. The package never prints.
+// Event is a step of Install, Uninstall or RemoveAgents, for the CLI to render. The package never prints.
 type Event struct {
 	Kind      EventKind
 	Namespace string
@@ -24,7 +25,9 @@ type Event struct {
 	Ready     int32  // EventWaiting, EventReady
 	Desired   int32  // EventWaiting, EventReady
 	Reason    string // EventWaiting: why pods are not ready yet, from their status; may be empty
+	Workload  string // EventAgentRemoved: "Kind/name"
 }
 
-// EventFunc receives progress events, synchronously, from the goroutine running Install or Uninstall.
+// EventFunc receives progress events, synchronously, from the goroutine running Install,
+// Uninstall or RemoveAgents.
 type EventFunc func(Event)

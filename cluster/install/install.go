@@ -91,12 +91,15 @@ type clients struct {
 	k8s  kubernetes.Interface
 }
 
-func newClients(cfg Config) (*clients, error) {
+func configFlags(cfg Config) *genericclioptions.ConfigFlags {
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.KubeConfig = &cfg.Kubeconfig
 	flags.Context = &cfg.Context
 	flags.Namespace = &cfg.Namespace
+	return flags
+}
 
+func kubeClient(flags *genericclioptions.ConfigFlags) (kubernetes.Interface, error) {
 	rc, err := flags.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
@@ -104,6 +107,15 @@ func newClients(cfg Config) (*clients, error) {
 	k8s, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return k8s, nil
+}
+
+func newClients(cfg Config) (*clients, error) {
+	flags := configFlags(cfg)
+	k8s, err := kubeClient(flags)
+	if err != nil {
+		return nil, err
 	}
 	helm := new(action.Configuration)
 	debug := func(format string, v ...any) {

@@ -1,5 +1,6 @@
-// Package manager implements the traffic-manager's gRPC API: client sessions with leases, cluster
-// facts, DNS forwarding and tunnels into the cluster.
+// Package manager implements the traffic-manager's gRPC API: client and agent sessions with
+// leases, cluster facts, DNS forwarding, tunnels into the cluster, intercepts, and the paired
+// connections between agents and clients.
 package manager
 
 import (
@@ -15,6 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/broker"
+	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -39,22 +42,50 @@ type Config struct {
 
 	// Dial dials tunnel destinations. Nil means a net.Dialer.
 	Dial tunnel.DialFunc
+
+	// AgentManagerAddress is the host:port at which injected agents reach the manager. Empty
+	// means "traffic-manager.<Namespace>:8081", the chart's Service.
+	AgentManagerAddress string
+	// AcceptTimeout bounds how long a paired connection waits for its acceptor. Zero means
+	// broker.DefaultAcceptTimeout.
+	AcceptTimeout time.Duration
+	// AgentWait bounds the wait for an agent in a CreateIntercept whose request has no deadline.
+	// Zero means DefaultAgentWait.
+	AgentWait time.Duration
+	// ReconcileAfter is how long after start the manager restores the workloads whose agent
+	// config still names --replace containers that no intercept claims. Clients of a previous
+	// manager get that long to come back and create their intercepts again. Zero means two
+	// leases.
+	ReconcileAfter time.Duration
 }
+
+// DefaultAgentWait is how long CreateIntercept waits for an agent when the client set no deadline.
+const DefaultAgentWait = 2 * time.Minute
 
 // Manager serves managerv1.ManagerServer. Create it with New, serve it with gRPC, and call Run to
 // expire sessions.
 type Manager struct {
 	managerv1.UnimplementedManagerServer
 
-	cfg     Config
-	k8s     kubernetes.Interface
-	log     *slog.Logger
-	tunnels *tunnel.Server
+	cfg      Config
+	k8s      kubernetes.Interface
+	log      *slog.Logger
+	tunnels  *tunnel.Server
+	broker   *broker.Broker
+	store    *inject.ConfigMapStore
+	configs  *recordingSource // the webhook's view of store
+	settings inject.Settings
+	changes  notifier // intercepts or agents changed
+	// applying serializes planning, storing and rolling out agent configs, so that two requests
+	// never interleave their read-modify-write of one workload's config.
+	applying chan struct{}
+	bg       tasks // restores started when sessions end, reconciles
 
-	mu       sync.Mutex // mu guards the following
-	sessions map[string]*session
-	dnsAddr  netip.AddrPort // cached cluster DNS address
-	dnsUntil time.Time      // when dnsAddr must be looked up again
+	mu         sync.Mutex // mu guards the following
+	sessions   map[string]*session
+	intercepts map[string]*intercept // by id
+	dnsAddr    netip.AddrPort        // cached cluster DNS address
+	dnsUntil   time.Time             // when dnsAddr must be looked up again
 }
 
 var _ managerv1.ManagerServer = (*Manager)(nil)
@@ -78,37 +109,70 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 			return nil, fmt.Errorf("manager: DNS server: %w", err)
 		}
 	}
+	if cfg.AgentManagerAddress == "" {
+		cfg.AgentManagerAddress = "traffic-manager." + cfg.Namespace + ":8081"
+	}
+	if cfg.AgentWait <= 0 {
+		cfg.AgentWait = DefaultAgentWait
+	}
+	if cfg.ReconcileAfter <= 0 {
+		cfg.ReconcileAfter = 2 * cfg.Lease
+	}
 	dial := cfg.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
+	store, err := inject.NewConfigMapStore(k8s)
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
 	m := &Manager{
-		cfg:      cfg,
-		k8s:      k8s,
-		log:      log,
-		sessions: make(map[string]*session),
+		cfg:        cfg,
+		k8s:        k8s,
+		log:        log,
+		store:      store,
+		configs:    newRecordingSource(store),
+		settings:   inject.Settings{AgentImage: cfg.AgentImage, ManagerAddress: cfg.AgentManagerAddress},
+		applying:   make(chan struct{}, 1),
+		sessions:   make(map[string]*session),
+		intercepts: make(map[string]*intercept),
 	}
 	ts, err := tunnel.NewServer(tunnel.ServerConfig{Authorize: m.authorizeTunnel}, dial, log.With("component", "tunnel"))
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
 	m.tunnels = ts
+	m.broker, err = broker.New(broker.Config{AcceptTimeout: cfg.AcceptTimeout}, log.With("component", "broker"))
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
 	return m, nil
 }
 
+// AgentConfigs is where the agent-injector webhook finds agent configs (see
+// inject.NewAdmissionHandler). It notes every lookup, so that a CreateIntercept waiting for an
+// agent can tell a webhook that is never called from one that did not inject.
+func (m *Manager) AgentConfigs() inject.ConfigSource { return m.configs }
+
 // Run expires sessions whose lease ran out until ctx ends; then it ends every session, which ends
-// their tunnels.
+// their tunnels. ReconcileAfter its start, it restores the workloads left replaced by intercepts
+// that no longer exist (a previous manager's).
 func (m *Manager) Run(ctx context.Context) error {
 	// Checking four times per lease drops a silent client within 1.25 leases (12.5s for 10s).
 	t := time.NewTicker(m.cfg.Lease / 4)
 	defer t.Stop()
+	reconcile := time.NewTimer(m.cfg.ReconcileAfter)
+	defer reconcile.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.endAll()
+			m.bg.close()
 			return nil
 		case <-t.C:
 			m.expire()
+		case <-reconcile.C:
+			m.bg.Go(func() { m.reconcileAll(ctx) })
 		}
 	}
 }
@@ -116,12 +180,6 @@ func (m *Manager) Run(ctx context.Context) error {
 // Version reports the build and the agent image.
 func (m *Manager) Version(context.Context, *managerv1.VersionRequest) (*managerv1.VersionInfo, error) {
 	return &managerv1.VersionInfo{Version: m.cfg.Version, AgentImage: m.cfg.AgentImage}, nil
-}
-
-// Tunnel carries one TCP connection or UDP flow for a live session; see tunnel.Server for how it
-// ends. The session is checked when the Dial arrives, and the tunnel ends with the session.
-func (m *Manager) Tunnel(stream managerv1.Manager_TunnelServer) error {
-	return m.tunnels.Serve(stream)
 }
 
 func (m *Manager) authorizeTunnel(_ context.Context, id string) (context.Context, error) {

@@ -23,14 +23,37 @@ var (
 	errShutdown = status.Error(codes.Unavailable, "traffic-manager shutting down")
 )
 
-// session is one connected client. Its fields other than expires never change after arrival.
+// dialQueueLen bounds the IncomingDials waiting for a session to take them; a session that lets
+// this many pile up is not accepting, and further connections are refused at once.
+const dialQueueLen = 64
+
+// session is one connected client or traffic-agent. Its fields other than expires never change
+// after arrival.
 type session struct {
 	id      string
-	client  *managerv1.ClientInfo
-	expires time.Time // guarded by Manager.mu
+	client  *managerv1.ClientInfo // set for clients
+	agent   *agent                // set for traffic-agents
+	expires time.Time             // guarded by Manager.mu
 	// ctx ends when the session does; tunnels watch it.
 	ctx context.Context
 	end context.CancelCauseFunc
+	// dials queues the connections the session must accept (WatchDials, WatchAgent).
+	dials chan *managerv1.IncomingDial
+}
+
+// name is how logs and messages call the session's party.
+func (s *session) name() string {
+	if s.agent != nil {
+		return "agent " + s.agent.info.GetPodName()
+	}
+	return clientName(s.client)
+}
+
+func clientName(c *managerv1.ClientInfo) string {
+	if c.GetHostname() == "" {
+		return c.GetName()
+	}
+	return c.GetName() + "@" + c.GetHostname()
 }
 
 // ArriveClient opens a session for the client.
@@ -38,20 +61,32 @@ func (m *Manager) ArriveClient(_ context.Context, info *managerv1.ClientInfo) (*
 	if info.GetNamespace() == "" {
 		return nil, status.Error(codes.InvalidArgument, "client info has no namespace")
 	}
+	s := m.open(proto.CloneOf(info), nil)
+	m.log.Info("client arrived", "session", s.id, "name", info.GetName(), "namespace", info.GetNamespace(),
+		"hostname", info.GetHostname(), "version", info.GetVersion())
+	return m.sessionReply(s), nil
+}
+
+// open starts and stores a session for a client or an agent.
+func (m *Manager) open(client *managerv1.ClientInfo, a *agent) *session {
 	ctx, end := context.WithCancelCause(context.Background())
 	s := &session{
 		id:      newSessionID(),
-		client:  proto.CloneOf(info),
+		client:  client,
+		agent:   a,
 		expires: time.Now().Add(m.cfg.Lease),
 		ctx:     ctx,
 		end:     end,
+		dials:   make(chan *managerv1.IncomingDial, dialQueueLen),
 	}
 	m.mu.Lock()
 	m.sessions[s.id] = s
 	m.mu.Unlock()
-	m.log.Info("client arrived", "session", s.id, "name", info.GetName(), "namespace", info.GetNamespace(),
-		"hostname", info.GetHostname(), "version", info.GetVersion())
-	return &managerv1.Session{SessionId: s.id, LeaseSeconds: int32(math.Ceil(m.cfg.Lease.Seconds()))}, nil
+	return s
+}
+
+func (m *Manager) sessionReply(s *session) *managerv1.Session {
+	return &managerv1.Session{SessionId: s.id, LeaseSeconds: int32(math.Ceil(m.cfg.Lease.Seconds()))}
 }
 
 func newSessionID() string {
@@ -88,18 +123,20 @@ func (m *Manager) Depart(_ context.Context, req *managerv1.SessionRequest) (*man
 	m.mu.Unlock()
 	if ok {
 		s.end(errDeparted)
-		m.log.Info("client departed", "session", s.id, "name", s.client.GetName())
+		m.log.Info("session departed", "session", s.id, "name", s.name())
+		m.ended(s, true)
 	}
 	return &managerv1.DepartResponse{}, nil
 }
 
-// ListSessions lists the live sessions, soonest to expire first.
+// ListSessions lists the live client sessions, soonest to expire first. Agents' sessions are not
+// listed: a SessionSummary describes a client.
 func (m *Manager) ListSessions(context.Context, *managerv1.ListSessionsRequest) (*managerv1.ListSessionsResponse, error) {
 	now := time.Now()
 	m.mu.Lock()
 	out := make([]*managerv1.SessionSummary, 0, len(m.sessions))
 	for _, s := range m.sessions {
-		if now.After(s.expires) {
+		if now.After(s.expires) || s.client == nil {
 			continue
 		}
 		out = append(out, &managerv1.SessionSummary{
@@ -130,6 +167,24 @@ func (m *Manager) session(id string) (*session, error) {
 	return s, nil
 }
 
+// clientSession is session for the RPCs only clients may call.
+func (m *Manager) clientSession(id string) (*session, error) {
+	s, err := m.session(id)
+	if err == nil && s.client == nil {
+		return nil, status.Error(codes.PermissionDenied, "a traffic-agent's session cannot do this")
+	}
+	return s, err
+}
+
+// agentSession is session for the RPCs only agents may call.
+func (m *Manager) agentSession(id string) (*session, error) {
+	s, err := m.session(id)
+	if err == nil && s.agent == nil {
+		return nil, status.Error(codes.PermissionDenied, "only a traffic-agent's session can do this")
+	}
+	return s, err
+}
+
 func checkID(id string) error {
 	if id == "" {
 		return status.Error(codes.Unauthenticated, "no session id; call ArriveClient first")
@@ -151,10 +206,14 @@ func (m *Manager) expire() {
 	m.mu.Unlock()
 	for _, s := range gone {
 		s.end(errExpired)
-		m.log.Info("session expired", "session", s.id, "name", s.client.GetName())
+		m.log.Info("session expired", "session", s.id, "name", s.name())
+		m.ended(s, true)
 	}
 }
 
+// endAll ends every session at shutdown. Their intercepts go, but the workloads are left as
+// they are: the next manager finds the clients coming back, and restores what they do not
+// claim again (see Run).
 func (m *Manager) endAll() {
 	m.mu.Lock()
 	all := m.sessions
@@ -162,5 +221,15 @@ func (m *Manager) endAll() {
 	m.mu.Unlock()
 	for _, s := range all {
 		s.end(errShutdown)
+		m.ended(s, false)
 	}
+}
+
+// ended cleans up after a session that was removed: a client's intercepts go, and with them a
+// --replace's placeholder (when restore is set); an agent leaves its workload.
+func (m *Manager) ended(s *session, restore bool) {
+	if s.client != nil {
+		m.removeSessionIntercepts(s, restore)
+	}
+	m.changes.notify()
 }

@@ -1,5 +1,5 @@
-// Command traffic-manager is teledock's in-cluster end: it serves client sessions, tunnels and DNS
-// over gRPC.
+// Command traffic-manager is teledock's in-cluster end: it serves client and agent sessions,
+// tunnels, DNS and intercepts over gRPC, and the agent injector's admission webhook over HTTPS.
 package main
 
 import (
@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/manager"
 	"teledock.dev/teledock/internal/version"
 	"teledock.dev/teledock/tunnel"
@@ -49,10 +51,16 @@ type options struct {
 	resolvConf string
 	dnsServer  string
 	logLevel   slog.Level
+	// managerAddress is where agents reach the manager; empty: the chart's Service.
+	managerAddress string
+	// webhookListen is the admission webhook's HTTPS address; empty: no webhook.
+	webhookListen string
+	// webhookCertDir holds tls.crt and tls.key for the webhook.
+	webhookCertDir string
 }
 
 // parseFlags reads flags, with defaults from the environment (the Deployment sets POD_NAMESPACE
-// through the downward API, and AGENT_IMAGE from the chart's values).
+// through the downward API, and AGENT_IMAGE, MANAGER_ADDRESS and the webhook's from the chart).
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("traffic-manager", flag.ContinueOnError)
@@ -64,6 +72,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf giving the cluster domain and fallback DNS")
 	fs.StringVar(&o.dnsServer, "dns-server", getenv("DNS_SERVER"), "cluster DNS ip:port, overriding kube-system/kube-dns ($DNS_SERVER)")
 	fs.TextVar(&o.logLevel, "log-level", envLevel(getenv), "debug, info, warn or error ($LOG_LEVEL)")
+	fs.StringVar(&o.managerAddress, "manager-address", getenv("MANAGER_ADDRESS"),
+		"host:port at which injected agents reach the manager; default traffic-manager.NAMESPACE:8081 ($MANAGER_ADDRESS)")
+	fs.StringVar(&o.webhookListen, "webhook-listen", getenv("WEBHOOK_LISTEN"),
+		"HTTPS address of the agent injector webhook, e.g. :8443; empty: no webhook ($WEBHOOK_LISTEN)")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", envOr(getenv, "WEBHOOK_CERT_DIR", "/var/run/teledock/webhook-tls"),
+		"directory with the webhook's tls.crt and tls.key ($WEBHOOK_CERT_DIR)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -109,10 +123,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	cfg := manager.Config{
-		Version:    version.Version,
-		AgentImage: o.agentImage,
-		Namespace:  o.namespace,
-		DNSServer:  o.dnsServer,
+		Version:             version.Version,
+		AgentImage:          o.agentImage,
+		Namespace:           o.namespace,
+		DNSServer:           o.dnsServer,
+		AgentManagerAddress: o.managerAddress,
 	}
 	if f, err := os.Open(o.resolvConf); err != nil {
 		log.Warn("no resolv.conf: cluster domain defaults to cluster.local", "error", err)
@@ -124,13 +139,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 
-	lis, err := net.Listen("tcp", o.listen)
-	if err != nil {
+	var ls listeners
+	if ls.grpc, err = net.Listen("tcp", o.listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("traffic-manager starting", "version", version.Version, "listen", lis.Addr().String(),
-		"namespace", o.namespace, "agentImage", o.agentImage)
-	return serve(ctx, lis, cfg, k8s, log)
+	if o.webhookListen != "" {
+		if ls.certs, err = newCertFiles(o.webhookCertDir); err != nil {
+			return err
+		}
+		if ls.webhook, err = net.Listen("tcp", o.webhookListen); err != nil {
+			return fmt.Errorf("webhook listen: %w", err)
+		}
+	}
+	log.Info("traffic-manager starting", "version", version.Version, "listen", ls.grpc.Addr().String(),
+		"webhook", o.webhookListen, "namespace", o.namespace, "agentImage", o.agentImage)
+	return serve(ctx, ls, cfg, k8s, log)
+}
+
+// listeners are what serve serves on; webhook is nil without a webhook.
+type listeners struct {
+	grpc    net.Listener
+	webhook net.Listener
+	certs   *certFiles
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -148,12 +178,22 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return c, nil
 }
 
-// serve runs the gRPC server on lis until ctx ends, then shuts down: health turns NOT_SERVING,
-// sessions end (which ends their tunnels), and in-flight RPCs get shutdownGrace to finish.
-func serve(ctx context.Context, lis net.Listener, cfg manager.Config, k8s kubernetes.Interface, log *slog.Logger) error {
+// serve runs the gRPC server, and the webhook when it has a listener, until ctx ends, then shuts
+// down: health turns NOT_SERVING, the webhook stops, sessions end (which ends their tunnels),
+// and in-flight RPCs get shutdownGrace to finish.
+func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes.Interface, log *slog.Logger) error {
 	m, err := manager.New(cfg, k8s, log)
 	if err != nil {
 		return err
+	}
+	var web *http.Server
+	if ls.webhook != nil {
+		wlog := log.With("component", "webhook")
+		h, err := inject.NewAdmissionHandler(wlog, m.AgentConfigs())
+		if err != nil {
+			return err
+		}
+		web = webhookServer(h, ls.certs, wlog)
 	}
 	gs := grpc.NewServer(tunnel.ServerOptions()...)
 	managerv1.RegisterManagerServer(gs, m)
@@ -166,17 +206,32 @@ func serve(ctx context.Context, lis net.Listener, cfg manager.Config, k8s kubern
 		defer close(runDone)
 		m.Run(runCtx)
 	}()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- gs.Serve(lis) }()
+	serveErr := make(chan error, 2)
+	go func() {
+		if err := gs.Serve(ls.grpc); err != nil {
+			serveErr <- fmt.Errorf("grpc serve: %w", err)
+		}
+	}()
+	if web != nil {
+		go func() {
+			if err := web.ServeTLS(ls.webhook, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("webhook serve: %w", err)
+			}
+		}()
+	}
 
 	select {
 	case err = <-serveErr:
-		err = fmt.Errorf("grpc serve: %w", err)
 	case <-ctx.Done():
 		log.Info("shutting down")
 	}
 
 	hs.Shutdown()
+	if web != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		web.Shutdown(sctx)
+		cancel()
+	}
 	stopRun() // ends every session, and with them every tunnel
 	<-runDone
 	stopped := make(chan struct{})

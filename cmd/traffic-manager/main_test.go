@@ -1,19 +1,30 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/manager"
 )
 
@@ -29,13 +40,15 @@ func TestParseFlags(t *testing.T) {
 			name: "defaults from the environment",
 			env:  map[string]string{"POD_NAMESPACE": "teledock", "AGENT_IMAGE": "teledock/agent:v1"},
 			want: options{listen: ":8081", namespace: "teledock", agentImage: "teledock/agent:v1",
-				resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo},
+				resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo, webhookCertDir: "/var/run/teledock/webhook-tls"},
 		},
 		{
 			name: "flags win",
-			args: []string{"--listen", "127.0.0.1:9", "--namespace", "ns", "--log-level", "debug"},
-			env:  map[string]string{"POD_NAMESPACE": "teledock", "LOG_LEVEL": "warn"},
-			want: options{listen: "127.0.0.1:9", namespace: "ns", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelDebug},
+			args: []string{"--listen", "127.0.0.1:9", "--namespace", "ns", "--log-level", "debug", "--webhook-listen", ":9443"},
+			env: map[string]string{"POD_NAMESPACE": "teledock", "LOG_LEVEL": "warn", "WEBHOOK_LISTEN": ":8443",
+				"MANAGER_ADDRESS": "tm.ns:8081", "WEBHOOK_CERT_DIR": "/certs"},
+			want: options{listen: "127.0.0.1:9", namespace: "ns", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelDebug,
+				managerAddress: "tm.ns:8081", webhookListen: ":9443", webhookCertDir: "/certs"},
 		},
 		{name: "no namespace", wantErr: true},
 		{name: "stray argument", args: []string{"x"}, env: map[string]string{"POD_NAMESPACE": "n"}, wantErr: true},
@@ -53,19 +66,23 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestServe starts the server with a fake cluster, checks health and an RPC, and shuts it down.
+// TestServe starts the server with a fake cluster, checks health, an RPC and the webhook, and
+// shuts it down.
 func TestServe(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	ls := listeners{grpc: listen(t), webhook: listen(t)}
+	dir := t.TempDir()
+	ca := writeCerts(t, dir, time.Now())
+	var err error
+	if ls.certs, err = newCertFiles(dir); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
 	cfg := manager.Config{Version: "v9", Namespace: "teledock"}
-	go func() { done <- serve(ctx, lis, cfg, fake.NewClientset(), log) }()
+	go func() { done <- serve(ctx, ls, cfg, fake.NewClientset(), log) }()
 
-	cc, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient("passthrough:///"+ls.grpc.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +98,93 @@ func TestServe(t *testing.T) {
 		t.Fatalf("Version %v, %v", v, err)
 	}
 
+	// The API server calls the webhook by the service's name, verifying it with the CA bundle.
+	review := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{UID: "42", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Operation: admissionv1.Create, Namespace: "default", Object: runtime.RawExtension{Raw: []byte(`{"metadata":{"name":"p"}}`)}},
+	}
+	body, _ := json.Marshal(review)
+	hc := webhookClient(ca, ls.webhook.Addr().String())
+	resp, err := hc.Post("https://traffic-manager.teledock.svc"+inject.DefaultWebhookPath, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got admissionv1.AdmissionReview
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || got.Response == nil || got.Response.UID != "42" || !got.Response.Allowed {
+		t.Errorf("webhook answered %+v, %v", got.Response, err)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Errorf("serve: %v", err)
 		}
-	case <-time.After(shutdownGrace + time.Second):
+	case <-time.After(2*shutdownGrace + time.Second):
 		t.Fatal("serve did not return after cancel")
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+// writeCerts writes a fresh serving certificate for the manager's service to dir and returns
+// its CA.
+func writeCerts(t *testing.T, dir string, now time.Time) []byte {
+	t.Helper()
+	certs, err := inject.NewServingCerts("traffic-manager", "teledock", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"tls.crt": certs.Cert, "tls.key": certs.Key} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certs.CACert
+}
+
+// webhookClient trusts only ca and connects to addr whatever the URL's host.
+func webhookClient(ca []byte, addr string) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+// TestCertReload checks that a certificate rotated in place is served without a restart.
+func TestCertReload(t *testing.T) {
+	dir := t.TempDir()
+	writeCerts(t, dir, time.Now())
+	c, err := newCertFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.GetCertificate(nil)
+	if again, _ := c.GetCertificate(nil); again != first {
+		t.Error("unchanged files loaded again")
+	}
+	writeCerts(t, dir, time.Now())
+	// Make the change visible even on a file system with coarse timestamps.
+	later := time.Now().Add(time.Minute)
+	os.Chtimes(filepath.Join(dir, "tls.crt"), later, later)
+	second, err := c.GetCertificate(nil)
+	if err != nil || second == first || bytes.Equal(second.Certificate[0], first.Certificate[0]) {
+		t.Errorf("rotated certificate not loaded: %v", err)
+	}
+	if _, err := newCertFiles(t.TempDir()); err == nil {
+		t.Error("no error for a directory without certificates")
 	}
 }

@@ -23,7 +23,6 @@ var (
 	errBadImage           = errors.New("bad image reference")
 	errBadAddress         = errors.New("invalid --address")
 	errAddressNetwork     = errors.New("the container shares no Docker network with the daemon container")
-	errNotAvailable       = errors.New("not yet available in this build")
 )
 
 // Categories of the daemon's errors (see fromDaemon), and what commands make of them.

@@ -38,26 +38,26 @@ func newUninstallCmd(d deps) *cobra.Command {
 }
 
 func runUninstall(ctx context.Context, d deps, opts uninstallOptions) error {
-	if opts.agents {
-		return removeAgents(ctx, d, opts)
-	}
-	err := install.Uninstall(ctx, install.Config{
+	cfg := install.Config{
 		Kubeconfig: opts.kubeconfig,
 		Context:    opts.context,
 		Namespace:  opts.managerNamespace,
 		Timeout:    opts.timeout,
 		Events:     installProgress(d.stderr),
 		Log:        d.log,
-	})
-	if err != nil {
+	}
+	// Agents go first, while the manager's webhook still runs: the restored pod templates then
+	// roll out without agents, and no workload keeps a sidecar whose manager is gone.
+	if err := install.RemoveAgents(ctx, cfg); err != nil {
+		return fmt.Errorf("remove the traffic-agents: %w", err)
+	}
+	if opts.agents {
+		fmt.Fprintln(d.stdout, "Traffic agents removed; the traffic-manager stays")
+		return nil
+	}
+	if err := install.Uninstall(ctx, cfg); err != nil {
 		return fmt.Errorf("uninstall the traffic-manager from namespace %s: %w", opts.managerNamespace, err)
 	}
 	fmt.Fprintf(d.stdout, "Traffic Manager uninstalled from namespace %s\n", opts.managerNamespace)
 	return nil
-}
-
-// removeAgents will call install.RemoveAgents, which is being written; until it lands the flag
-// exists and says so, so that scripts and docs can use it already.
-func removeAgents(context.Context, deps, uninstallOptions) error {
-	return fmt.Errorf("uninstall --agents: %w (the traffic-manager's agent removal has not landed yet)", errNotAvailable)
 }

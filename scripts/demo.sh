@@ -31,6 +31,25 @@ step "a local container reaches the sample app by its cluster name"
 "$TELEDOCK" run --rm --entrypoint /probe "teledock/echo:$VERSION" http http://echo/
 "$TELEDOCK" run --rm --entrypoint /probe "teledock/echo:$VERSION" http "http://echo.$ns.svc.cluster.local/"
 
+step "intercept: the cluster's requests for echo are answered by a local container"
+# A client pod inside the cluster, to make the requests the cluster would make.
+"$KUBECTL" -n "$ns" delete pod demo-client --ignore-not-found --wait=false >/dev/null
+"$KUBECTL" -n "$ns" run demo-client --image "teledock/echo:$VERSION" --image-pull-policy=Never >/dev/null
+"$KUBECTL" -n "$ns" wait --for=condition=Ready pod/demo-client --timeout=120s >/dev/null
+from_cluster() { "$KUBECTL" -n "$ns" exec demo-client -- /probe -timeout 10s http http://echo/; }
+echo "before: $(from_cluster)"
+# The local handler: a container in the daemon's network namespace, listening on 8080.
+docker rm -f demo-handler >/dev/null 2>&1 || true
+"$TELEDOCK" run -d --name demo-handler -e ECHO_TEXT="hello from my laptop" "teledock/echo:$VERSION" >/dev/null
+"$TELEDOCK" list
+"$TELEDOCK" intercept echo --port 8080:http
+echo "during: $(from_cluster)"
+"$TELEDOCK" status | sed -n '/Intercepts/,/DNS/p' | head -n -1
+"$TELEDOCK" leave echo
+echo "after:  $(from_cluster)"
+docker rm -f demo-handler >/dev/null
+"$KUBECTL" -n "$ns" delete pod demo-client --wait=false >/dev/null
+
 step "versions"
 "$TELEDOCK" version
 

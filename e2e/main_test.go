@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -129,6 +130,16 @@ func deployEcho(t testing.TB, ns, name string) echoApp {
 	app := echoApp{Name: name, Namespace: ns, Image: image("echo"), Text: "hello from " + name + " in " + ns}
 	apply(t, ns, "echo.yaml", app)
 	must(t, kubectl(t, "-n", ns, "rollout", "status", "deployment/"+name, "--timeout=120s"), "rollout of "+name)
+	// A ready pod is not yet a working Service: kube-proxy programs it a moment later. The host's
+	// traffic to a ClusterIP goes through the same rules, so wait until it gets through.
+	clusterIP := jsonpath(t, ns, "service/"+name, "{.spec.clusterIP}")
+	eventually(t, 30*time.Second, "service "+name+" answers at its ClusterIP", func() error {
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + clusterIP + "/")
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	})
 	return app
 }
 

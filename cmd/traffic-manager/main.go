@@ -163,18 +163,25 @@ type listeners struct {
 	certs   *certFiles
 }
 
+// client-go's default limit (5 requests/s, bursts of 10) is for controllers that loop; an intercept
+// makes about 15 requests (workload, services, configs, pods, endpoints, the env's sources), so
+// back-to-back intercepts waited ~1.3 s on the limiter (make bench, re-intercept).
+const (
+	apiQPS   = 50
+	apiBurst = 100
+)
+
 func restConfig(kubeconfig string) (*rest.Config, error) {
+	var c *rest.Config
+	var err error
 	if kubeconfig == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
+		if c, err = rest.InClusterConfig(); err != nil {
 			return nil, fmt.Errorf("in-cluster config (use --kubeconfig outside a cluster): %w", err)
 		}
-		return c, nil
-	}
-	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
+	} else if c, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
+	c.QPS, c.Burst = apiQPS, apiBurst
 	return c, nil
 }
 

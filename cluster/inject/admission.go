@@ -26,9 +26,10 @@ const (
 )
 
 // AdmissionHandler is the mutating admission webhook that injects traffic-agents into pods of
-// workloads that have an agent config. It always allows the pod: when anything goes wrong the
-// pod is admitted as it is, with a warning, and never blocked (the webhook is also registered
-// with failurePolicy Ignore).
+// workloads that have an agent config, or that can get one at once because their pod template
+// carries the inject-container-ports annotation (see AnnotatedPlanner). It always allows the
+// pod: when anything goes wrong the pod is admitted as it is, with a warning, and never blocked
+// (the webhook is also registered with failurePolicy Ignore).
 type AdmissionHandler struct {
 	log     *slog.Logger
 	configs ConfigSource
@@ -93,6 +94,9 @@ func (h *AdmissionHandler) Review(ctx context.Context, req *admissionv1.Admissio
 	defer cancel()
 	cfg, err := h.configFor(ctx, namespace, &pod)
 	if errors.Is(err, ErrNoConfig) {
+		cfg, err = h.planAnnotated(ctx, namespace, &pod)
+	}
+	if errors.Is(err, ErrNoConfig) {
 		return resp
 	}
 	if err != nil {
@@ -142,6 +146,48 @@ func (h *AdmissionHandler) configFor(ctx context.Context, namespace string, pod 
 		}
 	}
 	return AgentConfig{}, ErrNoConfig
+}
+
+// AnnotatedPlanner is a ConfigSource that can also make a config on demand. The handler asks it
+// for pods whose template carries the inject-container-ports annotation and whose workload has
+// no config yet, so that such a workload gets its agent when it is deployed rather than through
+// a rollout at its first intercept.
+type AnnotatedPlanner interface {
+	// PlanAnnotated plans and stores the config of the workload of that kind and name, and
+	// returns it. It returns an error wrapping ErrNoConfig when there is no such workload or its
+	// pod template does not carry the annotation.
+	PlanAnnotated(ctx context.Context, namespace, kind, name string) (AgentConfig, error)
+}
+
+// planAnnotated has the config source plan a config for the pod's workload when the pod carries
+// the inject-container-ports annotation. It returns an error wrapping ErrNoConfig when there is
+// nothing to plan.
+func (h *AdmissionHandler) planAnnotated(ctx context.Context, namespace string, pod *corev1.Pod) (AgentConfig, error) {
+	planner, ok := h.configs.(AnnotatedPlanner)
+	if !ok || !hasInjectPorts(pod.Annotations) {
+		return AgentConfig{}, ErrNoConfig
+	}
+	// A bad value fails here, without a round trip to the planner that would fail on it too.
+	if _, err := InjectPorts(pod.Annotations); err != nil {
+		return AgentConfig{}, err
+	}
+	for _, ref := range ownerWorkloads(pod) {
+		cfg, err := planner.PlanAnnotated(ctx, namespace, ref.kind, ref.name)
+		if errors.Is(err, ErrNoConfig) {
+			continue
+		}
+		if err != nil {
+			return AgentConfig{}, fmt.Errorf("plan agent config of %s %s: %w", ref.kind, ref.name, err)
+		}
+		return cfg, nil
+	}
+	return AgentConfig{}, ErrNoConfig
+}
+
+func hasInjectPorts(annotations map[string]string) bool {
+	_, ok := annotations[AnnotationInjectPorts]
+	_, legacy := annotations[LegacyAnnotationInjectPorts]
+	return ok || legacy
 }
 
 type workloadRef struct{ kind, name string }

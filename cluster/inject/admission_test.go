@@ -232,3 +232,98 @@ func TestNewAdmissionHandlerNils(t *testing.T) {
 		t.Error("nil config source accepted")
 	}
 }
+
+// fakePlanner is a fakeConfigs that plans cartWorkload's config on demand, as the manager does
+// for annotated workloads, and stores it.
+type fakePlanner struct {
+	fakeConfigs
+	planErr error
+	planned []string
+}
+
+func (f *fakePlanner) PlanAnnotated(_ context.Context, namespace, kind, name string) (AgentConfig, error) {
+	f.planned = append(f.planned, kind+" "+namespace+"/"+name)
+	if f.planErr != nil {
+		return AgentConfig{}, f.planErr
+	}
+	if kind != "Deployment" || name != "cart" {
+		return AgentConfig{}, fmt.Errorf("%w: no %s %s", ErrNoConfig, kind, name)
+	}
+	w := cartWorkload()
+	w.Template.Annotations = map[string]string{AnnotationInjectPorts: "http"}
+	cfg, err := Plan(w, nil, testSettings)
+	if err != nil {
+		return AgentConfig{}, err
+	}
+	f.configs[namespace+"/"+name] = cfg
+	return cfg, nil
+}
+
+func TestAdmissionReviewAnnotated(t *testing.T) {
+	annotatedPod := func(key, value string) *corev1.Pod {
+		pod := ownedPod("ReplicaSet", "cart-5d4b8", "5d4b8")
+		if key != "" {
+			pod.Annotations = map[string]string{key: value}
+		}
+		return pod
+	}
+	for _, tc := range []struct {
+		name        string
+		pod         *corev1.Pod
+		planErr     error
+		wantPatch   bool
+		wantPlanned []string
+		wantWarning string
+	}{
+		{name: "annotated", pod: annotatedPod(AnnotationInjectPorts, "http"),
+			wantPatch: true, wantPlanned: []string{"Deployment shop/cart"}},
+		{name: "legacy annotation", pod: annotatedPod(LegacyAnnotationInjectPorts, "8080"),
+			wantPatch: true, wantPlanned: []string{"Deployment shop/cart"}},
+		{name: "not annotated", pod: annotatedPod("", "")},
+		{name: "bad annotation", pod: annotatedPod(AnnotationInjectPorts, "http/SCTP"),
+			wantWarning: "teledock: traffic-agent not injected: bad annotation teledock.dev/inject-container-ports"},
+		{name: "annotated bare replicaset", pod: func() *corev1.Pod {
+			pod := ownedPod("ReplicaSet", "canary-x1", "")
+			pod.Annotations = map[string]string{AnnotationInjectPorts: "http"}
+			return pod
+		}(), wantPlanned: []string{"ReplicaSet shop/canary-x1"}},
+		{name: "planning fails", pod: annotatedPod(AnnotationInjectPorts, "http"), planErr: errors.New("apiserver on fire"),
+			wantPlanned: []string{"Deployment shop/cart"}, wantWarning: "teledock: traffic-agent not injected: plan agent config of Deployment cart: apiserver on fire"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakePlanner{fakeConfigs: fakeConfigs{configs: map[string]AgentConfig{}}, planErr: tc.planErr}
+			h, err := NewAdmissionHandler(testLogger(t), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := h.Review(context.Background(), podRequest(t, tc.pod))
+			if !resp.Allowed {
+				t.Fatalf("response %+v: not allowed", resp)
+			}
+			if got := resp.Patch != nil; got != tc.wantPatch {
+				t.Errorf("patched = %v, want %v", got, tc.wantPatch)
+			}
+			if tc.wantPatch {
+				var ops []JSONPatchOp
+				if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+					t.Fatal(err)
+				}
+				if !HasAgent(applyPatch(t, tc.pod, ops)) {
+					t.Error("patched pod has no agent")
+				}
+				if _, ok := src.configs["shop/cart"]; !ok {
+					t.Error("no config stored")
+				}
+			}
+			if strings.Join(src.planned, ",") != strings.Join(tc.wantPlanned, ",") {
+				t.Errorf("planned %v, want %v", src.planned, tc.wantPlanned)
+			}
+			switch {
+			case tc.wantWarning == "" && len(resp.Warnings) > 0:
+				t.Errorf("warnings %q", resp.Warnings)
+			case tc.wantWarning != "" && (len(resp.Warnings) != 1 || !strings.HasPrefix(resp.Warnings[0], tc.wantWarning)):
+				t.Errorf("warnings %q, want prefix %q", resp.Warnings, tc.wantWarning)
+			}
+		})
+	}
+}

@@ -131,12 +131,12 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 		k8s:        k8s,
 		log:        log,
 		store:      store,
-		configs:    newRecordingSource(store),
 		settings:   inject.Settings{AgentImage: cfg.AgentImage, ManagerAddress: cfg.AgentManagerAddress},
 		applying:   make(chan struct{}, 1),
 		sessions:   make(map[string]*session),
 		intercepts: make(map[string]*intercept),
 	}
+	m.configs = newRecordingSource(store, m.planAnnotated)
 	ts, err := tunnel.NewServer(tunnel.ServerConfig{Authorize: m.authorizeTunnel}, dial, log.With("component", "tunnel"))
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)

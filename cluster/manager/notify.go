@@ -42,18 +42,22 @@ const (
 )
 
 // recordingSource is the webhook's ConfigSource: the store, plus a note of when the webhook last
-// asked about each workload name.
+// asked about each workload name. It plans the configs of annotated workloads with plan.
 type recordingSource struct {
-	src inject.ConfigSource
+	src  inject.ConfigSource
+	plan func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error)
 
 	mu    sync.Mutex // mu guards asked
 	asked map[string]time.Time
 }
 
-var _ inject.ConfigSource = (*recordingSource)(nil)
+var (
+	_ inject.ConfigSource     = (*recordingSource)(nil)
+	_ inject.AnnotatedPlanner = (*recordingSource)(nil)
+)
 
-func newRecordingSource(src inject.ConfigSource) *recordingSource {
-	return &recordingSource{src: src, asked: make(map[string]time.Time)}
+func newRecordingSource(src inject.ConfigSource, plan func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error)) *recordingSource {
+	return &recordingSource{src: src, plan: plan, asked: make(map[string]time.Time)}
 }
 
 // AgentConfig implements inject.ConfigSource.
@@ -70,6 +74,11 @@ func (r *recordingSource) AgentConfig(ctx context.Context, namespace, workload s
 	r.asked[namespace+"/"+workload] = now
 	r.mu.Unlock()
 	return r.src.AgentConfig(ctx, namespace, workload)
+}
+
+// PlanAnnotated implements inject.AnnotatedPlanner.
+func (r *recordingSource) PlanAnnotated(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error) {
+	return r.plan(ctx, namespace, kind, name)
 }
 
 // askedSince reports whether the webhook looked up the workload's config at or after t.

@@ -30,10 +30,17 @@ func TestIntercept(t *testing.T) {
 
 	t.Run("list before any intercept", func(t *testing.T) {
 		out := must(t, teledock(t, "list", "--name", conn), "list")
-		for _, w := range []string{"named", "numeric", "multi", "echo-rs", "my-headless", "echo-no-svc"} {
+		for _, w := range []string{"named", "numeric", "multi", "echo-rs", "my-headless"} {
 			if !strings.Contains(out, w+": ready to intercept (traffic-agent not yet installed)") {
 				t.Errorf("list lacks %q ready to intercept:\n%s", w, out)
 			}
+		}
+		// The annotated workload got its agent when it was deployed.
+		if !strings.Contains(out, "echo-no-svc: ready to intercept (traffic-agent already installed)") {
+			t.Errorf("list does not show the annotated workload with its agent:\n%s", out)
+		}
+		if c := jsonpath(t, ns, "pods -l app=echo-no-svc", "{.items[*].spec.containers[*].name}"); !strings.Contains(c, "traffic-agent") {
+			t.Errorf("the annotated workload's pods have no traffic-agent after deploy: %s", c)
 		}
 	})
 

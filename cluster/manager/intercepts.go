@@ -162,6 +162,9 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	a, err := m.awaitAgent(wctx, wl, target, js, rollout, started)
 	if err != nil {
 		m.abandon(ic, undo)
+		if errors.Is(err, errNoAgent) {
+			m.unroll(context.WithoutCancel(ctx), wl)
+		}
 		return nil, err
 	}
 	env, podAddr := m.environment(ctx, a, target)
@@ -179,6 +182,45 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	m.log.Info("intercept active", "intercept", ic.id, "name", ic.name, "client", clientName(s.client),
 		"workload", ic.workload.String(), "port", portLabel(target), "replace", ic.replace)
 	return info, nil
+}
+
+// unroll takes back the config and the rollout of a workload whose agent never came, so that a
+// failed first intercept leaves the workload as it was (pods without a stuck agent). It does nothing
+// while an agent of the workload is connected or an intercept claims it.
+func (m *Manager) unroll(ctx context.Context, wl workload.Workload) {
+	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	unlock, err := m.lockApply(ctx)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	key := keyOf(wl)
+	if len(m.agentsOf(key, "")) > 0 || m.claimed(key) {
+		return
+	}
+	log := m.log.With("workload", key.String())
+	if err := m.store.Delete(ctx, wl.Namespace, wl.Name); err != nil {
+		log.Warn("cannot remove the agent config of a failed intercept", "error", err)
+		return
+	}
+	if _, err := workload.Restore(ctx, m.k8s, wl); err != nil {
+		log.Warn("cannot restore the workload of a failed intercept", "error", err)
+		return
+	}
+	log.Info("no agent came: the workload is restored")
+}
+
+// claimed reports whether an intercept of any client claims the workload.
+func (m *Manager) claimed(key workloadKey) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ic := range m.intercepts {
+		if ic.workload == key {
+			return true
+		}
+	}
+	return false
 }
 
 func validateCreate(req *managerv1.CreateInterceptRequest) error {

@@ -290,10 +290,15 @@ func TestAgentDoesNotArrive(t *testing.T) {
 			if len(all.GetIntercepts()) != 0 {
 				t.Errorf("intercepts left: %v", all)
 			}
-			// The --replace is undone in the background.
+			// No agent came: the config and the rollout are taken back, so the workload is as it was.
 			waitFor(t, func() bool {
-				cfg, err := fc.m.store.AgentConfig(context.Background(), "default", "echo")
-				return err == nil && len(cfg.Replace) == 0
+				_, err := fc.m.store.AgentConfig(context.Background(), "default", "echo")
+				if !errors.Is(err, inject.ErrNoConfig) {
+					return false
+				}
+				d, err := fc.k8s.AppsV1().Deployments("default").Get(context.Background(), "echo", metav1.GetOptions{})
+				_, annotated := d.Spec.Template.Annotations[workload.AnnotationRollout]
+				return err == nil && !annotated
 			})
 		})
 	}

@@ -50,6 +50,22 @@ func (c *daemonClient) status(ctx context.Context) (*daemonv1.StatusResponse, er
 	return st, nil
 }
 
+// openDaemon finds the running daemon of the named connection and opens its API.
+func openDaemon(ctx context.Context, d deps, name string) (*launcher.Container, *daemonClient, error) {
+	if err := launcher.ValidateName(name); err != nil {
+		return nil, nil, err
+	}
+	c, err := findDaemon(ctx, d, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := dialDaemon(d, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, client, nil
+}
+
 // findDaemon returns the running daemon container of a connection, or an error wrapping
 // errNotConnected.
 func findDaemon(ctx context.Context, d deps, name string) (*launcher.Container, error) {

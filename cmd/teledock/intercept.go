@@ -97,11 +97,7 @@ func runIntercept(ctx context.Context, d deps, opts interceptOptions) error {
 		}
 	}
 
-	c, err := findDaemon(ctx, d, opts.connection)
-	if err != nil {
-		return err
-	}
-	client, err := dialDaemon(d, c)
+	c, client, err := openDaemon(ctx, d, opts.connection)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
-	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
 type leaveOptions struct {
@@ -35,14 +34,7 @@ func newLeaveCmd(d deps) *cobra.Command {
 }
 
 func runLeave(ctx context.Context, d deps, opts leaveOptions) error {
-	if err := launcher.ValidateName(opts.connection); err != nil {
-		return err
-	}
-	c, err := findDaemon(ctx, d, opts.connection)
-	if err != nil {
-		return err
-	}
-	client, err := dialDaemon(d, c)
+	_, client, err := openDaemon(ctx, d, opts.connection)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
-	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
 type listOptions struct {
@@ -41,14 +40,7 @@ func runList(ctx context.Context, d deps, opts listOptions) error {
 	if err := checkOutput(opts.output, "json"); err != nil {
 		return err
 	}
-	if err := launcher.ValidateName(opts.connection); err != nil {
-		return err
-	}
-	c, err := findDaemon(ctx, d, opts.connection)
-	if err != nil {
-		return err
-	}
-	client, err := dialDaemon(d, c)
+	_, client, err := openDaemon(ctx, d, opts.connection)
 	if err != nil {
 		return err
 	}

@@ -333,3 +333,25 @@ func wantBlock(t testing.TB, out, using string, want map[string]string) map[stri
 	}
 	return fields
 }
+
+// A UDP service port is intercepted like a TCP one: datagrams sent to the Service reach the
+// handler's UDP socket and its answers come back.
+func TestInterceptUDP(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	deployEcho(t, ns, "echo")
+	must(t, kubectl(t, "-n", ns, "run", "client", "--image", image("echo"), "--image-pull-policy=Never"), "client pod")
+	must(t, kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s"), "client pod ready")
+	conn := connect(t, ns)
+	ic := interceptor{t: t, ns: ns, conn: conn}
+	// The handler's UDP echo listens on 9081 (handler sets UDP_PORT to its port + 1000).
+	text := ic.handler("h-udp", 8081)
+	ic.intercept("echo", "--port", "9081:udp")
+	eventually(t, 60*time.Second, "a UDP datagram to the Service reaches the handler", func() error {
+		r := fromCluster(t, ns, "udp", "echo:8081", "ping")
+		if r.err != nil || strings.TrimSpace(r.stdout) != text+": ping" {
+			return fmt.Errorf("got %q (%v) %s", r.stdout, r.err, r.stderr)
+		}
+		return nil
+	})
+}

@@ -60,7 +60,8 @@ type ServerConfig struct {
 //     reached EOF (close_write sent to the client); Serve returns nil;
 //   - a read or write error on either side: the dialed connection is closed and Serve returns the
 //     error tagged with its direction; the client sees it as the stream's status;
-//   - UDP, idle: no datagram either way for UDPIdleTimeout; Serve returns nil (the client reads EOF);
+//   - UDP, idle: no datagram either way for UDPIdleTimeout; close_write is sent (the client reads
+//     EOF) and Serve returns nil once the client has ended its side, or ErrIdleUnanswered;
 //   - UDP, the client sent close_write or CloseSend: Serve returns nil;
 //   - server shutdown: grpc.Server.Stop cancels the stream's context, which ends it as a client
 //     cancel does. GracefulStop alone waits for tunnels, so callers should bound it and then Stop.
@@ -342,8 +343,33 @@ func (s *Server) copyUDP(stream ServerStream, conn net.Conn, st *stats) error {
 		return uerr
 	default:
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// Idle. The receive loop still waits on the stream, and a caller may read the stream after a
+	// nil return (to drain the status), which must not race with it: tell the client the flow is
+	// over and wait for it to end its side. A client that does not is cut off by the caller, which
+	// cancels the stream on an error.
+	end := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &managerv1.Data{CloseWrite: true}}}
+	if err := stream.SendMsg(end); err != nil {
+		return fmt.Errorf("destination -> client: close write: %w", err)
+	}
+	t := time.NewTimer(idleEndTimeout)
+	defer t.Stop()
+	select {
+	case <-upc:
+		return nil // whatever ended the client's side, the flow was over
+	case <-t.C:
+		return ErrIdleUnanswered
+	}
 }
+
+// idleEndTimeout is how long an idle UDP flow waits for the client to end its side.
+const idleEndTimeout = 5 * time.Second
+
+// ErrIdleUnanswered ends a UDP flow whose client did not end its side after the server ended the
+// idle flow; the caller must end the stream.
+var ErrIdleUnanswered = errors.New("tunnel: client did not end its side of the idle UDP flow")
 
 func clientToUDP(stream ServerStream, conn net.Conn, st *stats, touch func()) error {
 	var m managerv1.TunnelMessage

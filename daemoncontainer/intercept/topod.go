@@ -27,12 +27,16 @@ const udpQueue = 64
 // Tunnel with the intercept's ID (the manager pairs them with the agent).
 type listener struct {
 	port   ToPod
+	sock   io.Closer          // the listening socket
 	cancel context.CancelFunc // ends the listener and every connection it accepted
 	done   chan struct{}      // closed when the serve loop has returned
 }
 
+// close frees the port before it returns: the socket is closed here, not by a context callback
+// running on another goroutine, since Close waits until the kernel has let go of the port.
 func (l *listener) close() {
 	l.cancel()
+	_ = l.sock.Close()
 	<-l.done
 }
 
@@ -84,7 +88,7 @@ func (m *Intercepts) listen(name string, p ToPod) (*listener, error) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	// Closing the socket is what ends the serve loop.
 	context.AfterFunc(ctx, func() { _ = sock.Close() })
-	l := &listener{port: p, cancel: cancel, done: make(chan struct{})}
+	l := &listener{port: p, sock: sock, cancel: cancel, done: make(chan struct{})}
 	if !m.spawn(func() {
 		defer close(l.done)
 		serve(ctx)

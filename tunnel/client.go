@@ -166,7 +166,8 @@ func protocolOf(network string) (managerv1.Protocol, error) {
 
 // Read reads from the far end. For TCP it returns io.EOF after the far end's half-close, and keeps
 // the part of a payload that did not fit b for the next Read. For UDP it returns one datagram per
-// call; a datagram longer than b is truncated, as with a UDP socket.
+// call; a datagram longer than b is truncated, as with a UDP socket. io.EOF on UDP means the far end
+// ended the flow (idle): Close the Conn, which the server waits for.
 func (c *Conn) Read(b []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()

@@ -372,6 +372,8 @@ func TestUDPIdleTimeout(t *testing.T) {
 	if d := time.Since(start); d < 480*time.Millisecond {
 		t.Errorf("flow ended after %v despite traffic", d)
 	}
+	// A client that read the end closes; the server, waiting for that, is done at once.
+	c.Close()
 	waitIdle(t, h.server)
 }
 

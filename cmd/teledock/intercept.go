@@ -119,7 +119,10 @@ func runIntercept(ctx context.Context, d deps, opts interceptOptions) error {
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, opts.timeout)
+	stop := notifyWait(d.stderr, 2*time.Second, 5*time.Second, fmt.Sprintf(
+		"the traffic-agent of %s (injection and rollout; up to %s)", workloadOf(opts), opts.timeout))
 	info, err := client.CreateIntercept(cctx, req)
+	stop()
 	cancel()
 	if err != nil {
 		return interceptError(opts.name, err)
@@ -477,4 +480,12 @@ func newInterceptJSON(info *managerv1.InterceptInfo) interceptJSON {
 		j.ToPod = append(j.ToPod, s)
 	}
 	return j
+}
+
+// workloadOf is the workload an intercept names: -w/--workload, else NAME.
+func workloadOf(o interceptOptions) string {
+	if o.workload != "" {
+		return o.workload
+	}
+	return o.name
 }

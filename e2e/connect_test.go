@@ -201,6 +201,33 @@ func TestQuitEndsTheSession(t *testing.T) {
 	must(t, teledock(t, "quit", "--name", conn), "second quit")
 }
 
+// TestConnectAgainKeepsTheDaemon: connect is idempotent, and a second connect that gives up
+// waiting (here: a deadline too short to ask the daemon anything) must not take the running daemon,
+// and with it the user's intercepts and handler containers, away.
+func TestConnectAgainKeepsTheDaemon(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	conn := connect(t, ns)
+	before := status(t, conn).Daemon.Container
+	args := []string{"connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", conn,
+		"--manager-namespace", managerNamespace, "--image", image("daemon")}
+	out := must(t, teledock(t, args...), "second connect")
+	if !strings.Contains(out, "Connected to context") {
+		t.Errorf("second connect printed %q, want Connected", out)
+	}
+	r := teledock(t, append(args, "--timeout", "1ns")...)
+	if r.err == nil {
+		t.Fatalf("connect --timeout 1ns succeeded: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "still runs") {
+		t.Errorf("a failed connect to a running daemon does not say it still runs: %s", r.stderr)
+	}
+	s := status(t, conn)
+	if !s.Daemon.Running || s.Daemon.Container != before || !s.TrafficManager.Connected {
+		t.Errorf("after a failed second connect: %+v, want the same daemon %s running and connected", s, before)
+	}
+}
+
 func TestTwoConnectionsSideBySide(t *testing.T) {
 	ensureManager(t)
 	ns1, ns2 := newNamespace(t), newNamespace(t)

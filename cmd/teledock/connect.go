@@ -86,7 +86,7 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 	if c != nil && c.Running {
 		if _, lerr := d.connections.Load(opts.name); lerr == nil {
 			// Same settings: wait for (or just confirm) the existing daemon.
-			return awaitAndReport(ctx, d, l, c, opts)
+			return awaitAndReport(ctx, d, l, c, opts, false)
 		}
 	}
 	if c != nil {
@@ -119,7 +119,7 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 		removeConnection(d, l, opts.name)
 		return err
 	}
-	return awaitAndReport(ctx, d, l, c, opts)
+	return awaitAndReport(ctx, d, l, c, opts, true)
 }
 
 // sameConnection reports whether an existing daemon serves the requested settings.
@@ -129,8 +129,10 @@ func sameConnection(c *launcher.Container, kc *launcher.Kubeconfig, opts connect
 }
 
 // awaitAndReport waits for the daemon and prints the result; when the daemon fails, it shows the
-// daemon's log and removes the container and its connection file.
-func awaitAndReport(ctx context.Context, d deps, l *launcher.Launcher, c *launcher.Container, opts connectOptions) error {
+// daemon's log and, if this connect created it, removes the container and its connection file. A
+// daemon that was already running is left alone: it may carry intercepts and handler containers,
+// and a connect that gave up waiting (a manager restarting, Ctrl-C) must not take them away.
+func awaitAndReport(ctx context.Context, d deps, l *launcher.Launcher, c *launcher.Container, opts connectOptions, created bool) error {
 	fmt.Fprintf(d.stderr, "Connecting to the traffic-manager in namespace %s\n", opts.managerNamespace)
 	st, err := awaitConnected(ctx, d, l, c, opts.timeout)
 	if err != nil {
@@ -140,6 +142,9 @@ func awaitAndReport(ctx context.Context, d deps, l *launcher.Launcher, c *launch
 				fmt.Fprintf(d.stderr, "Last lines of the daemon's log (%s):\n%s", c.Name, indent(logs))
 			}
 			cancel()
+		}
+		if !created {
+			return fmt.Errorf("%w (daemon container %s still runs; `teledock quit --name %s` removes it)", err, c.Name, opts.name)
 		}
 		removeConnection(d, l, opts.name)
 		return err

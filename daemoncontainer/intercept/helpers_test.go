@@ -34,6 +34,10 @@ type fakeManager struct {
 	targetPort int32
 	// podTarget maps a --to-pod Dial's address to where the fake dials (the test's echo server).
 	podTarget func(d *managerv1.Dial) (string, string, error)
+	// createGate, when set, holds each CreateIntercept until it is closed; createEntered gets the
+	// request's name when one is held.
+	createGate    chan struct{}
+	createEntered chan string
 
 	mu        sync.Mutex // guards the fields below
 	creates   []*managerv1.CreateInterceptRequest
@@ -66,6 +70,17 @@ func newFakeManager(t testing.TB) *fakeManager {
 }
 
 func (f *fakeManager) CreateIntercept(ctx context.Context, r *managerv1.CreateInterceptRequest) (*managerv1.InterceptInfo, error) {
+	f.mu.Lock()
+	gate, entered := f.createGate, f.createEntered
+	f.mu.Unlock()
+	if gate != nil {
+		entered <- r.GetName()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creates = append(f.creates, r)
@@ -382,4 +397,11 @@ func waitWatch(t testing.TB, f *fakeManager, want string) {
 			t.Fatalf("no WatchDials stream for session %s", want)
 		}
 	}
+}
+
+// has reports whether the fake holds the session's intercept of that name.
+func (f *fakeManager) has(sessionID, name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.intercept[sessionID+"/"+name] != nil
 }

@@ -514,27 +514,46 @@ func (m *Intercepts) recreate(ctx context.Context, sessionID string) {
 		}
 	}
 	m.mu.Unlock()
-	for _, r := range recs {
-		info, err := m.create(ctx, sessionID, r.req, r.dest)
-		m.release(r.req.Name)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+	for i, r := range recs {
+		if !m.recreateOne(ctx, sessionID, r) {
+			for _, rest := range recs[i+1:] {
+				m.release(rest.req.Name)
 			}
-			m.log.Warn("intercept lost with the old session; it ended", "name", r.req.Name, "err", err)
-			m.forget(r)
-			continue
+			return
 		}
-		info.Destination, info.LocalPort = r.dest.String(), int32(r.dest.Port())
-		m.mu.Lock()
-		if m.byName[r.req.Name] == r {
-			delete(m.byID, r.info.GetId())
-			r.info = info
-			m.byID[info.GetId()] = r
-		}
-		m.mu.Unlock()
-		m.log.Info("intercept created again for the new session", "name", r.req.Name, "id", info.GetId())
 	}
+}
+
+// recreateOne creates r again under sessionID; it holds r's name pending until done, so that no
+// create of the same name runs meanwhile. It returns false when ctx ended.
+func (m *Intercepts) recreateOne(ctx context.Context, sessionID string, r *record) bool {
+	defer m.release(r.req.Name)
+	info, err := m.create(ctx, sessionID, r.req, r.dest)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		m.log.Warn("intercept lost with the old session; it ended", "name", r.req.Name, "err", err)
+		m.forget(r)
+		return true
+	}
+	info.Destination, info.LocalPort = r.dest.String(), int32(r.dest.Port())
+	m.mu.Lock()
+	current := m.byName[r.req.Name] == r
+	if current {
+		delete(m.byID, r.info.GetId())
+		r.info = info
+		m.byID[info.GetId()] = r
+	}
+	m.mu.Unlock()
+	if !current {
+		// Left while it was being created again: the manager's new one has no owner here and would
+		// take the workload's traffic to nowhere.
+		m.removeAtManager(sessionID, r.req.Name)
+		return true
+	}
+	m.log.Info("intercept created again for the new session", "name", r.req.Name, "id", info.GetId())
+	return true
 }
 
 // target maps an accepted connection's Dial to the intercept's destination.

@@ -483,6 +483,41 @@ func TestRecreateFailureDropsIntercept(t *testing.T) {
 	}
 }
 
+// TestLeaveWhileRecreating: an intercept left while it is being created again for a new session
+// must not live on at the manager with nobody to deliver its connections to.
+func TestLeaveWhileRecreating(t *testing.T) {
+	f := newFakeManager(t)
+	m, sess := startIntercepts(t, f)
+	if _, err := m.Create(ctxT(t), Request{Name: "echo", LocalPort: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.createGate, f.createEntered = gate, make(chan string, 1)
+	f.mu.Unlock()
+	sess.setID("s2")
+	select {
+	case <-f.createEntered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the intercept is not being created again")
+	}
+	if err := m.Remove(ctxT(t), "echo"); err != nil {
+		t.Fatalf("leave while recreating: %v", err)
+	}
+	close(gate)
+	// The held create lands at the manager (it records and stores under one lock), then must go.
+	deadline := time.Now().Add(10 * time.Second)
+	for f.createCount() < 2 || f.has("s2", "echo") {
+		if time.Now().After(deadline) {
+			t.Fatal("the intercept created again after leave stays at the manager")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l := m.List(); len(l) != 0 {
+		t.Errorf("daemon still lists %v", l)
+	}
+}
+
 func TestCloseEndsListeners(t *testing.T) {
 	f := newFakeManager(t)
 	m, _ := startIntercepts(t, f)

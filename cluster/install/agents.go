@@ -107,35 +107,11 @@ func removeAgents(ctx context.Context, k8s kubernetes.Interface, namespaces []st
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
 	})
 	for _, t := range targets {
-		if err := removeAgent(ctx, k8s, t); err != nil {
+		if err := inject.RemoveAgent(ctx, k8s, t); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		events(Event{Kind: EventAgentRemoved, Namespace: t.Namespace, Workload: t.Kind + "/" + t.Name})
 	}
 	return errors.Join(errs...)
-}
-
-// removeAgent restores one workload's pod template and, when its controller does not roll out,
-// deletes its pods that have an agent.
-func removeAgent(ctx context.Context, k8s kubernetes.Interface, t workload.Workload) error {
-	if _, err := workload.Restore(ctx, k8s, t); err != nil {
-		return err
-	}
-	w, err := workload.GetKind(ctx, k8s, t.Kind, t.Namespace, t.Name)
-	if errors.Is(err, workload.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if w.RollsOut {
-		return nil
-	}
-	pods, err := workload.Pods(ctx, k8s, w)
-	if err != nil {
-		return err
-	}
-	withAgent := slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !inject.HasAgent(&p) })
-	return workload.DeletePods(ctx, k8s, withAgent)
 }

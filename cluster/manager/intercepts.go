@@ -147,6 +147,7 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	unlock()
 	if err != nil {
 		m.abandon(ic, undo)
+		m.unrollLater(wl) // apply may have stored the config before it failed
 		return nil, err
 	}
 
@@ -163,7 +164,12 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 	if err != nil {
 		m.abandon(ic, undo)
 		if errors.Is(err, errNoAgent) {
+			// Done before answering, so the client's error says the workload is as it was.
 			m.unroll(context.WithoutCancel(ctx), wl)
+		} else {
+			// The client gave up (Ctrl-C), its session ended, or the manager is stopping: the
+			// config and rollout must not outlive the attempt all the same.
+			m.unrollLater(wl)
 		}
 		return nil, err
 	}
@@ -204,11 +210,16 @@ func (m *Manager) unroll(ctx context.Context, wl workload.Workload) {
 		log.Warn("cannot remove the agent config of a failed intercept", "error", err)
 		return
 	}
-	if _, err := workload.Restore(ctx, m.k8s, wl); err != nil {
+	if err := inject.RemoveAgent(ctx, m.k8s, wl); err != nil {
 		log.Warn("cannot restore the workload of a failed intercept", "error", err)
 		return
 	}
-	log.Info("no agent came: the workload is restored")
+	log.Info("first intercept failed: the workload is restored")
+}
+
+// unrollLater unrolls in the background, for a create whose client is no longer waiting.
+func (m *Manager) unrollLater(wl workload.Workload) {
+	m.bg.Go(func() { m.unroll(context.Background(), wl) })
 }
 
 // claimed reports whether an intercept of any client claims the workload.
@@ -562,8 +573,10 @@ func (m *Manager) RemoveIntercept(ctx context.Context, req *managerv1.RemoveInte
 	m.log.Info("intercept removed", "intercept", ic.id, "name", ic.name, "workload", ic.workload.String())
 	if ic.replace {
 		if err := m.restore(ctx, ic.workload); err != nil {
-			// The intercept is gone all the same; the next reconcile tries again.
-			m.log.Warn("replaced container not restored", "workload", ic.workload.String(), "error", err)
+			// The intercept is gone all the same: try again in the background (the client may
+			// have given up waiting), and the periodic reconcile after that.
+			m.log.Warn("replaced container not restored yet", "workload", ic.workload.String(), "error", err)
+			m.restoreLater(ic.workload)
 		}
 	}
 	return &managerv1.RemoveInterceptResponse{}, nil

@@ -601,6 +601,16 @@ func TestDepartWhileWaiting(t *testing.T) {
 	if len(all.GetIntercepts()) != 0 {
 		t.Errorf("intercepts left: %v", all)
 	}
+	// The abandoned first intercept takes back its config and rollout, as a timed-out one does.
+	waitFor(t, func() bool {
+		_, err := fc.m.store.AgentConfig(context.Background(), "default", "echo")
+		if !errors.Is(err, inject.ErrNoConfig) {
+			return false
+		}
+		d, err := fc.k8s.AppsV1().Deployments("default").Get(context.Background(), "echo", metav1.GetOptions{})
+		_, annotated := d.Spec.Template.Annotations[workload.AnnotationRollout]
+		return err == nil && !annotated
+	})
 }
 
 func TestDrained(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -155,14 +156,15 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 func (m *Manager) AgentConfigs() inject.ConfigSource { return m.configs }
 
 // Run expires sessions whose lease ran out until ctx ends; then it ends every session, which ends
-// their tunnels. ReconcileAfter its start, it restores the workloads left replaced by intercepts
-// that no longer exist (a previous manager's).
+// their tunnels. ReconcileAfter its start, and every six leases after, it restores the workloads
+// left replaced by intercepts that no longer exist (a previous manager's, or a failed restore).
 func (m *Manager) Run(ctx context.Context) error {
 	// Checking four times per lease drops a silent client within 1.25 leases (12.5s for 10s).
 	t := time.NewTicker(m.cfg.Lease / 4)
 	defer t.Stop()
 	reconcile := time.NewTimer(m.cfg.ReconcileAfter)
 	defer reconcile.Stop()
+	var reconciling atomic.Bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,10 +174,21 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-t.C:
 			m.expire()
 		case <-reconcile.C:
-			m.bg.Go(func() { m.reconcileAll(ctx) })
+			// Again and again, not once: a restore that failed (an API error, a conflict) is
+			// retried here, so no workload keeps a --replace placeholder that nobody wants.
+			if reconciling.CompareAndSwap(false, true) {
+				m.bg.Go(func() {
+					defer reconciling.Store(false)
+					m.reconcileAll(ctx)
+				})
+			}
+			reconcile.Reset(reconcileEvery(m.cfg.Lease))
 		}
 	}
 }
+
+// reconcileEvery is the period of the reconcile after the first: a few API calls a minute.
+func reconcileEvery(lease time.Duration) time.Duration { return 6 * lease }
 
 // Version reports the build and the agent image.
 func (m *Manager) Version(context.Context, *managerv1.VersionRequest) (*managerv1.VersionInfo, error) {

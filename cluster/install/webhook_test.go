@@ -107,17 +107,33 @@ func TestRenderRBAC(t *testing.T) {
 			want = append(want, right{"apps", res, v})
 		}
 	}
-	for _, res := range []string{"pods", "events", "services", "configmaps", "secrets"} {
+	for _, res := range []string{"pods", "events", "services", "configmaps"} {
 		for _, v := range []string{"get", "list", "watch"} {
 			want = append(want, right{"", res, v})
 		}
 	}
-	for _, v := range []string{"create", "update", "delete"} {
-		want = append(want, right{"", "configmaps", v})
-	}
+	want = append(want, right{"", "secrets", "get"}, right{"", "configmaps", "create"})
 	for _, r := range want {
 		if !can(r.group, r.resource, r.verb) {
 			t.Errorf("cannot %s %s.%s", r.verb, r.resource, r.group)
 		}
+	}
+	// Least privilege: Secrets are read by name only, and the only ConfigMap it changes or deletes
+	// is the agent configs'.
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "secrets") && (len(r.Verbs) != 1 || r.Verbs[0] != "get") {
+			t.Errorf("secrets rule grants %v, want get only", r.Verbs)
+		}
+		if slices.Contains(r.Resources, "configmaps") && (slices.Contains(r.Verbs, "update") || slices.Contains(r.Verbs, "delete")) &&
+			!slices.Equal(r.ResourceNames, []string{"teledock-agents"}) {
+			t.Errorf("configmaps %v granted for %v, want only teledock-agents", r.Verbs, r.ResourceNames)
+		}
+	}
+	named := slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Contains(r.Resources, "configmaps") && slices.Contains(r.Verbs, "update") &&
+			slices.Contains(r.Verbs, "delete") && slices.Equal(r.ResourceNames, []string{"teledock-agents"})
+	})
+	if !named {
+		t.Error("cannot update and delete the teledock-agents ConfigMaps")
 	}
 }

@@ -305,9 +305,9 @@ func (m *Intercepts) Create(ctx context.Context, req Request) (*managerv1.Interc
 	if req.LocalPort == 0 {
 		// The local port follows the intercepted container port, known only now.
 		dest = netip.AddrPortFrom(req.Address, uint16(info.GetTargetPort()))
-		if err := m.checkDestination(dest, req.Name, req.ToPod); err != nil {
-			m.removeAtManager(id, req.Name)
+		if err := m.claimDestination(dest, req.Name, req.ToPod); err != nil {
 			closeListeners(added, nil)
+			m.undoChange(id, req.Name, old)
 			return nil, err
 		}
 		info.Destination, info.LocalPort = dest.String(), int32(dest.Port())
@@ -372,10 +372,43 @@ func (m *Intercepts) release(name string) {
 	m.mu.Unlock()
 }
 
-func (m *Intercepts) checkDestination(dest netip.AddrPort, name string, toPod []ToPod) error {
+// claimDestination checks dest for name's pending create and, if it is free, holds it as the
+// create's, so that no other create takes it before this one is recorded.
+func (m *Intercepts) claimDestination(dest netip.AddrPort, name string, toPod []ToPod) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.checkDestinationLocked(dest, name, toPod)
+	if err := m.checkDestinationLocked(dest, name, toPod); err != nil {
+		return err
+	}
+	m.pending[name] = dest
+	return nil
+}
+
+// undoChange undoes at the manager a create that cannot be used: a new intercept goes, and a
+// changed one gets its old settings back, so a failed change leaves it as it was. If even that
+// fails, the old one is ended here too, so the daemon never shows an intercept the manager lacks.
+func (m *Intercepts) undoChange(sessionID, name string, old *record) {
+	if old == nil {
+		m.removeAtManager(sessionID, name)
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	info, err := m.create(ctx, sessionID, old.req, old.dest)
+	if err != nil {
+		m.log.Warn("a failed change could not be undone; the intercept ends", "name", old.req.Name, "err", err)
+		m.removeAtManager(sessionID, old.req.Name)
+		m.forget(old)
+		return
+	}
+	info.Destination, info.LocalPort = old.dest.String(), int32(old.dest.Port())
+	m.mu.Lock()
+	if m.byName[old.req.Name] == old {
+		delete(m.byID, old.info.GetId())
+		old.info = info
+		m.byID[info.GetId()] = old
+	}
+	m.mu.Unlock()
 }
 
 // checkDestinationLocked refuses a destination that another intercept (existing or being created)

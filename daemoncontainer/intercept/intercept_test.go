@@ -293,6 +293,39 @@ func TestCreateDefaultLocalPort(t *testing.T) {
 	}
 }
 
+// TestFailedChangeKeepsTheIntercept: changing an intercept to the default local port, which
+// another intercept already delivers to, fails and leaves the intercept as it was, here and at the
+// manager.
+func TestFailedChangeKeepsTheIntercept(t *testing.T) {
+	f := newFakeManager(t)
+	f.targetPort = 8081
+	m, _ := startIntercepts(t, f)
+	if _, err := m.Create(ctxT(t), Request{Name: "x", LocalPort: 9000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Create(ctxT(t), Request{Name: "y"}); err != nil { // delivers to 8081
+		t.Fatal(err)
+	}
+	if _, err := m.Create(ctxT(t), Request{Name: "x"}); !errors.Is(err, ErrLocalPortInUse) {
+		t.Fatalf("change to a taken default port: err = %v, want ErrLocalPortInUse", err)
+	}
+	if !f.has("s1", "x") {
+		t.Fatal("the failed change removed the intercept at the manager")
+	}
+	if r, _ := f.lastCreate(); r.GetName() != "x" || r.GetLocalPort() != 9000 {
+		t.Errorf("the manager's intercept x was last set to %v, want its old local port 9000", r)
+	}
+	var dest string
+	for _, ic := range m.List() {
+		if ic.GetName() == "x" {
+			dest = ic.GetDestination()
+		}
+	}
+	if dest != "127.0.0.1:9000" {
+		t.Errorf("daemon shows x delivering to %q, want 127.0.0.1:9000", dest)
+	}
+}
+
 func TestCreatePassesManagerErrors(t *testing.T) {
 	tests := []struct {
 		name string

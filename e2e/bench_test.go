@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -44,12 +43,10 @@ func TestBenchPaths(t *testing.T) {
 	pf := benchPortForward(t, cfg.kubeconfig, ns, "service/echo", 80)
 	const conn = "bench-paths"
 	benchConnect(t, cfg.kubeconfig, ns, conn)
-	// The tunnel without the daemon, over kubectl port-forward and straight to the manager's pod
-	// (the host reaches pod IPs; design.md's second transport), to split teledock's cost.
-	mgrPF := benchPortForward(t, cfg.kubeconfig, benchManagerNamespace, "service/traffic-manager", 8081)
-	mgrIP := jsonpath(t, benchManagerNamespace, "pods -l app.kubernetes.io/name=traffic-manager", "{.items[0].status.podIP}")
+	// The tunnel without the daemon, over kubectl port-forward to the manager's clients' endpoint
+	// (on its pod's loopback), to split teledock's cost.
+	mgrPF := benchPortForward(t, cfg.kubeconfig, benchManagerNamespace, "deployment/traffic-manager", 8082)
 	viaPF := startTunnelForwarder(t, "127.0.0.1:"+mgrPF.port, ns, svc)
-	viaPod := startTunnelForwarder(t, net.JoinHostPort(mgrIP, "8081"), ns, svc)
 	load := loadAverage()
 
 	direct := "http://" + podIP + ":8080"
@@ -63,7 +60,6 @@ func TestBenchPaths(t *testing.T) {
 		{"kubectl port-forward, container (bridge)", "http://host.docker.internal:" + pf.port, bridge},
 		{"teledock run -> service echo", "http://echo", teledockProbe(conn)},
 		{"tunnel only, via kubectl port-forward, host process", "http://127.0.0.1:" + viaPF, hostProbe},
-		{"tunnel only, direct to the manager pod, host process", "http://127.0.0.1:" + viaPod, hostProbe},
 	}
 	results := measurePaths(t, paths, pathsLoad)
 	const refDirect, refPF, teledockRow = 1, 3, 5
@@ -79,9 +75,9 @@ func TestBenchPaths(t *testing.T) {
 		"(about one core: see 'echo' below), so it is the limit of this workload, not of the network.",
 		"teledock's path: probe -> TUN -> gVisor netstack -> gRPC stream -> port-forward (TLS to the API server via",
 		"docker0) -> kubelet/CRI -> traffic-manager pod -> ClusterIP -> echo pod.",
-		"'tunnel only' rows: probe -> a local listener in this test -> teledock's tunnel package (gRPC, its window",
+		"'tunnel only' row: probe -> a local listener in this test -> teledock's tunnel package (gRPC, its window",
 		"options) -> traffic-manager -> ClusterIP: teledock without TUN/netstack, over kubectl port-forward to the",
-		"manager's Service (as kubectl's local-listener model) or straight to its pod IP (no API server at all).",
+		"manager's clients' endpoint (as kubectl's local-listener model).",
 	}
 	printPathTable(title, pathsLoad, results, refDirect, refPF, notes)
 	printCPUTable(results)

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/e2e/pattern"
@@ -170,6 +172,13 @@ func TestStatusQuitAndLease(t *testing.T) {
 	if n := sessionsNamed(t, mgr, conn); n != 1 {
 		t.Fatalf("manager has %d sessions for %s, want 1", n, conn)
 	}
+	// What every pod reaches, the Service, serves the agents only: no session list from there.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err := managerAt(t, "service/traffic-manager", 8081).ListSessions(ctx, &managerv1.ListSessionsRequest{})
+	cancel()
+	if grpcstatus.Code(err) != codes.PermissionDenied {
+		t.Errorf("ListSessions through the manager's Service: %v, want PermissionDenied", err)
+	}
 
 	// A daemon that vanishes without a word: the manager drops its session within the lease.
 	must(t, docker(t, "kill", s.Daemon.Container), "kill the daemon container")
@@ -271,9 +280,16 @@ func TestConnectErrors(t *testing.T) {
 }
 
 // managerClient talks to the traffic-manager through a kubectl port-forward (the tests' own view).
+// managerClient reaches the manager's clients' endpoint, on its pod's loopback, as teledock does.
 func managerClient(t testing.TB) managerv1.ManagerClient {
 	t.Helper()
-	port := portForward(t, managerNamespace, "service/traffic-manager", 8081)
+	return managerAt(t, "deployment/traffic-manager", 8082)
+}
+
+// managerAt reaches the manager through `kubectl port-forward target port`.
+func managerAt(t testing.TB, target string, remote int) managerv1.ManagerClient {
+	t.Helper()
+	port := portForward(t, managerNamespace, target, remote)
 	cc, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,6 @@ func TestIntercept(t *testing.T) {
 	must(t, kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod", "-l", "app=echo-rs", "--timeout=120s"), "echo-rs pod ready")
 	conn := connect(t, ns)
 
-
 	t.Run("list before any intercept", func(t *testing.T) {
 		out := must(t, teledock(t, "list", "--name", conn), "list")
 		for _, w := range []string{"named", "numeric", "multi", "echo-rs", "my-headless"} {

@@ -35,7 +35,8 @@ type fakeCluster struct {
 	tb     testing.TB
 	k8s    *fake.Clientset
 	m      *Manager
-	client managerv1.ManagerClient
+	client managerv1.ManagerClient // the clients' endpoint
+	agents managerv1.ManagerClient // the agents' endpoint (the Service's)
 }
 
 func newFakeCluster(tb testing.TB, cfg Config, objs ...runtime.Object) *fakeCluster {
@@ -51,7 +52,7 @@ func newFakeCluster(tb testing.TB, cfg Config, objs ...runtime.Object) *fakeClus
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &fakeCluster{tb: tb, k8s: k8s, m: m, client: serveGRPC(tb, m)}
+	return &fakeCluster{tb: tb, k8s: k8s, m: m, client: serveGRPC(tb, m), agents: serveGRPC(tb, m, m.AgentEndpointOptions()...)}
 }
 
 // echoDeployment is a Deployment "name" whose container "app" serves the named port http (8080)
@@ -247,13 +248,13 @@ type fakeAgent struct {
 
 func (fc *fakeCluster) arriveAgent(pod *corev1.Pod) *fakeAgent {
 	fc.tb.Helper()
-	s, err := fc.client.ArriveAgent(context.Background(), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP})
+	s, err := fc.agents.ArriveAgent(context.Background(), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP})
 	if err != nil {
 		fc.tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fc.tb.Cleanup(cancel)
-	w, err := fc.client.WatchAgent(ctx, &managerv1.SessionRequest{SessionId: s.GetSessionId()})
+	w, err := fc.agents.WatchAgent(ctx, &managerv1.SessionRequest{SessionId: s.GetSessionId()})
 	if err != nil {
 		fc.tb.Fatal(err)
 	}

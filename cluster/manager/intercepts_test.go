@@ -91,7 +91,7 @@ func TestInterceptLifecycle(t *testing.T) {
 
 	// A connection the agent receives on 8080 reaches the client.
 	go serveAccepts(t, fc.client, client, watchDials(t, fc.client, client), nil)
-	c, err := tunnel.DialStream(context.Background(), func(ctx context.Context) (tunnel.ClientStream, error) { return fc.client.AgentTunnel(ctx) },
+	c, err := tunnel.DialStream(context.Background(), func(ctx context.Context) (tunnel.ClientStream, error) { return fc.agents.AgentTunnel(ctx) },
 		&managerv1.Dial{SessionId: agent.session, InterceptId: info.GetId(), TargetPort: 8080}, "tcp", netip.MustParseAddrPort("10.244.0.9:8080"))
 	if err != nil {
 		t.Fatalf("agent tunnel: %v", err)
@@ -407,7 +407,7 @@ func TestToPod(t *testing.T) {
 	}
 	dials := make(chan *managerv1.IncomingDial)
 	got := make(chan *managerv1.Dial, 1)
-	go serveAccepts(t, fc.client, agent.session, dials, got)
+	go serveAccepts(t, fc.agents, agent.session, dials, got)
 	defer close(dials)
 	go func() { dials <- agent.nextDial(t) }()
 

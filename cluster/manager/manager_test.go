@@ -437,13 +437,13 @@ func TestTunnelThroughManager(t *testing.T) {
 	}
 }
 
-func serveGRPC(tb testing.TB, m *Manager) managerv1.ManagerClient {
+func serveGRPC(tb testing.TB, m *Manager, opts ...grpc.ServerOption) managerv1.ManagerClient {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer(tunnel.ServerOptions()...)
+	gs := grpc.NewServer(append(tunnel.ServerOptions(), opts...)...)
 	managerv1.RegisterManagerServer(gs, m)
 	go gs.Serve(lis)
 	cc, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),

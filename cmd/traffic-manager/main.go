@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,13 +45,15 @@ func main() {
 }
 
 type options struct {
-	listen     string
-	namespace  string
-	agentImage string
-	kubeconfig string // empty: in-cluster config
-	resolvConf string
-	dnsServer  string
-	logLevel   slog.Level
+	listen string // the agents' endpoint, behind the Service
+	// clientListen is the clients' endpoint: on loopback, where port-forwards arrive.
+	clientListen string
+	namespace    string
+	agentImage   string
+	kubeconfig   string // empty: in-cluster config
+	resolvConf   string
+	dnsServer    string
+	logLevel     slog.Level
 	// managerAddress is where agents reach the manager; empty: the chart's Service.
 	managerAddress string
 	// webhookListen is the admission webhook's HTTPS address; empty: no webhook.
@@ -65,7 +68,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	var o options
 	fs := flag.NewFlagSet("traffic-manager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.listen, "listen", envOr(getenv, "LISTEN_ADDRESS", ":8081"), "gRPC listen address ($LISTEN_ADDRESS)")
+	fs.StringVar(&o.listen, "listen", envOr(getenv, "LISTEN_ADDRESS", ":8081"),
+		"gRPC address of the agents' endpoint, behind the Service ($LISTEN_ADDRESS)")
+	fs.StringVar(&o.clientListen, "client-listen", envOr(getenv, "CLIENT_LISTEN_ADDRESS", "127.0.0.1:8082"),
+		"gRPC address of the clients' endpoint; keep it on loopback, where port-forwards arrive ($CLIENT_LISTEN_ADDRESS)")
 	fs.StringVar(&o.namespace, "namespace", getenv("POD_NAMESPACE"), "the manager's namespace ($POD_NAMESPACE)")
 	fs.StringVar(&o.agentImage, "agent-image", getenv("AGENT_IMAGE"), "traffic-agent image to inject ($AGENT_IMAGE)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig to use instead of the in-cluster config")
@@ -143,6 +149,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if ls.grpc, err = net.Listen("tcp", o.listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if ls.client, err = net.Listen("tcp", o.clientListen); err != nil {
+		ls.grpc.Close()
+		return fmt.Errorf("client listen: %w", err)
+	}
 	if o.webhookListen != "" {
 		if ls.certs, err = newCertFiles(o.webhookCertDir); err != nil {
 			return err
@@ -152,13 +162,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	log.Info("traffic-manager starting", "version", version.Version, "listen", ls.grpc.Addr().String(),
+		"clientListen", ls.client.Addr().String(),
 		"webhook", o.webhookListen, "namespace", o.namespace, "agentImage", o.agentImage)
 	return serve(ctx, ls, cfg, k8s, log)
 }
 
 // listeners are what serve serves on; webhook is nil without a webhook.
 type listeners struct {
-	grpc    net.Listener
+	grpc    net.Listener // agents
+	client  net.Listener // clients
 	webhook net.Listener
 	certs   *certFiles
 }
@@ -202,10 +214,13 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 		}
 		web = webhookServer(h, ls.certs, wlog)
 	}
-	gs := grpc.NewServer(tunnel.ServerOptions()...)
-	managerv1.RegisterManagerServer(gs, m)
 	hs := health.NewServer()
+	gs := grpc.NewServer(append(tunnel.ServerOptions(), m.AgentEndpointOptions()...)...)
+	managerv1.RegisterManagerServer(gs, m)
 	healthpb.RegisterHealthServer(gs, hs)
+	cs := grpc.NewServer(tunnel.ServerOptions()...)
+	managerv1.RegisterManagerServer(cs, m)
+	healthpb.RegisterHealthServer(cs, hs)
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
@@ -213,10 +228,15 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 		defer close(runDone)
 		m.Run(runCtx)
 	}()
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	go func() {
 		if err := gs.Serve(ls.grpc); err != nil {
 			serveErr <- fmt.Errorf("grpc serve: %w", err)
+		}
+	}()
+	go func() {
+		if err := cs.Serve(ls.client); err != nil {
+			serveErr <- fmt.Errorf("grpc serve (clients): %w", err)
 		}
 	}()
 	if web != nil {
@@ -243,7 +263,10 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	<-runDone
 	stopped := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		var wg sync.WaitGroup
+		wg.Go(gs.GracefulStop)
+		wg.Go(cs.GracefulStop)
+		wg.Wait()
 		close(stopped)
 	}()
 	select {
@@ -251,6 +274,7 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	case <-time.After(shutdownGrace):
 		log.Warn("RPCs still running after the grace period; stopping hard")
 		gs.Stop()
+		cs.Stop()
 		<-stopped
 	}
 	return err

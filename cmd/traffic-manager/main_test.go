@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -39,15 +41,15 @@ func TestParseFlags(t *testing.T) {
 		{
 			name: "defaults from the environment",
 			env:  map[string]string{"POD_NAMESPACE": "teledock", "AGENT_IMAGE": "teledock/agent:v1"},
-			want: options{listen: ":8081", namespace: "teledock", agentImage: "teledock/agent:v1",
+			want: options{listen: ":8081", clientListen: "127.0.0.1:8082", namespace: "teledock", agentImage: "teledock/agent:v1",
 				resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo, webhookCertDir: "/var/run/teledock/webhook-tls"},
 		},
 		{
 			name: "flags win",
-			args: []string{"--listen", "127.0.0.1:9", "--namespace", "ns", "--log-level", "debug", "--webhook-listen", ":9443"},
+			args: []string{"--listen", "127.0.0.1:9", "--client-listen", "127.0.0.1:10", "--namespace", "ns", "--log-level", "debug", "--webhook-listen", ":9443"},
 			env: map[string]string{"POD_NAMESPACE": "teledock", "LOG_LEVEL": "warn", "WEBHOOK_LISTEN": ":8443",
 				"MANAGER_ADDRESS": "tm.ns:8081", "WEBHOOK_CERT_DIR": "/certs"},
-			want: options{listen: "127.0.0.1:9", namespace: "ns", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelDebug,
+			want: options{listen: "127.0.0.1:9", clientListen: "127.0.0.1:10", namespace: "ns", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelDebug,
 				managerAddress: "tm.ns:8081", webhookListen: ":9443", webhookCertDir: "/certs"},
 		},
 		{name: "no namespace", wantErr: true},
@@ -69,7 +71,7 @@ func TestParseFlags(t *testing.T) {
 // TestServe starts the server with a fake cluster, checks health, an RPC and the webhook, and
 // shuts it down.
 func TestServe(t *testing.T) {
-	ls := listeners{grpc: listen(t), webhook: listen(t)}
+	ls := listeners{grpc: listen(t), client: listen(t), webhook: listen(t)}
 	dir := t.TempDir()
 	ca := writeCerts(t, dir, time.Now())
 	var err error
@@ -96,6 +98,19 @@ func TestServe(t *testing.T) {
 	v, err := managerv1.NewManagerClient(cc).Version(rctx, &managerv1.VersionRequest{})
 	if err != nil || v.GetVersion() != "v9" {
 		t.Fatalf("Version %v, %v", v, err)
+	}
+	// The Service's endpoint is the agents'; clients have their own.
+	_, err = managerv1.NewManagerClient(cc).ListSessions(rctx, &managerv1.ListSessionsRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("ListSessions on the agents' endpoint: %v, want PermissionDenied", err)
+	}
+	ccc, err := grpc.NewClient("passthrough:///"+ls.client.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ccc.Close()
+	if _, err := managerv1.NewManagerClient(ccc).ListSessions(rctx, &managerv1.ListSessionsRequest{}); err != nil {
+		t.Errorf("ListSessions on the clients' endpoint: %v", err)
 	}
 
 	// The API server calls the webhook by the service's name, verifying it with the CA bundle.

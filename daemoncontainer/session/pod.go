@@ -117,13 +117,16 @@ func podState(p *corev1.Pod) string {
 	return strings.ToLower(string(p.Status.Phase))
 }
 
-// grpcPort prefers the container port named "grpc" so that the chart can move the port without a
-// client change; fallback is the configured port.
+// grpcPort is the manager's clients' endpoint: the container port named "client-api" (a loopback
+// listener, reached by port-forward), so that the chart can move it without a client change; else
+// "grpc" (a manager that serves clients and agents on one port); else fallback.
 func grpcPort(p *corev1.Pod, fallback int32) int32 {
-	for _, c := range p.Spec.Containers {
-		for _, port := range c.Ports {
-			if port.Name == "grpc" && port.ContainerPort > 0 {
-				return port.ContainerPort
+	for _, name := range []string{"client-api", "grpc"} {
+		for _, c := range p.Spec.Containers {
+			for _, port := range c.Ports {
+				if port.Name == name && port.ContainerPort > 0 {
+					return port.ContainerPort
+				}
 			}
 		}
 	}

@@ -119,3 +119,23 @@ func TestFindManager(t *testing.T) {
 		})
 	}
 }
+
+func TestGRPCPort(t *testing.T) {
+	pod := func(ports ...corev1.ContainerPort) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "traffic-manager", Ports: ports}}}}
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want int32
+	}{
+		{"clients' endpoint", pod(corev1.ContainerPort{Name: "grpc", ContainerPort: 8081}, corev1.ContainerPort{Name: "client-api", ContainerPort: 8082}), 8082},
+		{"one endpoint for all", pod(corev1.ContainerPort{Name: "grpc", ContainerPort: 9000}), 9000},
+		{"no named port", pod(), 8081},
+	}
+	for _, tt := range tests {
+		if got := grpcPort(tt.pod, 8081); got != tt.want {
+			t.Errorf("%s: port %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

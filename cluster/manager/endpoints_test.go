@@ -1,0 +1,63 @@
+package manager
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	managerv1 "teledock.dev/teledock/api/manager/v1"
+)
+
+// TestAgentEndpoint: what any pod can reach through the Service serves agents only.
+func TestAgentEndpoint(t *testing.T) {
+	// Agents' own calls on this endpoint (ArriveAgent, WatchAgent, AgentTunnel, Accept) are what
+	// every intercept test does: fakeCluster's agents use it.
+	fc := newFakeCluster(t, Config{}, echoDeployment("echo")...)
+	ctx := context.Background()
+	client := fc.arriveClient("alice")
+
+	denied := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s on the agents' endpoint: %v, want PermissionDenied", what, err)
+		}
+	}
+	_, err := fc.agents.ArriveClient(ctx, &managerv1.ClientInfo{Name: "mallory", Namespace: "default"})
+	denied("ArriveClient", err)
+	_, err = fc.agents.ListSessions(ctx, &managerv1.ListSessionsRequest{})
+	denied("ListSessions", err)
+	_, err = fc.agents.ListIntercepts(ctx, &managerv1.ListInterceptsRequest{})
+	denied("ListIntercepts", err)
+	_, err = fc.agents.CreateIntercept(ctx, &managerv1.CreateInterceptRequest{SessionId: client, Name: "echo"})
+	denied("CreateIntercept with a client's session", err)
+	_, err = fc.agents.Remain(ctx, &managerv1.SessionRequest{SessionId: client})
+	denied("Remain", err)
+	// Shared RPCs need an agent's session here.
+	_, err = fc.agents.Depart(ctx, &managerv1.SessionRequest{SessionId: client})
+	denied("Depart with a client's session", err)
+	if _, err := fc.m.session(client); err != nil {
+		t.Errorf("the client's session is gone after a refused Depart: %v", err)
+	}
+	s, err := fc.agents.Accept(ctx)
+	if err == nil {
+		s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{SessionId: client, ConnId: "c1"}}})
+		_, err = s.Recv()
+	}
+	denied("Accept with a client's session", err)
+	w, err := fc.agents.WatchDials(ctx, &managerv1.SessionRequest{SessionId: client})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	denied("WatchDials", err)
+
+	// What agents do is served.
+	if _, err := fc.agents.Version(ctx, &managerv1.VersionRequest{}); err != nil {
+		t.Errorf("Version: %v", err)
+	}
+	// The clients' endpoint serves everything.
+	if _, err := fc.client.ListSessions(ctx, &managerv1.ListSessionsRequest{}); err != nil {
+		t.Errorf("ListSessions on the clients' endpoint: %v", err)
+	}
+}

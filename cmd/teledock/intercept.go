@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -349,14 +350,27 @@ func runHandler(ctx context.Context, d deps, c *launcher.Container, client *daem
 		// The container is named; a stopped one left behind would block the next run.
 		extra = append(extra, "--rm")
 	}
+	// docker writes the ID of the container it created here: stop stops that one, never another
+	// container that happens to have the name (docker run may still be pulling when Ctrl-C comes).
+	cidDir, err := os.MkdirTemp("", "teledock-handler-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cidDir)
+	cidFile := filepath.Join(cidDir, "cid")
+	extra = append(extra, "--cidfile", cidFile)
 	stop := func(cmd *exec.Cmd) error {
 		// Interrupting docker covers a container not yet created; stopping it through the engine
 		// covers one that ignores SIGINT (docker's sig-proxy passes the interrupt on first).
 		ierr := cmd.Process.Signal(os.Interrupt)
+		id, _ := os.ReadFile(cidFile)
+		if len(id) == 0 {
+			return ierr
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		timeout := 10
-		if err := docker.ContainerStop(sctx, name, container.StopOptions{Timeout: &timeout}); err != nil {
+		if err := docker.ContainerStop(sctx, string(id), container.StopOptions{Timeout: &timeout}); err != nil {
 			d.log.Debug("stopping the handler container", "container", name, "err", err)
 		}
 		return ierr

@@ -49,11 +49,17 @@ func (s *session) name() string {
 	return clientName(s.client)
 }
 
+// clientName is who owns a client's intercepts: user@host, as the seed shows it, or the connection
+// name for a client that does not say its user.
 func clientName(c *managerv1.ClientInfo) string {
-	if c.GetHostname() == "" {
-		return c.GetName()
+	who := c.GetUser()
+	if who == "" {
+		who = c.GetName()
 	}
-	return c.GetName() + "@" + c.GetHostname()
+	if c.GetHostname() == "" {
+		return who
+	}
+	return who + "@" + c.GetHostname()
 }
 
 // ArriveClient opens a session for the client.

@@ -36,6 +36,7 @@ type config struct {
 	apiAddr          string // TELEDOCK_API_ADDR
 	name             string // TELEDOCK_NAME: the connection name
 	hostname         string // TELEDOCK_HOSTNAME: the user's host, for the manager's session list
+	user             string // TELEDOCK_USER: the user's login name, for intercepts' owner
 	server           string // TELEDOCK_SERVER: the API server URL before rewriting, for status
 	debug            bool   // TELEDOCK_DEBUG
 }
@@ -50,6 +51,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		apiAddr:          getenv("TELEDOCK_API_ADDR"),
 		name:             getenv("TELEDOCK_NAME"),
 		hostname:         getenv("TELEDOCK_HOSTNAME"),
+		user:             getenv("TELEDOCK_USER"),
 		server:           getenv("TELEDOCK_SERVER"),
 		debug:            getenv("TELEDOCK_DEBUG") != "",
 	}
@@ -125,6 +127,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Name:             cfg.name,
 		Namespace:        namespace,
 		Hostname:         cfg.hostname,
+		User:             cfg.user,
 		Version:          version.Version,
 		DialOptions:      managerDialOptions(),
 	}, rc, log.With("part", "session"))

@@ -104,6 +104,7 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 		Kubeconfig:       kc,
 		ManagerNamespace: opts.managerNamespace,
 		Hostname:         d.hostname,
+		User:             d.username,
 	}
 	if v := d.getenv("TELEDOCK_DEBUG"); v != "" {
 		spec.Env = map[string]string{"TELEDOCK_DEBUG": v}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"sync"
 	"syscall"
 
@@ -28,6 +29,8 @@ type deps struct {
 	getenv func(string) string
 	// hostname is the user's host name, shown in the traffic-manager's session list.
 	hostname string
+	// username is the user's login name; with hostname, the owner of the user's intercepts.
+	username string
 	// launcher manages daemon containers. It is created on first use: commands such as `version`
 	// need no Docker at all.
 	launcher func() (*launcher.Launcher, error)
@@ -57,6 +60,7 @@ func main() {
 		log:      log,
 		getenv:   os.Getenv,
 		hostname: hostname,
+		username: username(),
 		launcher: sync.OnceValues(func() (*launcher.Launcher, error) {
 			c, err := dockerClient()
 			if err != nil {
@@ -119,3 +123,11 @@ func logLevel() slog.Level {
 type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// username is the login name of the user running teledock, "" when it cannot be told.
+func username() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}

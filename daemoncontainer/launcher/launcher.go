@@ -91,6 +91,7 @@ type Spec struct {
 	// ManagerNamespace is where the traffic-manager runs.
 	ManagerNamespace string
 	Hostname         string            // the user's host, shown in the manager's session list
+	User             string            // the user's login name, shown with Hostname as intercepts' owner
 	Env              map[string]string // extra environment, e.g. TELEDOCK_DEBUG
 }
 
@@ -186,6 +187,7 @@ func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
 		"TELEDOCK_API_ADDR=:" + strconv.Itoa(APIPort),
 		"TELEDOCK_NAME=" + spec.Name,
 		"TELEDOCK_HOSTNAME=" + spec.Hostname,
+		"TELEDOCK_USER=" + spec.User,
 		"TELEDOCK_SERVER=" + kc.Server,
 	}
 	for k, v := range spec.Env {

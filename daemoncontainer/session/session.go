@@ -49,6 +49,7 @@ type Config struct {
 	Name      string
 	Namespace string
 	Hostname  string
+	User      string // the user's login name on the host
 	Version   string
 
 	// DialOptions are added to the gRPC connection's options, for example the tunnel's window sizes.
@@ -309,6 +310,7 @@ func (s *Session) arrive(ctx context.Context) error {
 		Name:      s.cfg.Name,
 		Namespace: s.cfg.Namespace,
 		Hostname:  s.cfg.Hostname,
+		User:      s.cfg.User,
 		Version:   s.cfg.Version,
 	})
 	if err != nil {

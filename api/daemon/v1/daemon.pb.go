@@ -159,8 +159,13 @@ type StatusResponse struct {
 	Intercepts   int32  `protobuf:"varint,17,opt,name=intercepts,proto3" json:"intercepts,omitempty"`
 	// intercept_list names this connection's intercepts and their owner (the client's name@host).
 	InterceptList []*InterceptSummary `protobuf:"bytes,18,rep,name=intercept_list,json=interceptList,proto3" json:"intercept_list,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// transport is what carries the tunnels now: "port-forward" or "direct".
+	Transport string `protobuf:"bytes,19,opt,name=transport,proto3" json:"transport,omitempty"`
+	// transport_error says why the direct transport is not in use when it was asked for (auto or
+	// direct); empty otherwise.
+	TransportError string `protobuf:"bytes,20,opt,name=transport_error,json=transportError,proto3" json:"transport_error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -317,6 +322,20 @@ func (x *StatusResponse) GetInterceptList() []*InterceptSummary {
 		return x.InterceptList
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetTransportError() string {
+	if x != nil {
+		return x.TransportError
+	}
+	return ""
 }
 
 type InterceptSummary struct {
@@ -902,7 +921,7 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"\x16daemon/v1/daemon.proto\x12\x12teledock.daemon.v1\x1a\x18manager/v1/manager.proto\"\x0f\n" +
-	"\rStatusRequest\"\xf2\x05\n" +
+	"\rStatusRequest\"\xb9\x06\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
 	"\fkube_context\x18\x02 \x01(\tR\vkubeContext\x12\x16\n" +
@@ -927,7 +946,9 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"intercepts\x18\x11 \x01(\x05R\n" +
 	"intercepts\x12K\n" +
-	"\x0eintercept_list\x18\x12 \x03(\v2$.teledock.daemon.v1.InterceptSummaryR\rinterceptList\"<\n" +
+	"\x0eintercept_list\x18\x12 \x03(\v2$.teledock.daemon.v1.InterceptSummaryR\rinterceptList\x12\x1c\n" +
+	"\ttransport\x18\x13 \x01(\tR\ttransport\x12'\n" +
+	"\x0ftransport_error\x18\x14 \x01(\tR\x0etransportError\"<\n" +
 	"\x10InterceptSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\"@\n" +

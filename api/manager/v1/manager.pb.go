@@ -679,6 +679,79 @@ func (x *ClusterInfoResponse) GetManagerNamespace() string {
 	return ""
 }
 
+type DirectInfoResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// addresses are host:port of the direct port, the manager's own node first.
+	Addresses []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// ca_cert (PEM) is the only CA to trust on the direct port; it changes when the manager restarts.
+	CaCert []byte `protobuf:"bytes,2,opt,name=ca_cert,json=caCert,proto3" json:"ca_cert,omitempty"`
+	// server_name is the name the manager's certificate is verified against.
+	ServerName string `protobuf:"bytes,3,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// token goes with every call on the direct port as "authorization: Bearer <token>"; it admits
+	// only this session's streams and ends with the session.
+	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectInfoResponse) Reset() {
+	*x = DirectInfoResponse{}
+	mi := &file_manager_v1_manager_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectInfoResponse) ProtoMessage() {}
+
+func (x *DirectInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectInfoResponse.ProtoReflect.Descriptor instead.
+func (*DirectInfoResponse) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DirectInfoResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *DirectInfoResponse) GetCaCert() []byte {
+	if x != nil {
+		return x.CaCert
+	}
+	return nil
+}
+
+func (x *DirectInfoResponse) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *DirectInfoResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 type DNSRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -689,7 +762,7 @@ type DNSRequest struct {
 
 func (x *DNSRequest) Reset() {
 	*x = DNSRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[11]
+	mi := &file_manager_v1_manager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +774,7 @@ func (x *DNSRequest) String() string {
 func (*DNSRequest) ProtoMessage() {}
 
 func (x *DNSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[11]
+	mi := &file_manager_v1_manager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +787,7 @@ func (x *DNSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRequest.ProtoReflect.Descriptor instead.
 func (*DNSRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{11}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DNSRequest) GetSessionId() string {
@@ -740,7 +813,7 @@ type DNSResponse struct {
 
 func (x *DNSResponse) Reset() {
 	*x = DNSResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[12]
+	mi := &file_manager_v1_manager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +825,7 @@ func (x *DNSResponse) String() string {
 func (*DNSResponse) ProtoMessage() {}
 
 func (x *DNSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[12]
+	mi := &file_manager_v1_manager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +838,7 @@ func (x *DNSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSResponse.ProtoReflect.Descriptor instead.
 func (*DNSResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{12}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DNSResponse) GetAnswer() []byte {
@@ -792,7 +865,7 @@ type Dial struct {
 
 func (x *Dial) Reset() {
 	*x = Dial{}
-	mi := &file_manager_v1_manager_proto_msgTypes[13]
+	mi := &file_manager_v1_manager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +877,7 @@ func (x *Dial) String() string {
 func (*Dial) ProtoMessage() {}
 
 func (x *Dial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[13]
+	mi := &file_manager_v1_manager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +890,7 @@ func (x *Dial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dial.ProtoReflect.Descriptor instead.
 func (*Dial) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{13}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Dial) GetSessionId() string {
@@ -872,7 +945,7 @@ type Accept struct {
 
 func (x *Accept) Reset() {
 	*x = Accept{}
-	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	mi := &file_manager_v1_manager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +957,7 @@ func (x *Accept) String() string {
 func (*Accept) ProtoMessage() {}
 
 func (x *Accept) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[14]
+	mi := &file_manager_v1_manager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +970,7 @@ func (x *Accept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accept.ProtoReflect.Descriptor instead.
 func (*Accept) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{14}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Accept) GetSessionId() string {
@@ -925,7 +998,7 @@ type DialResult struct {
 
 func (x *DialResult) Reset() {
 	*x = DialResult{}
-	mi := &file_manager_v1_manager_proto_msgTypes[15]
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1010,7 @@ func (x *DialResult) String() string {
 func (*DialResult) ProtoMessage() {}
 
 func (x *DialResult) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[15]
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1023,7 @@ func (x *DialResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialResult.ProtoReflect.Descriptor instead.
 func (*DialResult) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{15}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DialResult) GetOk() bool {
@@ -984,7 +1057,7 @@ type Data struct {
 
 func (x *Data) Reset() {
 	*x = Data{}
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1069,7 @@ func (x *Data) String() string {
 func (*Data) ProtoMessage() {}
 
 func (x *Data) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1082,7 @@ func (x *Data) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Data.ProtoReflect.Descriptor instead.
 func (*Data) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Data) GetPayload() []byte {
@@ -1041,7 +1114,7 @@ type TunnelMessage struct {
 
 func (x *TunnelMessage) Reset() {
 	*x = TunnelMessage{}
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1126,7 @@ func (x *TunnelMessage) String() string {
 func (*TunnelMessage) ProtoMessage() {}
 
 func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1139,7 @@ func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelMessage.ProtoReflect.Descriptor instead.
 func (*TunnelMessage) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TunnelMessage) GetMsg() isTunnelMessage_Msg {
@@ -1150,7 +1223,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1235,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1248,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListWorkloadsRequest) GetSessionId() string {
@@ -1209,7 +1282,7 @@ type WorkloadInfo struct {
 
 func (x *WorkloadInfo) Reset() {
 	*x = WorkloadInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1294,7 @@ func (x *WorkloadInfo) String() string {
 func (*WorkloadInfo) ProtoMessage() {}
 
 func (x *WorkloadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1307,7 @@ func (x *WorkloadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadInfo.ProtoReflect.Descriptor instead.
 func (*WorkloadInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkloadInfo) GetKind() string {
@@ -1295,7 +1368,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1380,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1393,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadInfo {
@@ -1340,7 +1413,7 @@ type ToPod struct {
 
 func (x *ToPod) Reset() {
 	*x = ToPod{}
-	mi := &file_manager_v1_manager_proto_msgTypes[21]
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1425,7 @@ func (x *ToPod) String() string {
 func (*ToPod) ProtoMessage() {}
 
 func (x *ToPod) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[21]
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1438,7 @@ func (x *ToPod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToPod.ProtoReflect.Descriptor instead.
 func (*ToPod) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{21}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ToPod) GetPort() int32 {
@@ -1402,7 +1475,7 @@ type CreateInterceptRequest struct {
 
 func (x *CreateInterceptRequest) Reset() {
 	*x = CreateInterceptRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[22]
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1487,7 @@ func (x *CreateInterceptRequest) String() string {
 func (*CreateInterceptRequest) ProtoMessage() {}
 
 func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[22]
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1500,7 @@ func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInterceptRequest.ProtoReflect.Descriptor instead.
 func (*CreateInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{22}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateInterceptRequest) GetSessionId() string {
@@ -1537,7 +1610,7 @@ type InterceptInfo struct {
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[23]
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1622,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[23]
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1635,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{23}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InterceptInfo) GetId() string {
@@ -1729,7 +1802,7 @@ type RemoveInterceptRequest struct {
 
 func (x *RemoveInterceptRequest) Reset() {
 	*x = RemoveInterceptRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1814,7 @@ func (x *RemoveInterceptRequest) String() string {
 func (*RemoveInterceptRequest) ProtoMessage() {}
 
 func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1827,7 @@ func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{24}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveInterceptRequest) GetSessionId() string {
@@ -1779,7 +1852,7 @@ type RemoveInterceptResponse struct {
 
 func (x *RemoveInterceptResponse) Reset() {
 	*x = RemoveInterceptResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1864,7 @@ func (x *RemoveInterceptResponse) String() string {
 func (*RemoveInterceptResponse) ProtoMessage() {}
 
 func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1877,7 @@ func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
 }
 
 type ListInterceptsRequest struct {
@@ -1816,7 +1889,7 @@ type ListInterceptsRequest struct {
 
 func (x *ListInterceptsRequest) Reset() {
 	*x = ListInterceptsRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1901,7 @@ func (x *ListInterceptsRequest) String() string {
 func (*ListInterceptsRequest) ProtoMessage() {}
 
 func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +1914,7 @@ func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListInterceptsRequest) GetSessionId() string {
@@ -1860,7 +1933,7 @@ type ListInterceptsResponse struct {
 
 func (x *ListInterceptsResponse) Reset() {
 	*x = ListInterceptsResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1945,7 @@ func (x *ListInterceptsResponse) String() string {
 func (*ListInterceptsResponse) ProtoMessage() {}
 
 func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1958,7 @@ func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
 func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
@@ -1905,7 +1978,7 @@ type IncomingDial struct {
 
 func (x *IncomingDial) Reset() {
 	*x = IncomingDial{}
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +1990,7 @@ func (x *IncomingDial) String() string {
 func (*IncomingDial) ProtoMessage() {}
 
 func (x *IncomingDial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2003,7 @@ func (x *IncomingDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncomingDial.ProtoReflect.Descriptor instead.
 func (*IncomingDial) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IncomingDial) GetConnId() string {
@@ -1961,7 +2034,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2046,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2059,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AgentInfo) GetPodName() string {
@@ -2044,7 +2117,7 @@ type AgentTarget struct {
 
 func (x *AgentTarget) Reset() {
 	*x = AgentTarget{}
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2129,7 @@ func (x *AgentTarget) String() string {
 func (*AgentTarget) ProtoMessage() {}
 
 func (x *AgentTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2142,7 @@ func (x *AgentTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentTarget.ProtoReflect.Descriptor instead.
 func (*AgentTarget) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AgentTarget) GetAgentPort() int32 {
@@ -2110,7 +2183,7 @@ type AgentUpdate struct {
 
 func (x *AgentUpdate) Reset() {
 	*x = AgentUpdate{}
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2195,7 @@ func (x *AgentUpdate) String() string {
 func (*AgentUpdate) ProtoMessage() {}
 
 func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2208,7 @@ func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentUpdate.ProtoReflect.Descriptor instead.
 func (*AgentUpdate) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AgentUpdate) GetTargets() []*AgentTarget {
@@ -2192,7 +2265,13 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x0fservice_subnets\x18\x02 \x03(\tR\x0eserviceSubnets\x12%\n" +
 	"\x0ecluster_domain\x18\x03 \x01(\tR\rclusterDomain\x12\x15\n" +
 	"\x06dns_ip\x18\x04 \x01(\tR\x05dnsIp\x12+\n" +
-	"\x11manager_namespace\x18\x05 \x01(\tR\x10managerNamespace\"A\n" +
+	"\x11manager_namespace\x18\x05 \x01(\tR\x10managerNamespace\"\x82\x01\n" +
+	"\x12DirectInfoResponse\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x17\n" +
+	"\aca_cert\x18\x02 \x01(\fR\x06caCert\x12\x1f\n" +
+	"\vserver_name\x18\x03 \x01(\tR\n" +
+	"serverName\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"A\n" +
 	"\n" +
 	"DNSRequest\x12\x1d\n" +
 	"\n" +
@@ -2338,14 +2417,16 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x12DIAL_ERROR_REFUSED\x10\x01\x12\x1a\n" +
 	"\x16DIAL_ERROR_UNREACHABLE\x10\x02\x12\x16\n" +
 	"\x12DIAL_ERROR_TIMEOUT\x10\x03\x12\x1a\n" +
-	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\x8d\f\n" +
+	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xe9\f\n" +
 	"\aManager\x12P\n" +
 	"\aVersion\x12#.teledock.manager.v1.VersionRequest\x1a .teledock.manager.v1.VersionInfo\x12M\n" +
 	"\fArriveClient\x12\x1f.teledock.manager.v1.ClientInfo\x1a\x1c.teledock.manager.v1.Session\x12R\n" +
 	"\x06Remain\x12#.teledock.manager.v1.SessionRequest\x1a#.teledock.manager.v1.RemainResponse\x12R\n" +
 	"\x06Depart\x12#.teledock.manager.v1.SessionRequest\x1a#.teledock.manager.v1.DepartResponse\x12c\n" +
 	"\fListSessions\x12(.teledock.manager.v1.ListSessionsRequest\x1a).teledock.manager.v1.ListSessionsResponse\x12\\\n" +
-	"\vClusterInfo\x12#.teledock.manager.v1.SessionRequest\x1a(.teledock.manager.v1.ClusterInfoResponse\x12N\n" +
+	"\vClusterInfo\x12#.teledock.manager.v1.SessionRequest\x1a(.teledock.manager.v1.ClusterInfoResponse\x12Z\n" +
+	"\n" +
+	"DirectInfo\x12#.teledock.manager.v1.SessionRequest\x1a'.teledock.manager.v1.DirectInfoResponse\x12N\n" +
 	"\tLookupDNS\x12\x1f.teledock.manager.v1.DNSRequest\x1a .teledock.manager.v1.DNSResponse\x12T\n" +
 	"\x06Tunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01\x12f\n" +
 	"\rListWorkloads\x12).teledock.manager.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponse\x12b\n" +
@@ -2373,7 +2454,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: teledock.manager.v1.Protocol
 	(DialError)(0),                  // 1: teledock.manager.v1.DialError
@@ -2388,85 +2469,88 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*SessionSummary)(nil),          // 10: teledock.manager.v1.SessionSummary
 	(*ListSessionsResponse)(nil),    // 11: teledock.manager.v1.ListSessionsResponse
 	(*ClusterInfoResponse)(nil),     // 12: teledock.manager.v1.ClusterInfoResponse
-	(*DNSRequest)(nil),              // 13: teledock.manager.v1.DNSRequest
-	(*DNSResponse)(nil),             // 14: teledock.manager.v1.DNSResponse
-	(*Dial)(nil),                    // 15: teledock.manager.v1.Dial
-	(*Accept)(nil),                  // 16: teledock.manager.v1.Accept
-	(*DialResult)(nil),              // 17: teledock.manager.v1.DialResult
-	(*Data)(nil),                    // 18: teledock.manager.v1.Data
-	(*TunnelMessage)(nil),           // 19: teledock.manager.v1.TunnelMessage
-	(*ListWorkloadsRequest)(nil),    // 20: teledock.manager.v1.ListWorkloadsRequest
-	(*WorkloadInfo)(nil),            // 21: teledock.manager.v1.WorkloadInfo
-	(*ListWorkloadsResponse)(nil),   // 22: teledock.manager.v1.ListWorkloadsResponse
-	(*ToPod)(nil),                   // 23: teledock.manager.v1.ToPod
-	(*CreateInterceptRequest)(nil),  // 24: teledock.manager.v1.CreateInterceptRequest
-	(*InterceptInfo)(nil),           // 25: teledock.manager.v1.InterceptInfo
-	(*RemoveInterceptRequest)(nil),  // 26: teledock.manager.v1.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil), // 27: teledock.manager.v1.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),   // 28: teledock.manager.v1.ListInterceptsRequest
-	(*ListInterceptsResponse)(nil),  // 29: teledock.manager.v1.ListInterceptsResponse
-	(*IncomingDial)(nil),            // 30: teledock.manager.v1.IncomingDial
-	(*AgentInfo)(nil),               // 31: teledock.manager.v1.AgentInfo
-	(*AgentTarget)(nil),             // 32: teledock.manager.v1.AgentTarget
-	(*AgentUpdate)(nil),             // 33: teledock.manager.v1.AgentUpdate
-	nil,                             // 34: teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	(*DirectInfoResponse)(nil),      // 13: teledock.manager.v1.DirectInfoResponse
+	(*DNSRequest)(nil),              // 14: teledock.manager.v1.DNSRequest
+	(*DNSResponse)(nil),             // 15: teledock.manager.v1.DNSResponse
+	(*Dial)(nil),                    // 16: teledock.manager.v1.Dial
+	(*Accept)(nil),                  // 17: teledock.manager.v1.Accept
+	(*DialResult)(nil),              // 18: teledock.manager.v1.DialResult
+	(*Data)(nil),                    // 19: teledock.manager.v1.Data
+	(*TunnelMessage)(nil),           // 20: teledock.manager.v1.TunnelMessage
+	(*ListWorkloadsRequest)(nil),    // 21: teledock.manager.v1.ListWorkloadsRequest
+	(*WorkloadInfo)(nil),            // 22: teledock.manager.v1.WorkloadInfo
+	(*ListWorkloadsResponse)(nil),   // 23: teledock.manager.v1.ListWorkloadsResponse
+	(*ToPod)(nil),                   // 24: teledock.manager.v1.ToPod
+	(*CreateInterceptRequest)(nil),  // 25: teledock.manager.v1.CreateInterceptRequest
+	(*InterceptInfo)(nil),           // 26: teledock.manager.v1.InterceptInfo
+	(*RemoveInterceptRequest)(nil),  // 27: teledock.manager.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 28: teledock.manager.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 29: teledock.manager.v1.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 30: teledock.manager.v1.ListInterceptsResponse
+	(*IncomingDial)(nil),            // 31: teledock.manager.v1.IncomingDial
+	(*AgentInfo)(nil),               // 32: teledock.manager.v1.AgentInfo
+	(*AgentTarget)(nil),             // 33: teledock.manager.v1.AgentTarget
+	(*AgentUpdate)(nil),             // 34: teledock.manager.v1.AgentUpdate
+	nil,                             // 35: teledock.manager.v1.InterceptInfo.EnvironmentEntry
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
 	10, // 1: teledock.manager.v1.ListSessionsResponse.sessions:type_name -> teledock.manager.v1.SessionSummary
 	0,  // 2: teledock.manager.v1.Dial.protocol:type_name -> teledock.manager.v1.Protocol
 	1,  // 3: teledock.manager.v1.DialResult.reason:type_name -> teledock.manager.v1.DialError
-	15, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
-	17, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
-	18, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
-	16, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
-	25, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
-	21, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
+	16, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
+	18, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
+	19, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
+	17, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
+	26, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	22, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
 	0,  // 10: teledock.manager.v1.ToPod.protocol:type_name -> teledock.manager.v1.Protocol
-	23, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	24, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
 	0,  // 12: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
-	34, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
-	23, // 14: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
-	25, // 15: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	35, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	24, // 14: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
+	26, // 15: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
 	0,  // 16: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
-	32, // 17: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
-	30, // 18: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
+	33, // 17: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
+	31, // 18: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
 	2,  // 19: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
 	4,  // 20: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
 	6,  // 21: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
 	6,  // 22: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
 	9,  // 23: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
 	6,  // 24: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	13, // 25: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	19, // 26: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	20, // 27: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
-	24, // 28: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
-	26, // 29: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
-	28, // 30: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
-	6,  // 31: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
-	31, // 32: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
-	6,  // 33: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
-	19, // 34: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
-	19, // 35: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
-	3,  // 36: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	5,  // 37: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	7,  // 38: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	8,  // 39: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	11, // 40: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	12, // 41: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	14, // 42: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	19, // 43: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	22, // 44: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	25, // 45: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	27, // 46: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
-	29, // 47: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	30, // 48: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
-	5,  // 49: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
-	33, // 50: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
-	19, // 51: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
-	19, // 52: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
-	36, // [36:53] is the sub-list for method output_type
-	19, // [19:36] is the sub-list for method input_type
+	6,  // 25: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
+	14, // 26: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	20, // 27: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	21, // 28: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
+	25, // 29: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
+	27, // 30: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
+	29, // 31: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
+	6,  // 32: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
+	32, // 33: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
+	6,  // 34: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
+	20, // 35: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
+	20, // 36: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
+	3,  // 37: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	5,  // 38: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	7,  // 39: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	8,  // 40: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	11, // 41: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	12, // 42: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	13, // 43: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
+	15, // 44: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	20, // 45: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	23, // 46: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	26, // 47: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	28, // 48: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
+	30, // 49: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	31, // 50: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
+	5,  // 51: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
+	34, // 52: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
+	20, // 53: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
+	20, // 54: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
+	37, // [37:55] is the sub-list for method output_type
+	19, // [19:37] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -2477,7 +2561,7 @@ func file_manager_v1_manager_proto_init() {
 	if File_manager_v1_manager_proto != nil {
 		return
 	}
-	file_manager_v1_manager_proto_msgTypes[17].OneofWrappers = []any{
+	file_manager_v1_manager_proto_msgTypes[18].OneofWrappers = []any{
 		(*TunnelMessage_Dial)(nil),
 		(*TunnelMessage_DialResult)(nil),
 		(*TunnelMessage_Data)(nil),
@@ -2489,7 +2573,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Manager_Depart_FullMethodName          = "/teledock.manager.v1.Manager/Depart"
 	Manager_ListSessions_FullMethodName    = "/teledock.manager.v1.Manager/ListSessions"
 	Manager_ClusterInfo_FullMethodName     = "/teledock.manager.v1.Manager/ClusterInfo"
+	Manager_DirectInfo_FullMethodName      = "/teledock.manager.v1.Manager/DirectInfo"
 	Manager_LookupDNS_FullMethodName       = "/teledock.manager.v1.Manager/LookupDNS"
 	Manager_Tunnel_FullMethodName          = "/teledock.manager.v1.Manager/Tunnel"
 	Manager_ListWorkloads_FullMethodName   = "/teledock.manager.v1.Manager/ListWorkloads"
@@ -56,6 +57,11 @@ type ManagerClient interface {
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// ClusterInfo tells the client which subnets and which DNS the cluster uses.
 	ClusterInfo(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (*ClusterInfoResponse, error)
+	// DirectInfo tells a client how to reach the manager without the API server: the addresses of its
+	// TLS NodePort, the certificate to pin, and a token that admits the session's Tunnel and Accept
+	// streams there (and nothing else). Asked over the port-forward, so only a client that may use
+	// the port-forward learns the token. FailedPrecondition when the direct transport is not installed.
+	DirectInfo(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (*DirectInfoResponse, error)
 	// LookupDNS resolves one DNS query (wire format) with the cluster's resolver, using the session's
 	// namespace for the search path of single-label and two-label names.
 	LookupDNS(ctx context.Context, in *DNSRequest, opts ...grpc.CallOption) (*DNSResponse, error)
@@ -155,6 +161,16 @@ func (c *managerClient) ClusterInfo(ctx context.Context, in *SessionRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterInfoResponse)
 	err := c.cc.Invoke(ctx, Manager_ClusterInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) DirectInfo(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (*DirectInfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DirectInfoResponse)
+	err := c.cc.Invoke(ctx, Manager_DirectInfo_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +330,11 @@ type ManagerServer interface {
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// ClusterInfo tells the client which subnets and which DNS the cluster uses.
 	ClusterInfo(context.Context, *SessionRequest) (*ClusterInfoResponse, error)
+	// DirectInfo tells a client how to reach the manager without the API server: the addresses of its
+	// TLS NodePort, the certificate to pin, and a token that admits the session's Tunnel and Accept
+	// streams there (and nothing else). Asked over the port-forward, so only a client that may use
+	// the port-forward learns the token. FailedPrecondition when the direct transport is not installed.
+	DirectInfo(context.Context, *SessionRequest) (*DirectInfoResponse, error)
 	// LookupDNS resolves one DNS query (wire format) with the cluster's resolver, using the session's
 	// namespace for the search path of single-label and two-label names.
 	LookupDNS(context.Context, *DNSRequest) (*DNSResponse, error)
@@ -376,6 +397,9 @@ func (UnimplementedManagerServer) ListSessions(context.Context, *ListSessionsReq
 }
 func (UnimplementedManagerServer) ClusterInfo(context.Context, *SessionRequest) (*ClusterInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterInfo not implemented")
+}
+func (UnimplementedManagerServer) DirectInfo(context.Context, *SessionRequest) (*DirectInfoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DirectInfo not implemented")
 }
 func (UnimplementedManagerServer) LookupDNS(context.Context, *DNSRequest) (*DNSResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupDNS not implemented")
@@ -535,6 +559,24 @@ func _Manager_ClusterInfo_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ManagerServer).ClusterInfo(ctx, req.(*SessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_DirectInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).DirectInfo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_DirectInfo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).DirectInfo(ctx, req.(*SessionRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -720,6 +762,10 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterInfo",
 			Handler:    _Manager_ClusterInfo_Handler,
+		},
+		{
+			MethodName: "DirectInfo",
+			Handler:    _Manager_DirectInfo_Handler,
 		},
 		{
 			MethodName: "LookupDNS",

@@ -53,6 +53,9 @@ type Config struct {
 	// AgentWait bounds the wait for an agent in a CreateIntercept whose request has no deadline.
 	// Zero means DefaultAgentWait.
 	AgentWait time.Duration
+	// Direct, when set, lets clients ask for the direct port (DirectInfo); nil: not installed.
+	Direct *DirectConfig
+
 	// ReconcileAfter is how long after start the manager restores the workloads whose agent
 	// config still names --replace containers that no intercept claims. Clients of a previous
 	// manager get that long to come back and create their intercepts again. Zero means two
@@ -85,6 +88,7 @@ type Manager struct {
 	mu         sync.Mutex // mu guards the following
 	sessions   map[string]*session
 	intercepts map[string]*intercept // by id
+	tokens     map[tokenKey]*session // direct-port tokens, each a client session's latest
 	dnsAddr    netip.AddrPort        // cached cluster DNS address
 	dnsUntil   time.Time             // when dnsAddr must be looked up again
 }
@@ -113,6 +117,11 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 	if cfg.AgentManagerAddress == "" {
 		cfg.AgentManagerAddress = "traffic-manager." + cfg.Namespace + ":8081"
 	}
+	if cfg.Direct != nil {
+		if err := cfg.Direct.validate(); err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+	}
 	if cfg.AgentWait <= 0 {
 		cfg.AgentWait = DefaultAgentWait
 	}
@@ -136,6 +145,7 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 		applying:   make(chan struct{}, 1),
 		sessions:   make(map[string]*session),
 		intercepts: make(map[string]*intercept),
+		tokens:     make(map[tokenKey]*session),
 	}
 	m.configs = newRecordingSource(store, m.planAnnotated)
 	ts, err := tunnel.NewServer(tunnel.ServerConfig{Authorize: m.authorizeTunnel}, dial, log.With("component", "tunnel"))

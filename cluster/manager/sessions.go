@@ -37,6 +37,8 @@ type session struct {
 	// ctx ends when the session does; tunnels watch it.
 	ctx context.Context
 	end context.CancelCauseFunc
+	// token is the hash of the session's direct-port token (see DirectInfo); guarded by Manager.mu.
+	token tokenKey
 	// dials queues the connections the session must accept (WatchDials, WatchAgent).
 	dials chan *managerv1.IncomingDial
 }
@@ -126,6 +128,9 @@ func (m *Manager) Depart(_ context.Context, req *managerv1.SessionRequest) (*man
 	m.mu.Lock()
 	s, ok := m.sessions[req.GetSessionId()]
 	delete(m.sessions, req.GetSessionId())
+	if ok {
+		delete(m.tokens, s.token)
+	}
 	m.mu.Unlock()
 	if ok {
 		s.end(errDeparted)
@@ -206,6 +211,7 @@ func (m *Manager) expire() {
 	for id, s := range m.sessions {
 		if now.After(s.expires) {
 			delete(m.sessions, id)
+			delete(m.tokens, s.token)
 			gone = append(gone, s)
 		}
 	}
@@ -224,6 +230,7 @@ func (m *Manager) endAll() {
 	m.mu.Lock()
 	all := m.sessions
 	m.sessions = make(map[string]*session)
+	m.tokens = make(map[tokenKey]*session)
 	m.mu.Unlock()
 	for _, s := range all {
 		s.end(errShutdown)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,6 +61,12 @@ type options struct {
 	webhookListen string
 	// webhookCertDir holds tls.crt and tls.key for the webhook.
 	webhookCertDir string
+	// directListen is the direct port's TLS address; empty: no direct transport.
+	directListen string
+	// directService is the NodePort Service that exposes the direct port.
+	directService string
+	// nodeName is the manager's node, whose addresses clients try first.
+	nodeName string
 }
 
 // parseFlags reads flags, with defaults from the environment (the Deployment sets POD_NAMESPACE
@@ -84,6 +91,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		"HTTPS address of the agent injector webhook, e.g. :8443; empty: no webhook ($WEBHOOK_LISTEN)")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", envOr(getenv, "WEBHOOK_CERT_DIR", "/var/run/teledock/webhook-tls"),
 		"directory with the webhook's tls.crt and tls.key ($WEBHOOK_CERT_DIR)")
+	fs.StringVar(&o.directListen, "direct-listen", getenv("DIRECT_LISTEN"),
+		"TLS address of the direct port for clients' tunnels, e.g. :8082; empty: none ($DIRECT_LISTEN)")
+	fs.StringVar(&o.directService, "direct-service", envOr(getenv, "DIRECT_SERVICE", "traffic-manager-direct"),
+		"NodePort Service that exposes the direct port ($DIRECT_SERVICE)")
+	fs.StringVar(&o.nodeName, "node-name", getenv("NODE_NAME"), "the manager's node ($NODE_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,18 +173,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("webhook listen: %w", err)
 		}
 	}
+	if o.directListen != "" {
+		if ls.directTLS, cfg.Direct, err = newDirectTLS(o.directService, o.namespace); err != nil {
+			return err
+		}
+		cfg.Direct.NodeName = o.nodeName
+		if ls.direct, err = net.Listen("tcp", o.directListen); err != nil {
+			return fmt.Errorf("direct listen: %w", err)
+		}
+	}
 	log.Info("traffic-manager starting", "version", version.Version, "listen", ls.grpc.Addr().String(),
-		"clientListen", ls.client.Addr().String(),
+		"clientListen", ls.client.Addr().String(), "direct", o.directListen,
 		"webhook", o.webhookListen, "namespace", o.namespace, "agentImage", o.agentImage)
 	return serve(ctx, ls, cfg, k8s, log)
 }
 
-// listeners are what serve serves on; webhook is nil without a webhook.
+// listeners are what serve serves on; webhook is nil without a webhook, direct without the direct
+// transport (and then cfg.Direct is nil too).
 type listeners struct {
-	grpc    net.Listener // agents
-	client  net.Listener // clients
-	webhook net.Listener
-	certs   *certFiles
+	grpc      net.Listener // agents
+	client    net.Listener // clients, through port-forwards
+	webhook   net.Listener
+	certs     *certFiles
+	direct    net.Listener // clients' tunnels, through a NodePort
+	directTLS *tls.Config
 }
 
 // client-go's default limit (5 requests/s, bursts of 10) is for controllers that loop; an intercept
@@ -221,6 +245,14 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	cs := grpc.NewServer(tunnel.ServerOptions()...)
 	managerv1.RegisterManagerServer(cs, m)
 	healthpb.RegisterHealthServer(cs, hs)
+	var ds *grpc.Server
+	if ls.direct != nil {
+		if ds, err = directServer(m, ls.directTLS); err != nil {
+			return err
+		}
+		managerv1.RegisterManagerServer(ds, m)
+		healthpb.RegisterHealthServer(ds, hs)
+	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
@@ -239,6 +271,13 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 			serveErr <- fmt.Errorf("grpc serve (clients): %w", err)
 		}
 	}()
+	if ds != nil {
+		go func() {
+			if err := ds.Serve(ls.direct); err != nil {
+				serveErr <- fmt.Errorf("direct serve: %w", err)
+			}
+		}()
+	}
 	if web != nil {
 		go func() {
 			if err := web.ServeTLS(ls.webhook, "", ""); !errors.Is(err, http.ErrServerClosed) {
@@ -261,11 +300,16 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	}
 	stopRun() // ends every session, and with them every tunnel
 	<-runDone
+	servers := []*grpc.Server{gs, cs}
+	if ds != nil {
+		servers = append(servers, ds)
+	}
 	stopped := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
-		wg.Go(gs.GracefulStop)
-		wg.Go(cs.GracefulStop)
+		for _, s := range servers {
+			wg.Go(s.GracefulStop)
+		}
 		wg.Wait()
 		close(stopped)
 	}()
@@ -273,8 +317,9 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	case <-stopped:
 	case <-time.After(shutdownGrace):
 		log.Warn("RPCs still running after the grace period; stopping hard")
-		gs.Stop()
-		cs.Stop()
+		for _, s := range servers {
+			s.Stop()
+		}
 		<-stopped
 	}
 	return err

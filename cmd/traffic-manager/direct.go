@@ -1,0 +1,50 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"teledock.dev/teledock/cluster/direct"
+	"teledock.dev/teledock/cluster/inject"
+	"teledock.dev/teledock/cluster/manager"
+	"teledock.dev/teledock/tunnel"
+)
+
+// directCertValidity outlives any manager pod; the certificate is made anew at every start.
+const directCertValidity = 365 * 24 * time.Hour
+
+// newDirectTLS makes the direct port's CA and certificate in memory. Nothing stores them: clients
+// learn the CA over the port-forward (DirectInfo) each time they arrive, so a restarted manager
+// simply hands out its new one, and no Secret holds a key that could impersonate the manager.
+func newDirectTLS(service, namespace string) (*tls.Config, *manager.DirectConfig, error) {
+	certs, err := inject.NewServingCerts(service, namespace, time.Now(), directCertValidity)
+	if err != nil {
+		return nil, nil, fmt.Errorf("direct port: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certs.Cert, certs.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("direct port: %w", err)
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{"h2"},
+	}
+	names := inject.ServiceDNSNames(service, namespace)
+	return cfg, &manager.DirectConfig{Service: service, CACert: certs.CACert, ServerName: names[2]}, nil
+}
+
+// directServer serves the manager's tunnels on the direct port: TLS, the tunnel's window options,
+// and the guard that admits only session tokens (see package direct).
+func directServer(m *manager.Manager, tlsCfg *tls.Config) (*grpc.Server, error) {
+	g, err := direct.New(m.DirectSession)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(tunnel.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsCfg)))
+	return grpc.NewServer(append(opts, g.ServerOptions()...)...), nil
+}

@@ -320,3 +320,41 @@ func toStrings(ks []EventKind) []string {
 func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
+
+// TestRenderDirect: the direct port's NodePort Service and the manager's listener exist only when
+// the direct transport is enabled.
+func TestRenderDirect(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		cfg := Config{Namespace: "teledock", Version: "v0.3.1"}
+		if enabled {
+			cfg.Values = map[string]any{"direct": map[string]any{"enabled": true, "nodePort": 30082}}
+		}
+		objs := objects(t, cfg)
+		svc, ok := objs["Service/traffic-manager-direct"]
+		if ok != enabled {
+			t.Fatalf("enabled=%v: direct service present=%v", enabled, ok)
+		}
+		d := objs["Deployment/traffic-manager"]
+		cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+		env, _, _ := unstructured.NestedSlice(cs[0].(map[string]any), "env")
+		listen := ""
+		for _, e := range env {
+			if m := e.(map[string]any); m["name"] == "DIRECT_LISTEN" {
+				listen, _ = m["value"].(string)
+			}
+		}
+		if enabled != (listen == ":8083") {
+			t.Errorf("enabled=%v: DIRECT_LISTEN %q", enabled, listen)
+		}
+		if !enabled {
+			continue
+		}
+		if got := str(t, svc, "spec", "type"); got != "NodePort" {
+			t.Errorf("direct service type %q", got)
+		}
+		ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+		if p := ports[0].(map[string]any); p["targetPort"] != "direct" || p["nodePort"] != int64(30082) {
+			t.Errorf("direct service port %v", p)
+		}
+	}
+}

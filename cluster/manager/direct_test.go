@@ -17,7 +17,7 @@ func directObjects() (*corev1.Service, *corev1.Node, *corev1.Node) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "traffic-manager-direct", Namespace: "teledock"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
-			Ports: []corev1.ServicePort{{Name: "direct", Port: 8082, NodePort: 30123}}},
+			Ports: []corev1.ServicePort{{Name: "direct", Port: 8083, NodePort: 30123}}},
 	}
 	node := func(name, ip string) *corev1.Node {
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{

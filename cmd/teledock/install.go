@@ -19,6 +19,7 @@ type installOptions struct {
 	managerNamespace string
 	image            string
 	agentImage       string
+	direct           bool
 	timeout          time.Duration
 }
 
@@ -38,6 +39,8 @@ func newInstallCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
 	f.StringVar(&opts.image, "image", "teledock/traffic-manager:"+version.Version, "traffic-manager image")
 	f.StringVar(&opts.agentImage, "agent-image", "teledock/traffic-agent:"+version.Version, "traffic-agent image the manager injects")
+	f.BoolVar(&opts.direct, "direct", false, "also expose the manager's tunnels on a TLS NodePort, for connect --transport auto|direct\n"+
+		"(opens a port on every node; only clients that may port-forward to the manager get a token for it)")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-manager to be ready")
 	return cmd
 }
@@ -59,6 +62,8 @@ func runInstall(ctx context.Context, d deps, opts installOptions) error {
 		Values: map[string]any{
 			"image":      map[string]any{"repository": repo, "tag": tag},
 			"agentImage": map[string]any{"repository": agentRepo, "tag": agentTag},
+			// Always set, so that installing again without --direct turns it off.
+			"direct": map[string]any{"enabled": opts.direct},
 		},
 		Timeout: opts.timeout,
 		Events:  installProgress(d.stderr),
@@ -68,6 +73,9 @@ func runInstall(ctx context.Context, d deps, opts installOptions) error {
 		return fmt.Errorf("install the traffic-manager in namespace %s: %w", opts.managerNamespace, err)
 	}
 	fmt.Fprintf(d.stdout, "Traffic Manager installed in namespace %s (%s)\n", opts.managerNamespace, opts.image)
+	if opts.direct {
+		fmt.Fprintf(d.stdout, "Direct transport: NodePort Service traffic-manager-direct in namespace %s\n", opts.managerNamespace)
+	}
 	return nil
 }
 

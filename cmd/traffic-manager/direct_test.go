@@ -41,7 +41,7 @@ func TestServeDirect(t *testing.T) {
 	// The fake node's NodePort is the test's listener, so the addresses DirectInfo offers work.
 	k8s := fake.NewClientset(
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "traffic-manager-direct", Namespace: "teledock"},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8082, NodePort: int32(port)}}}},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8083, NodePort: int32(port)}}}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"},
 			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}}},
 	)

@@ -58,6 +58,11 @@ type Config struct {
 	RPCTimeout time.Duration
 	// MaxBackoff caps the wait between failed arrivals. Default 5s.
 	MaxBackoff time.Duration
+
+	// Transport picks what carries the tunnels. Default TransportPortForward.
+	Transport Transport
+	// DirectTimeout bounds the attempt to use the direct port after each arrival. Default 3s.
+	DirectTimeout time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -79,6 +84,15 @@ func (c *Config) setDefaults() error {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 5 * time.Second
 	}
+	if c.Transport == "" {
+		c.Transport = TransportPortForward
+	}
+	if _, err := ParseTransport(string(c.Transport)); err != nil {
+		return err
+	}
+	if c.DirectTimeout <= 0 {
+		c.DirectTimeout = 3 * time.Second
+	}
 	return nil
 }
 
@@ -93,6 +107,11 @@ type Status struct {
 	Lease     time.Duration
 	Cluster   *managerv1.ClusterInfoResponse
 	Manager   *managerv1.VersionInfo
+	// Transport is what carries new flows now (TransportPortForward or TransportDirect).
+	Transport Transport
+	// TransportError says why the direct port is not in use when the config asked to try it; it
+	// wraps ErrDirectUnavailable.
+	TransportError error
 }
 
 // dialer opens connections to the manager; the port-forwarder in production, a pipe in tests.
@@ -125,6 +144,10 @@ type Session struct {
 	// idChanged is closed when st.SessionID stops being current (a new arrival, or Close), and then
 	// replaced; see Current.
 	idChanged chan struct{}
+	// direct is the current arrival's direct connection, nil when there is none; directErr says
+	// why not.
+	direct    *directConn
+	directErr error
 }
 
 // New prepares a session that reaches the traffic-manager through port-forwards made with rc. It
@@ -167,22 +190,24 @@ func newSession(cfg Config, d dialer, log *slog.Logger) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: grpc client: %w", err)
 	}
-	return &Session{
+	s := &Session{
 		cfg:       cfg,
 		log:       log,
 		dial:      d,
 		conn:      conn,
-		mgr:       managerv1.NewManagerClient(conn),
 		closing:   make(chan struct{}),
 		runDone:   make(chan struct{}),
 		connected: make(chan struct{}),
 		idChanged: make(chan struct{}),
 		st:        Status{State: StateConnecting, Since: time.Now()},
-	}, nil
+	}
+	s.mgr = routedClient{ManagerClient: managerv1.NewManagerClient(conn), s: s}
+	return s, nil
 }
 
 // Manager is the client for the manager's API. It stays valid across reconnects; calls made while
-// the forward is down fail with codes.Unavailable.
+// the forward is down fail with codes.Unavailable. Its Tunnel and Accept streams take the direct
+// port while that works (see Transport).
 func (s *Session) Manager() managerv1.ManagerClient { return s.mgr }
 
 // SessionID is the current session's ID, or "" before the first arrival and after Close.
@@ -218,7 +243,9 @@ func (s *Session) ClusterInfo() *managerv1.ClusterInfoResponse {
 func (s *Session) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.st
+	st := s.st
+	st.Transport, st.TransportError = s.transportLocked()
+	return st
 }
 
 // WaitConnected blocks until the first arrival, ctx's end or Close.
@@ -323,6 +350,14 @@ func (s *Session) arrive(ctx context.Context) error {
 		return s.callError("cluster info", err)
 	}
 
+	// The direct port is tried before the session counts as connected, so that a connect reports
+	// the transport its flows will take.
+	var direct *directConn
+	var directErr error
+	if s.cfg.Transport != TransportPortForward {
+		direct, directErr = s.openDirect(ctx, sess.GetSessionId())
+	}
+
 	lease := time.Duration(sess.GetLeaseSeconds()) * time.Second
 	if lease < 3*time.Second {
 		// A manager that sends no lease still needs heartbeats; three seconds keeps lease/3 sane.
@@ -340,8 +375,19 @@ func (s *Session) arrive(ctx context.Context) error {
 	first := !s.everUp
 	s.everUp = true
 	s.newIDLocked()
+	old := s.direct
+	s.direct, s.directErr = direct, directErr
 	s.mu.Unlock()
+	if old != nil {
+		_ = old.conn.Close()
+	}
 	s.log.Info("session arrived", "session", sess.GetSessionId(), "lease", lease, "manager", ver.GetVersion())
+	switch {
+	case direct != nil:
+		s.log.Info("tunnels use the direct port", "addresses", direct.addrs)
+	case directErr != nil:
+		s.log.Warn("tunnels use the port-forward", "err", directErr)
+	}
 	if first {
 		close(s.connected)
 	}
@@ -452,7 +498,12 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		s.st.State, s.st.SessionID, s.st.Since = StateClosed, "", time.Now()
 		s.newIDLocked()
+		direct := s.direct
+		s.direct = nil
 		s.mu.Unlock()
+		if direct != nil {
+			_ = direct.conn.Close()
+		}
 		s.closeErr = s.conn.Close()
 	})
 	return s.closeErr

@@ -112,13 +112,19 @@ func (d *pipeDialer) closeAll() {}
 
 func startFake(t testing.TB) (*fakeManager, *pipeDialer) {
 	t.Helper()
+	m := &fakeManager{live: map[string]bool{}}
+	return m, startServer(t, m)
+}
+
+// startServer serves m in memory and returns the dialer that reaches it.
+func startServer(t testing.TB, m managerv1.ManagerServer) *pipeDialer {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
-	m := &fakeManager{live: map[string]bool{}}
 	managerv1.RegisterManagerServer(srv, m)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return m, &pipeDialer{lis: lis}
+	return &pipeDialer{lis: lis}
 }
 
 func testLogger(t testing.TB) *slog.Logger {

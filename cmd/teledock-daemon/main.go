@@ -28,17 +28,18 @@ import (
 
 // config comes from the environment that the CLI's launcher sets on the container.
 type config struct {
-	token            string // TELEDOCK_TOKEN, required
-	kubeconfig       string // TELEDOCK_KUBECONFIG
-	context          string // TELEDOCK_CONTEXT; "" means the kubeconfig's current context
-	namespace        string // TELEDOCK_NAMESPACE; "" means the context's namespace
-	managerNamespace string // TELEDOCK_MANAGER_NAMESPACE
-	apiAddr          string // TELEDOCK_API_ADDR
-	name             string // TELEDOCK_NAME: the connection name
-	hostname         string // TELEDOCK_HOSTNAME: the user's host, for the manager's session list
-	user             string // TELEDOCK_USER: the user's login name, for intercepts' owner
-	server           string // TELEDOCK_SERVER: the API server URL before rewriting, for status
-	debug            bool   // TELEDOCK_DEBUG
+	token            string            // TELEDOCK_TOKEN, required
+	kubeconfig       string            // TELEDOCK_KUBECONFIG
+	context          string            // TELEDOCK_CONTEXT; "" means the kubeconfig's current context
+	namespace        string            // TELEDOCK_NAMESPACE; "" means the context's namespace
+	managerNamespace string            // TELEDOCK_MANAGER_NAMESPACE
+	apiAddr          string            // TELEDOCK_API_ADDR
+	name             string            // TELEDOCK_NAME: the connection name
+	hostname         string            // TELEDOCK_HOSTNAME: the user's host, for the manager's session list
+	user             string            // TELEDOCK_USER: the user's login name, for intercepts' owner
+	server           string            // TELEDOCK_SERVER: the API server URL before rewriting, for status
+	transport        session.Transport // TELEDOCK_TRANSPORT: auto (default), port-forward or direct
+	debug            bool              // TELEDOCK_DEBUG
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -57,6 +58,10 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	}
 	if c.token == "" {
 		return c, errors.New("TELEDOCK_TOKEN is not set")
+	}
+	var err error
+	if c.transport, err = session.ParseTransport(getenv("TELEDOCK_TRANSPORT")); err != nil {
+		return c, fmt.Errorf("TELEDOCK_TRANSPORT: %w", err)
 	}
 	if c.kubeconfig == "" {
 		c.kubeconfig = "/etc/teledock/kubeconfig"
@@ -120,7 +125,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("starting", "version", version.Version, "context", kubeContext, "namespace", namespace,
-		"manager-namespace", cfg.managerNamespace, "server", rc.Host)
+		"manager-namespace", cfg.managerNamespace, "server", rc.Host, "transport", cfg.transport)
 
 	sess, err := session.New(session.Config{
 		ManagerNamespace: cfg.managerNamespace,
@@ -130,6 +135,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		User:             cfg.user,
 		Version:          version.Version,
 		DialOptions:      managerDialOptions(),
+		Transport:        cfg.transport,
 	}, rc, log.With("part", "session"))
 	if err != nil {
 		return err
@@ -265,6 +271,12 @@ func (v sessionView) Info() daemon.SessionInfo {
 	}
 	if st.LastError != nil {
 		info.LastError = st.LastError.Error()
+	}
+	if st.State == session.StateConnected {
+		info.Transport = string(st.Transport)
+		if st.TransportError != nil {
+			info.TransportError = st.TransportError.Error()
+		}
 	}
 	return info
 }

@@ -46,16 +46,20 @@ func TestConfigFromEnv(t *testing.T) {
 		{
 			name: "defaults",
 			env:  map[string]string{"TELEDOCK_TOKEN": "t"},
-			want: config{token: "t", kubeconfig: "/etc/teledock/kubeconfig", managerNamespace: "teledock", apiAddr: ":7777", name: "default"},
+			want: config{token: "t", kubeconfig: "/etc/teledock/kubeconfig", managerNamespace: "teledock", apiAddr: ":7777", name: "default",
+				transport: session.TransportAuto},
 		},
 		{
 			name: "all set",
 			env: map[string]string{
 				"TELEDOCK_TOKEN": "t", "TELEDOCK_KUBECONFIG": "/k", "TELEDOCK_CONTEXT": "c", "TELEDOCK_NAMESPACE": "n",
 				"TELEDOCK_MANAGER_NAMESPACE": "m", "TELEDOCK_API_ADDR": ":1", "TELEDOCK_NAME": "x", "TELEDOCK_DEBUG": "1",
+				"TELEDOCK_TRANSPORT": "direct",
 			},
-			want: config{token: "t", kubeconfig: "/k", context: "c", namespace: "n", managerNamespace: "m", apiAddr: ":1", name: "x", debug: true},
+			want: config{token: "t", kubeconfig: "/k", context: "c", namespace: "n", managerNamespace: "m", apiAddr: ":1", name: "x", debug: true,
+				transport: session.TransportDirect},
 		},
+		{name: "bad transport", env: map[string]string{"TELEDOCK_TOKEN": "t", "TELEDOCK_TRANSPORT": "carrier-pigeon"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

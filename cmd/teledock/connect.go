@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ type connectOptions struct {
 	name             string
 	image            string
 	output           string
+	transport        string
 	timeout          time.Duration
 }
 
@@ -48,6 +50,8 @@ func newConnectCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.name, "name", "default", "connection name; the daemon container is teledock-daemon-NAME")
 	f.StringVar(&opts.image, "image", opts.image, "daemon container image")
 	f.StringVarP(&opts.output, "output", "o", "", "output format: json")
+	f.StringVar(&opts.transport, "transport", "auto", "what carries the tunnels: auto (the manager's direct port when `install --direct`\n"+
+		"made one and it is reachable, else the port-forward), port-forward, or direct (fail if the direct port cannot be used)")
 	f.DurationVar(&opts.timeout, "timeout", 60*time.Second, "how long to wait for the daemon to connect")
 	return cmd
 }
@@ -57,6 +61,9 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 		return err
 	}
 	if err := launcher.ValidateName(opts.name); err != nil {
+		return err
+	}
+	if err := checkTransport(opts.transport); err != nil {
 		return err
 	}
 	// The kubeconfig is checked before anything is created: a wrong context must not leave a
@@ -105,6 +112,7 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 		ManagerNamespace: opts.managerNamespace,
 		Hostname:         d.hostname,
 		User:             d.username,
+		Transport:        opts.transport,
 	}
 	if v := d.getenv("TELEDOCK_DEBUG"); v != "" {
 		spec.Env = map[string]string{"TELEDOCK_DEBUG": v}
@@ -126,7 +134,18 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 // sameConnection reports whether an existing daemon serves the requested settings.
 func sameConnection(c *launcher.Container, kc *launcher.Kubeconfig, opts connectOptions) bool {
 	return c.Context == kc.Context && c.Namespace == kc.Namespace &&
-		c.ManagerNamespace == opts.managerNamespace && c.Server == kc.Server
+		c.ManagerNamespace == opts.managerNamespace && c.Server == kc.Server &&
+		cmp.Or(c.Transport, "auto") == opts.transport
+}
+
+// checkTransport checks --transport; the daemon's session package owns the meaning, but the CLI
+// does not import it (see deps_test.go).
+func checkTransport(t string) error {
+	switch t {
+	case "auto", "port-forward", "direct":
+		return nil
+	}
+	return fmt.Errorf("%w %q: use auto, port-forward or direct", errBadTransport, t)
 }
 
 // awaitAndReport waits for the daemon and prints the result; when the daemon fails, it shows the
@@ -135,7 +154,7 @@ func sameConnection(c *launcher.Container, kc *launcher.Kubeconfig, opts connect
 // and a connect that gave up waiting (a manager restarting, Ctrl-C) must not take them away.
 func awaitAndReport(ctx context.Context, d deps, l *launcher.Launcher, c *launcher.Container, opts connectOptions, created bool) error {
 	fmt.Fprintf(d.stderr, "Connecting to the traffic-manager in namespace %s\n", opts.managerNamespace)
-	st, err := awaitConnected(ctx, d, l, c, opts.timeout)
+	st, err := awaitConnected(ctx, d, l, c, opts.transport, opts.timeout)
 	if err != nil {
 		if showLog(err) {
 			logCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -160,12 +179,13 @@ func awaitAndReport(ctx context.Context, d deps, l *launcher.Launcher, c *launch
 // showLog decides whether the daemon's log helps: it does when the cause is unknown, not when the
 // status already names it.
 func showLog(err error) bool {
-	return !errors.Is(err, errNoManager) && !errors.Is(err, errClusterAuth) && !errors.Is(err, context.Canceled)
+	return !errors.Is(err, errNoManager) && !errors.Is(err, errClusterAuth) && !errors.Is(err, errDirectUnavailable) &&
+		!errors.Is(err, context.Canceled)
 }
 
 // awaitConnected polls the daemon's status until its session is connected and its network ready,
 // a condition that needs the user appears, the container exits, or the timeout passes.
-func awaitConnected(ctx context.Context, d deps, l *launcher.Launcher, c *launcher.Container, timeout time.Duration) (*daemonv1.StatusResponse, error) {
+func awaitConnected(ctx context.Context, d deps, l *launcher.Launcher, c *launcher.Container, transport string, timeout time.Duration) (*daemonv1.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client, err := dialDaemon(d, c)
@@ -183,7 +203,7 @@ func awaitConnected(ctx context.Context, d deps, l *launcher.Launcher, c *launch
 		st, err := client.status(ctx)
 		switch {
 		case err == nil:
-			if done, err := connectDone(st); done {
+			if done, err := connectDone(st, transport); done {
 				return st, err
 			}
 			lastErr = st.GetLastError()
@@ -218,8 +238,9 @@ func awaitConnected(ctx context.Context, d deps, l *launcher.Launcher, c *launch
 	}
 }
 
-// connectDone decides from one status whether waiting is over, and how it ended.
-func connectDone(st *daemonv1.StatusResponse) (bool, error) {
+// connectDone decides from one status whether waiting is over, and how it ended. The daemon tries
+// the direct port before its session counts as connected, so a connected session has its transport.
+func connectDone(st *daemonv1.StatusResponse, transport string) (bool, error) {
 	switch st.GetLastErrorCode() {
 	case daemonv1.ErrorCode_ERROR_CODE_NO_MANAGER:
 		return true, fmt.Errorf("%w in namespace %s", errNoManager, st.GetManagerNamespace())
@@ -230,6 +251,8 @@ func connectDone(st *daemonv1.StatusResponse) (bool, error) {
 		return false, nil
 	}
 	switch {
+	case transport == "direct" && st.GetTransport() != "direct":
+		return true, fmt.Errorf("%w: %s", errDirectUnavailable, cmp.Or(st.GetTransportError(), "the daemon does not use it"))
 	case st.GetNetworkError() != "":
 		return true, fmt.Errorf("%w: %s", errNetwork, st.GetNetworkError())
 	case st.GetNetworkReady():

@@ -23,6 +23,8 @@ var (
 	errBadImage           = errors.New("bad image reference")
 	errBadAddress         = errors.New("invalid --address")
 	errAddressNetwork     = errors.New("the container shares no Docker network with the daemon container")
+	errBadTransport       = errors.New("invalid --transport")
+	errDirectUnavailable  = errors.New("the direct transport to the traffic-manager cannot be used")
 )
 
 // Categories of the daemon's errors (see fromDaemon), and what commands make of them.
@@ -50,6 +52,9 @@ var (
 // become advice; commands only return (wrapped) errors.
 func hint(err error) string {
 	switch {
+	case errors.Is(err, errDirectUnavailable):
+		return "Install the traffic-manager with `teledock install --direct`, make sure a node's address is reachable from Docker\n" +
+			"containers, or connect with --transport auto (falls back to the port-forward)."
 	case errors.Is(err, errNoManager):
 		return "Install it with `teledock install`, or pass --manager-namespace if it runs in another namespace."
 	case errors.Is(err, launcher.ErrNoContext):

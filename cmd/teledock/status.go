@@ -104,6 +104,8 @@ type daemonStatus struct {
 	ManagerNamespace  string             `json:"manager_namespace,omitempty"`
 	Intercepts        int                `json:"intercepts"`
 	InterceptList     []interceptSummary `json:"intercept_list,omitempty"`
+	Transport         string             `json:"transport,omitempty"`       // what carries the tunnels
+	TransportError    string             `json:"transport_error,omitempty"` // why not the direct port
 	NetworkReady      bool               `json:"network_ready"`
 	NetworkError      string             `json:"network_error,omitempty"`
 	DNS               *dnsStatus         `json:"dns,omitempty"`
@@ -147,6 +149,8 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 		Intercepts:        int(st.GetIntercepts()),
 		NetworkReady:      st.GetNetworkReady(),
 		NetworkError:      st.GetNetworkError(),
+		Transport:         st.GetTransport(),
+		TransportError:    st.GetTransportError(),
 		Subnets:           append(append([]string(nil), st.GetServiceSubnets()...), st.GetPodSubnets()...),
 	}
 	for _, ic := range st.GetInterceptList() {
@@ -212,6 +216,7 @@ func renderStatus(info statusInfo) string {
 		{"Namespace", ds.Namespace},
 		{"Manager namespace", ds.ManagerNamespace},
 		{"Network", networkState(ds)},
+		{"Transport", transportState(ds)},
 	}
 	if ds.Status != "" {
 		fields = append(fields, field{"Intercepts", fmt.Sprintf("%d total", ds.Intercepts)})
@@ -294,6 +299,13 @@ func networkState(ds daemonStatus) string {
 	default:
 		return "Not started"
 	}
+}
+
+func transportState(ds daemonStatus) string {
+	if ds.TransportError != "" {
+		return ds.Transport + " (" + ds.TransportError + ")"
+	}
+	return ds.Transport
 }
 
 func listValue(l []string) string {

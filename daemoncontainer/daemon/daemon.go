@@ -31,6 +31,10 @@ type SessionInfo struct {
 	ErrorCode daemonv1.ErrorCode
 	Cluster   *managerv1.ClusterInfoResponse
 	Manager   *managerv1.VersionInfo
+	// Transport is what carries the tunnels ("port-forward", "direct") while connected;
+	// TransportError says why not the direct port when it was asked for.
+	Transport      string
+	TransportError string
 }
 
 // NetworkInfo is what the running network (TUN, routes, DNS server) reports.
@@ -183,6 +187,8 @@ func statusResponse(cfg Config, info SessionInfo, network *NetworkInfo, networkE
 		PodSubnets:       info.Cluster.GetPodSubnets(),
 		ServiceSubnets:   info.Cluster.GetServiceSubnets(),
 		NetworkReady:     network != nil && networkErr == nil,
+		Transport:        info.Transport,
+		TransportError:   info.TransportError,
 	}
 	if networkErr != nil {
 		resp.NetworkError = networkErr.Error()

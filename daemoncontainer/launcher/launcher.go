@@ -31,6 +31,7 @@ const (
 	LabelNamespace        = "teledock.dev/namespace"
 	LabelManagerNamespace = "teledock.dev/manager-namespace"
 	LabelServer           = "teledock.dev/server"
+	LabelTransport        = "teledock.dev/transport"
 	// LabelAPIPort is the container port the daemon's API listens on; its host side is a random
 	// loopback port that Find reads from the port bindings.
 	LabelAPIPort = "teledock.dev/api-port"
@@ -90,9 +91,11 @@ type Spec struct {
 	Kubeconfig *Kubeconfig
 	// ManagerNamespace is where the traffic-manager runs.
 	ManagerNamespace string
-	Hostname         string            // the user's host, shown in the manager's session list
-	User             string            // the user's login name, shown with Hostname as intercepts' owner
-	Env              map[string]string // extra environment, e.g. TELEDOCK_DEBUG
+	Hostname         string // the user's host, shown in the manager's session list
+	User             string // the user's login name, shown with Hostname as intercepts' owner
+	// Transport is the daemon's --transport (auto, port-forward, direct); empty means auto.
+	Transport string
+	Env       map[string]string // extra environment, e.g. TELEDOCK_DEBUG
 }
 
 // Container is a daemon container as Find sees it.
@@ -111,6 +114,7 @@ type Container struct {
 	Namespace        string
 	ManagerNamespace string
 	Server           string
+	Transport        string // "" for containers started before --transport existed
 }
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
@@ -189,6 +193,7 @@ func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
 		"TELEDOCK_HOSTNAME=" + spec.Hostname,
 		"TELEDOCK_USER=" + spec.User,
 		"TELEDOCK_SERVER=" + kc.Server,
+		"TELEDOCK_TRANSPORT=" + spec.Transport,
 	}
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
@@ -202,6 +207,7 @@ func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
 			LabelNamespace:        kc.Namespace,
 			LabelManagerNamespace: spec.ManagerNamespace,
 			LabelServer:           kc.Server,
+			LabelTransport:        spec.Transport,
 			LabelAPIPort:          strconv.Itoa(APIPort),
 		},
 		ExposedPorts: nat.PortSet{apiPort: {}},
@@ -283,6 +289,7 @@ func containerFromInspect(info container.InspectResponse) (*Container, error) {
 		Namespace:        labels[LabelNamespace],
 		ManagerNamespace: labels[LabelManagerNamespace],
 		Server:           labels[LabelServer],
+		Transport:        labels[LabelTransport],
 	}
 	if info.Config != nil {
 		c.Image = info.Config.Image

@@ -126,9 +126,11 @@ func TestConnectReachesTheCluster(t *testing.T) {
 
 type statusJSON struct {
 	Daemon struct {
-		Running   bool   `json:"running"`
-		Namespace string `json:"namespace"`
-		Container string `json:"container"`
+		Running        bool   `json:"running"`
+		Namespace      string `json:"namespace"`
+		Container      string `json:"container"`
+		Transport      string `json:"transport"`
+		TransportError string `json:"transport_error"`
 	} `json:"daemon"`
 	TrafficManager struct {
 		Connected bool `json:"connected"`

@@ -11,9 +11,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 )
@@ -74,7 +76,13 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DirectTimeout)
 	defer cancel()
 	info, err := s.mgr.DirectInfo(ctx, &managerv1.SessionRequest{SessionId: sessionID})
-	if err != nil {
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.Unimplemented:
+		return nil, fmt.Errorf("%w: the traffic-manager predates it (teledock install upgrades it)", ErrDirectUnavailable)
+	case codes.FailedPrecondition:
+		return nil, fmt.Errorf("%w: %s", ErrDirectUnavailable, status.Convert(err).Message())
+	default:
 		return nil, fmt.Errorf("%w: ask the manager: %w", ErrDirectUnavailable, err)
 	}
 	pool := x509.NewCertPool()

@@ -27,20 +27,21 @@ var benchInstall struct {
 	r    cmdResult
 }
 
-// ensureBenchManager installs the benchmarks' traffic-manager once per run. It stays installed
-// afterwards, as the suite's does: install is idempotent and upgrades it to this run's image.
+// ensureBenchManager installs the benchmarks' traffic-manager once per run, with the direct
+// transport (scenario 1 has a row for it). It stays installed afterwards, as the suite's does:
+// install is idempotent and upgrades it to this run's image.
 func ensureBenchManager(t testing.TB) {
 	t.Helper()
 	benchInstall.once.Do(func() {
 		benchInstall.r = teledock(t, "install", "--kubeconfig", cfg.kubeconfig,
-			"--manager-namespace", benchManagerNamespace, "--image", image("traffic-manager"))
+			"--manager-namespace", benchManagerNamespace, "--image", image("traffic-manager"), "--direct")
 	})
 	must(t, benchInstall.r, "teledock install --manager-namespace "+benchManagerNamespace)
 }
 
-// benchConnect connects name (a "bench-" name) through kubeconfig to ns, quits it when the test
-// ends, and returns the wall time of `teledock connect`.
-func benchConnect(t testing.TB, kubeconfig, ns, name string) time.Duration {
+// benchConnect connects name (a "bench-" name) through kubeconfig to ns with the given --transport,
+// quits it when the test ends, and returns the wall time of `teledock connect`.
+func benchConnect(t testing.TB, kubeconfig, ns, name, transport string) time.Duration {
 	t.Helper()
 	if !strings.HasPrefix(name, "bench-") {
 		t.Fatalf("benchmark connection %q must be named bench-...", name)
@@ -50,7 +51,7 @@ func benchConnect(t testing.TB, kubeconfig, ns, name string) time.Duration {
 	t.Cleanup(func() { teledock(t, "quit", "--name", name) })
 	start := time.Now()
 	must(t, teledock(t, "connect", "--kubeconfig", kubeconfig, "-n", ns, "--name", name,
-		"--manager-namespace", benchManagerNamespace, "--image", image("daemon")), "teledock connect "+name)
+		"--manager-namespace", benchManagerNamespace, "--image", image("daemon"), "--transport", transport), "teledock connect "+name)
 	return time.Since(start)
 }
 

@@ -18,7 +18,7 @@ func TestBenchIntercept(t *testing.T) {
 	ns := newNamespace(t)
 	deployEcho(t, ns, "echo")
 	const name = "bench-intercept"
-	benchConnect(t, cfg.kubeconfig, ns, name)
+	benchConnect(t, cfg.kubeconfig, ns, name, "port-forward")
 	handler := "bench-intercept-handler"
 	docker(t, "rm", "-f", handler)
 	must(t, teledock(t, "run", "--connection", name, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")

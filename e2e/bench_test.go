@@ -41,8 +41,11 @@ func TestBenchPaths(t *testing.T) {
 	podIP := jsonpath(t, ns, "pods -l app=echo", "{.items[0].status.podIP}")
 	svc := netip.AddrPortFrom(netip.MustParseAddr(jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")), 80)
 	pf := benchPortForward(t, cfg.kubeconfig, ns, "service/echo", 80)
-	const conn = "bench-paths"
-	benchConnect(t, cfg.kubeconfig, ns, conn)
+	const conn, directConn = "bench-paths", "bench-direct"
+	benchConnect(t, cfg.kubeconfig, ns, conn, "port-forward")
+	// The same, with the tunnels on the manager's direct port (a NodePort on the node's address,
+	// which Docker containers reach; they cannot reach pod IPs here).
+	benchConnect(t, cfg.kubeconfig, ns, directConn, "direct")
 	// The tunnel without the daemon, over kubectl port-forward to the manager's clients' endpoint
 	// (on its pod's loopback), to split teledock's cost.
 	mgrPF := benchPortForward(t, cfg.kubeconfig, benchManagerNamespace, "deployment/traffic-manager", 8082)
@@ -60,9 +63,10 @@ func TestBenchPaths(t *testing.T) {
 		{"kubectl port-forward, container (bridge)", "http://host.docker.internal:" + pf.port, bridge},
 		{"teledock run -> service echo", "http://echo", teledockProbe(conn)},
 		{"tunnel only, via kubectl port-forward, host process", "http://127.0.0.1:" + viaPF, hostProbe},
+		{"teledock run (direct transport) -> service echo", "http://echo", teledockProbe(directConn)},
 	}
 	results := measurePaths(t, paths, pathsLoad)
-	const refDirect, refPF, teledockRow = 1, 3, 5
+	const refDirect, refPF, teledockRow, directRow = 1, 3, 5, 7
 
 	title := fmt.Sprintf("Scenario 1: bulk throughput (%d MiB each way) and keep-alive latency (%d GETs), best of %d rounds; load average %s",
 		pathsLoad.bytes>>20, pathsLoad.requests, rounds, load)
@@ -78,6 +82,8 @@ func TestBenchPaths(t *testing.T) {
 		"'tunnel only' row: probe -> a local listener in this test -> teledock's tunnel package (gRPC, its window",
 		"options) -> traffic-manager -> ClusterIP: teledock without TUN/netstack, over kubectl port-forward to the",
 		"manager's clients' endpoint (as kubectl's local-listener model).",
+		"'direct transport' row: teledock's path with --transport direct: the gRPC streams go over TLS to the",
+		"manager's NodePort on the node's address (install --direct) instead of through the API server.",
 	}
 	printPathTable(title, pathsLoad, results, refDirect, refPF, notes)
 	printCPUTable(results)
@@ -87,6 +93,8 @@ func TestBenchPaths(t *testing.T) {
 		atLeast("teledock download >= 30% of direct", ratio(results, teledockRow, refDirect, figures.downMBps), 0.3, "x"),
 		atLeast("teledock upload >= 30% of direct", ratio(results, teledockRow, refDirect, figures.upMBps), 0.3, "x"),
 		atMost("teledock added p50 latency < 1 ms (vs direct)", addedMs(results, teledockRow, refDirect), 1, "ms"),
+		atLeast("teledock direct transport download >= 1.5x port-forward", ratio(results, directRow, refPF, figures.downMBps), 1.5, "x"),
+		atLeast("teledock direct transport upload >= 1.5x port-forward", ratio(results, directRow, refPF, figures.upMBps), 1.5, "x"),
 	})
 }
 
@@ -131,7 +139,9 @@ func TestBenchConnect(t *testing.T) {
 		fw.stop()
 
 		r, start, lines := timedRun(t, 3*time.Minute, cfg.teledock, "connect", "--kubeconfig", cfg.kubeconfig,
-			"-n", ns, "--name", name, "--manager-namespace", benchManagerNamespace, "--image", image("daemon"))
+			"-n", ns, "--name", name, "--manager-namespace", benchManagerNamespace, "--image", image("daemon"),
+			// The benchmark's manager has a direct port; this scenario measures the port-forward's connect.
+			"--transport", "port-forward")
 		total := time.Since(start)
 		must(t, r, "teledock connect")
 		conn.add(total)
@@ -180,7 +190,7 @@ func TestBenchDelayedPaths(t *testing.T) {
 	podIP := jsonpath(t, ns, "pods -l app=echo", "{.items[0].status.podIP}")
 	pf := benchPortForward(t, slowKC, ns, "service/echo", 80)
 	const conn = "bench-delay"
-	connectTime := benchConnect(t, slowKC, ns, conn)
+	connectTime := benchConnect(t, slowKC, ns, conn, "port-forward")
 	load := loadAverage()
 
 	hostNet := dockerProbe("--network", "host")

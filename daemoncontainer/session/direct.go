@@ -50,6 +50,10 @@ func ParseTransport(s string) (Transport, error) {
 // ErrDirectUnavailable wraps why the direct transport is not in use.
 var ErrDirectUnavailable = errors.New("direct transport unavailable")
 
+// errNotInstalled: the manager has no direct port. With TransportAuto that is the normal case and
+// not worth a word in status.
+var errNotInstalled = errors.New("not installed")
+
 // directConn is one arrival's connection to the manager's direct port. Its token belongs to that
 // arrival's session, so a new arrival replaces it.
 type directConn struct {
@@ -79,9 +83,9 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.Unimplemented:
-		return nil, fmt.Errorf("%w: the traffic-manager predates it (teledock install upgrades it)", ErrDirectUnavailable)
+		return nil, fmt.Errorf("%w: the traffic-manager predates it (teledock install upgrades it): %w", ErrDirectUnavailable, errNotInstalled)
 	case codes.FailedPrecondition:
-		return nil, fmt.Errorf("%w: %s", ErrDirectUnavailable, status.Convert(err).Message())
+		return nil, fmt.Errorf("%w: %s: %w", ErrDirectUnavailable, status.Convert(err).Message(), errNotInstalled)
 	default:
 		return nil, fmt.Errorf("%w: ask the manager: %w", ErrDirectUnavailable, err)
 	}
@@ -217,6 +221,9 @@ func (s *Session) transportLocked() (Transport, error) {
 	case s.direct != nil:
 		return TransportPortForward, fmt.Errorf("%w: the connection to %v is %s; new flows use the port-forward until it is back",
 			ErrDirectUnavailable, s.direct.addrs, s.direct.conn.GetState())
+	}
+	if s.cfg.Transport == TransportAuto && errors.Is(s.directErr, errNotInstalled) {
+		return TransportPortForward, nil
 	}
 	return TransportPortForward, s.directErr
 }

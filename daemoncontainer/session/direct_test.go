@@ -164,16 +164,52 @@ func TestTransportAutoUsesDirect(t *testing.T) {
 	}
 }
 
-func TestTransportAutoWithoutDirect(t *testing.T) {
-	f, d := startDirectFake(t, false)
-	s := runSessionWith(t, d, TransportAuto)
-	st := s.Status()
-	if st.Transport != TransportPortForward || !errors.Is(st.TransportError, ErrDirectUnavailable) {
-		t.Fatalf("transport %s (%v), want port-forward with ErrDirectUnavailable", st.Transport, st.TransportError)
+func TestTransportWithoutDirect(t *testing.T) {
+	tests := []struct {
+		transport Transport
+		wantErr   bool // auto does not report a manager without the direct port as an error
+	}{
+		{transport: TransportAuto, wantErr: false},
+		{transport: TransportDirect, wantErr: true},
 	}
-	openTunnel(t, s)
-	if f.pf.n.Load() != 1 || f.direct.n.Load() != 0 {
-		t.Errorf("tunnels: direct %d, port-forward %d; want 0, 1", f.direct.n.Load(), f.pf.n.Load())
+	for _, tt := range tests {
+		t.Run(string(tt.transport), func(t *testing.T) {
+			f, d := startDirectFake(t, false)
+			s := runSessionWith(t, d, tt.transport)
+			st := s.Status()
+			if st.Transport != TransportPortForward || errors.Is(st.TransportError, ErrDirectUnavailable) != tt.wantErr {
+				t.Fatalf("transport %s (%v), want port-forward, error: %v", st.Transport, st.TransportError, tt.wantErr)
+			}
+			openTunnel(t, s)
+			if f.pf.n.Load() != 1 || f.direct.n.Load() != 0 {
+				t.Errorf("tunnels: direct %d, port-forward %d; want 0, 1", f.direct.n.Load(), f.pf.n.Load())
+			}
+		})
+	}
+}
+
+// An address that does not answer fails the attempt within DirectTimeout; the session carries on.
+func TestTransportDirectUnreachable(t *testing.T) {
+	f, d := startDirectFake(t, true)
+	f.srv.Stop() // the port is offered but nothing answers
+	start := time.Now()
+	s, err := newSession(Config{ManagerNamespace: "teledock", Name: "test", MaxBackoff: 200 * time.Millisecond,
+		Transport: TransportDirect, DirectTimeout: 500 * time.Millisecond}, d, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Run(context.Background()) }()
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("arrival took %s with an unreachable direct port", took)
+	}
+	if st := s.Status(); st.Transport != TransportPortForward || !errors.Is(st.TransportError, ErrDirectUnavailable) {
+		t.Errorf("transport %s (%v), want port-forward with ErrDirectUnavailable", st.Transport, st.TransportError)
 	}
 }
 

@@ -25,6 +25,7 @@ func connectedStatus() *daemonv1.StatusResponse {
 		SessionId:        "s-1",
 		ConnectionName:   "default",
 		NetworkReady:     true,
+		Transport:        "direct",
 		PodSubnets:       []string{"10.244.0.0/16"},
 		ServiceSubnets:   []string{"10.96.0.0/12"},
 		Dns: &daemonv1.DNSStatus{
@@ -71,6 +72,7 @@ func TestRenderStatus(t *testing.T) {
   Namespace         : default
   Manager namespace : teledock
   Network           : Ready
+  Transport         : direct
   Intercepts        : 0 total
   DNS               :
     Resolver address: 127.0.0.1:53
@@ -158,7 +160,7 @@ func TestWriteStatusJSON(t *testing.T) {
 			want: map[string]any{
 				"daemon.running": true, "daemon.status": "connected", "daemon.kubernetes_context": "kind-dev",
 				"daemon.dns.timeout": "8s", "daemon.network_ready": true, "traffic_manager.connected": true,
-				"traffic_manager.agent_image": "teledock/agent:v0.1.0",
+				"traffic_manager.agent_image": "teledock/agent:v0.1.0", "daemon.transport": "direct",
 			},
 		},
 		{

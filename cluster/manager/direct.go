@@ -10,12 +10,11 @@ import (
 	"slices"
 	"strconv"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 )

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
@@ -112,6 +114,9 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 	}
 	// The same windows and buffers as the port-forward (tunnel.DialOptions, from the daemon).
 	opts = append(opts, s.cfg.DialOptions...)
+	// A quicker keepalive than the port-forward's (30s): new flows leave a silently dead direct
+	// connection once a ping goes unanswered. 15s stays above the server's 10s ping minimum.
+	opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 15 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 	conn, err := grpc.NewClient("passthrough:///traffic-manager-direct", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDirectUnavailable, err)
@@ -183,12 +188,79 @@ func (r routedClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (mana
 	if d := r.s.directForFlow(); d != nil {
 		st, err := d.mgr.Tunnel(ctx, opts...)
 		if err == nil {
-			return st, nil
+			return &fallbackStream{cur: st, reopen: func() (managerv1.Manager_TunnelClient, error) {
+				r.s.log.Debug("direct stream failed before its answer; this flow uses the port-forward")
+				return r.ManagerClient.Tunnel(ctx, opts...)
+			}}, nil
 		}
 		r.s.log.Debug("direct stream failed; this flow uses the port-forward", "err", err)
 	}
 	return r.ManagerClient.Tunnel(ctx, opts...)
 }
+
+// fallbackStream is a Tunnel stream on the direct port that moves to the port-forward when the
+// direct connection fails before the manager's first answer (gRPC can believe in a connection
+// whose peer is gone until a keepalive fails). What was sent until then is sent again there: a
+// client sends only its Dial before the DialResult, so the destination sees at most one more
+// connection attempt. After the first answer it is the direct stream, unchanged.
+//
+// Only the dialing goroutine uses the stream until the first answer; Conn's reader and writer
+// start after it, so cur needs no lock.
+type fallbackStream struct {
+	cur      managerv1.Manager_TunnelClient
+	reopen   func() (managerv1.Manager_TunnelClient, error)
+	sent     []any // messages sent before the first answer
+	answered bool
+}
+
+var _ managerv1.Manager_TunnelClient = (*fallbackStream)(nil)
+
+func (f *fallbackStream) Send(m *managerv1.TunnelMessage) error { return f.SendMsg(m) }
+
+func (f *fallbackStream) SendMsg(m any) error {
+	if f.answered {
+		return f.cur.SendMsg(m)
+	}
+	f.sent = append(f.sent, m)
+	// A failed send shows as the Recv's error, which decides whether to move.
+	_ = f.cur.SendMsg(m)
+	return nil
+}
+
+func (f *fallbackStream) Recv() (*managerv1.TunnelMessage, error) {
+	m := new(managerv1.TunnelMessage)
+	if err := f.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (f *fallbackStream) RecvMsg(m any) error {
+	err := f.cur.RecvMsg(m)
+	if f.answered || status.Code(err) != codes.Unavailable {
+		f.answered = f.answered || err == nil
+		return err
+	}
+	st, rerr := f.reopen()
+	if rerr != nil {
+		return rerr
+	}
+	f.cur = st
+	for _, s := range f.sent {
+		if err := st.SendMsg(s); err != nil {
+			break // the Recv below has the stream's status
+		}
+	}
+	f.sent = nil
+	err = st.RecvMsg(m)
+	f.answered = err == nil
+	return err
+}
+
+func (f *fallbackStream) CloseSend() error             { return f.cur.CloseSend() }
+func (f *fallbackStream) Header() (metadata.MD, error) { return f.cur.Header() }
+func (f *fallbackStream) Trailer() metadata.MD         { return f.cur.Trailer() }
+func (f *fallbackStream) Context() context.Context     { return f.cur.Context() }
 
 func (r routedClient) Accept(ctx context.Context, opts ...grpc.CallOption) (managerv1.Manager_AcceptClient, error) {
 	if d := r.s.directForFlow(); d != nil {

@@ -22,16 +22,21 @@ import (
 	"teledock.dev/teledock/cluster/inject"
 )
 
-// countingTunnels answers each Tunnel's Dial with success and counts the streams.
+// countingTunnels answers each Tunnel's Dial with success and counts the streams; with broken set,
+// it fails them as a dead transport would.
 type countingTunnels struct {
 	managerv1.UnimplementedManagerServer
-	n atomic.Int32
+	n      atomic.Int32
+	broken atomic.Bool
 }
 
 func (c *countingTunnels) Tunnel(s managerv1.Manager_TunnelServer) error {
 	c.n.Add(1)
 	if _, err := s.Recv(); err != nil {
 		return err
+	}
+	if c.broken.Load() {
+		return status.Error(codes.Unavailable, "transport is closing")
 	}
 	return s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}})
 }
@@ -224,6 +229,18 @@ func TestTransportPortForwardNeverAsks(t *testing.T) {
 	f.mu.Unlock()
 	if asked != 0 {
 		t.Errorf("DirectInfo called %d times with --transport port-forward", asked)
+	}
+}
+
+// A direct stream that fails before its answer (a connection gRPC still thinks is up) moves to the
+// port-forward, Dial and all; the flow does not notice.
+func TestTransportFlowMovesToPortForward(t *testing.T) {
+	f, d := startDirectFake(t, true)
+	s := runSessionWith(t, d, TransportAuto)
+	f.direct.broken.Store(true)
+	openTunnel(t, s)
+	if f.direct.n.Load() != 1 || f.pf.n.Load() != 1 {
+		t.Errorf("tunnels: direct %d, port-forward %d; want 1, 1", f.direct.n.Load(), f.pf.n.Load())
 	}
 }
 

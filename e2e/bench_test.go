@@ -83,7 +83,9 @@ func TestBenchPaths(t *testing.T) {
 		"options) -> traffic-manager -> ClusterIP: teledock without TUN/netstack, over kubectl port-forward to the",
 		"manager's clients' endpoint (as kubectl's local-listener model).",
 		"'direct transport' row: teledock's path with --transport direct: the gRPC streams go over TLS to the",
-		"manager's NodePort on the node's address (install --direct) instead of through the API server.",
+		"manager's NodePort on the node's address (install --direct) instead of through the API server. The API",
+		"server, kubelet and CRI drop out of the CPU table; the daemon, the manager (now with TLS) and echo share",
+		"the 2 cores, so this row is CPU-bound here.",
 	}
 	printPathTable(title, pathsLoad, results, refDirect, refPF, notes)
 	printCPUTable(results)
@@ -93,8 +95,8 @@ func TestBenchPaths(t *testing.T) {
 		atLeast("teledock download >= 30% of direct", ratio(results, teledockRow, refDirect, figures.downMBps), 0.3, "x"),
 		atLeast("teledock upload >= 30% of direct", ratio(results, teledockRow, refDirect, figures.upMBps), 0.3, "x"),
 		atMost("teledock added p50 latency < 1 ms (vs direct)", addedMs(results, teledockRow, refDirect), 1, "ms"),
-		atLeast("teledock direct transport download >= 1.5x port-forward", ratio(results, directRow, refPF, figures.downMBps), 1.5, "x"),
-		atLeast("teledock direct transport upload >= 1.5x port-forward", ratio(results, directRow, refPF, figures.upMBps), 1.5, "x"),
+		atLeast("teledock direct download >= 1.5x port-forward", ratio(results, directRow, refPF, figures.downMBps), 1.5, "x"),
+		atLeast("teledock direct upload >= 1.5x port-forward", ratio(results, directRow, refPF, figures.upMBps), 1.5, "x"),
 	})
 }
 

@@ -291,8 +291,8 @@ func (s *Session) transportLocked() (Transport, error) {
 	case s.direct != nil && s.direct.ready():
 		return TransportDirect, nil
 	case s.direct != nil:
-		return TransportPortForward, fmt.Errorf("%w: the connection to %v is %s; new flows use the port-forward until it is back",
-			ErrDirectUnavailable, s.direct.addrs, s.direct.conn.GetState())
+		return TransportPortForward, fmt.Errorf("%w: the connection to %v is down; new flows use the port-forward until it is back",
+			ErrDirectUnavailable, s.direct.addrs)
 	}
 	if s.cfg.Transport == TransportAuto && errors.Is(s.directErr, errNotInstalled) {
 		return TransportPortForward, nil

@@ -123,7 +123,7 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 	}
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("%w: no answer from %v within %s: %w", ErrDirectUnavailable, addrs, s.cfg.DirectTimeout, err)
+		return nil, fmt.Errorf("%w: %v within %s: %w", ErrDirectUnavailable, addrs, s.cfg.DirectTimeout, err)
 	}
 	return &directConn{conn: conn, mgr: managerv1.NewManagerClient(conn), addrs: addrs}, nil
 }

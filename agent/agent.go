@@ -143,6 +143,9 @@ type Options struct {
 	// MaxBackoff is the longest wait between attempts to reach the manager; 0 means
 	// session.DefaultMaxBackoff.
 	MaxBackoff time.Duration
+	// TokenFile is the pod-bound ServiceAccount token the agent shows the manager
+	// (agentconfig.TokenFile in a pod); empty shows none.
+	TokenFile string
 }
 
 // Agent is the traffic-agent's long-running part: the forwarder on the agent ports, the
@@ -228,7 +231,7 @@ func build(log *slog.Logger, cfg agentconfig.Config, pod Pod, podIP netip.Addr, 
 		WorkloadName: cfg.WorkloadName,
 		Version:      opts.Version,
 	}
-	sess, err := session.New(session.Config{Info: info, MaxBackoff: maxBackoff}, mgr, handler{router, toPod}, log)
+	sess, err := session.New(session.Config{Info: info, MaxBackoff: maxBackoff, TokenFile: opts.TokenFile}, mgr, handler{router, toPod}, log)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

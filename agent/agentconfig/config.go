@@ -26,6 +26,15 @@ const (
 	EnvNamespace = "TELEDOCK_NAMESPACE"
 )
 
+// The agent proves which pod it runs in with a ServiceAccount token that the kubelet projects into
+// its container, bound to the pod and meant for the traffic-manager only (TokenAudience). The
+// manager has the API server review it (TokenReview) before it lets the agent arrive.
+const (
+	TokenDir      = "/var/run/teledock/agent-token"
+	TokenFile     = TokenDir + "/token"
+	TokenAudience = "teledock-traffic-manager"
+)
+
 // The agent's health endpoint, which the injector points the agent container's readiness probe at.
 const (
 	// DefaultHealthPort is the health port when Config.HealthPort is 0. It sits just below the

@@ -10,10 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
@@ -60,6 +63,9 @@ type Config struct {
 	RPCTimeout time.Duration        // bounds arrive and each heartbeat; 0 means DefaultRPCTimeout
 	MinBackoff time.Duration        // first wait after a failure; 0 means DefaultMinBackoff
 	MaxBackoff time.Duration        // longest wait between retries; 0 means DefaultMaxBackoff
+	// TokenFile holds the pod-bound ServiceAccount token shown to the manager on arrival; read
+	// anew each time, since the kubelet renews it. Empty: none is shown.
+	TokenFile string
 }
 
 // Session arrives at the manager, renews the lease, watches the agent's state and arrives again
@@ -146,6 +152,13 @@ func (s *Session) Run(ctx context.Context) error {
 func (s *Session) arrive(ctx context.Context) (*managerv1.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RPCTimeout)
 	defer cancel()
+	if s.cfg.TokenFile != "" {
+		token, err := os.ReadFile(s.cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("arrive at traffic-manager: the pod's token: %w", err)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(token)))
+	}
 	sess, err := s.mgr.ArriveAgent(ctx, s.cfg.Info)
 	if err != nil {
 		return nil, fmt.Errorf("arrive at traffic-manager: %w", err)

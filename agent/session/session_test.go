@@ -2,8 +2,11 @@ package session
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -263,5 +266,35 @@ func TestBackoff(t *testing.T) {
 		if lo, hi := want*8/10, want*12/10; got < lo || got > hi {
 			t.Errorf("wait %d = %v, want %v±20%%", i, got, want)
 		}
+	}
+}
+
+// TestArriveShowsTheToken: every arrival carries the pod's token as read at that moment (the
+// kubelet renews the file), and a missing token is retried like an unreachable manager.
+func TestArriveShowsTheToken(t *testing.T) {
+	m := managertest.Start(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	s, err := New(Config{Info: testInfo, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, TokenFile: tokenFile},
+		client(t, m), &recorder{}, managertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.arrive(context.Background()); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Errorf("arrive without the token file: %v, want an error about the token", err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("tok-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.arrive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("tok-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.arrive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Tokens(); !slices.Equal(got, []string{"Bearer tok-1", "Bearer tok-2"}) {
+		t.Errorf("arrivals carried %q, want the token as the file held it each time", got)
 	}
 }

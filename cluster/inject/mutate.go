@@ -21,6 +21,10 @@ const (
 	// AgentUID is the user the agent runs as. It is set on the container rather than left to
 	// the image so that runAsNonRoot can be verified by the kubelet whatever the image says.
 	AgentUID int64 = 7777
+	// TokenVolume is the projected ServiceAccount token the agent shows the manager.
+	TokenVolume = "teledock-agent-token"
+	// tokenLifetime is how long a projected token is valid; the kubelet renews it at 80 %.
+	tokenLifetime int64 = 3600
 )
 
 // ErrPodMismatch means the pod lacks a container or port that the config names: the pod
@@ -88,6 +92,12 @@ func Mutate(pod *corev1.Pod, cfg AgentConfig) ([]JSONPatchOp, error) {
 		return nil, err
 	}
 	ops = append(ops, JSONPatchOp{Op: "add", Path: "/spec/containers/-", Value: agent})
+	if len(pod.Spec.Volumes) == 0 {
+		// The field is omitted when empty, so the array itself must be added.
+		ops = append(ops, JSONPatchOp{Op: "add", Path: "/spec/volumes", Value: []corev1.Volume{tokenVolume()}})
+	} else {
+		ops = append(ops, JSONPatchOp{Op: "add", Path: "/spec/volumes/-", Value: tokenVolume()})
+	}
 
 	if needsRedirect(cfg) {
 		init, err := initContainer(cfg)
@@ -199,6 +209,23 @@ func replaceOps(i int, c corev1.Container, cfg AgentConfig) []JSONPatchOp {
 	return ops
 }
 
+// tokenVolume projects a ServiceAccount token bound to the pod, for the manager's audience only: the
+// agent's proof of which pod it runs in (see agentconfig.TokenFile). It is readable by the agent's
+// user whatever users the pod's other containers run as; only the agent mounts it.
+func tokenVolume() corev1.Volume {
+	return corev1.Volume{
+		Name: TokenVolume,
+		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr(int32(0o444)),
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience:          agentconfig.TokenAudience,
+				ExpirationSeconds: ptr(tokenLifetime),
+				Path:              "token",
+			}}},
+		}},
+	}
+}
+
 // agentContainer is the traffic-agent sidecar. It meets the "restricted" Pod Security Standard,
 // so that rename-mode intercepts work in namespaces that enforce it.
 func agentContainer(cfg AgentConfig) (corev1.Container, error) {
@@ -218,6 +245,9 @@ func agentContainer(cfg AgentConfig) (corev1.Container, error) {
 		Args:    []string{"run"},
 		Ports:   agentPorts(cfg),
 		Env:     env,
+		VolumeMounts: []corev1.VolumeMount{{
+			Name: TokenVolume, MountPath: agentconfig.TokenDir, ReadOnly: true,
+		}},
 		// Ready once the agent listens on its ports; until then the pod stays out of the endpoints
 		// that the agent's ports now serve.
 		ReadinessProbe: &corev1.Probe{

@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -268,5 +269,42 @@ func TestMutatePatchTestsContainerNames(t *testing.T) {
 	}
 	if ops[0] != (JSONPatchOp{Op: "test", Path: "/spec/containers/0/name", Value: "app"}) {
 		t.Errorf("first op %+v, want a test of the container name", ops[0])
+	}
+}
+
+// TestMutateAgentToken: the agent gets a ServiceAccount token bound to its pod and meant for the
+// manager, its proof of which pod it is; a pod's own volumes are kept.
+func TestMutateAgentToken(t *testing.T) {
+	cfg := mustPlan(t, svc("cart", cartSelector, sport("http", 80, intstr.FromString("http"), "")))
+	for _, withVolumes := range []bool{false, true} {
+		pod := cartPod()
+		if withVolumes {
+			pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		}
+		ops, err := Mutate(pod, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := applyPatch(t, pod, ops)
+		if withVolumes && (len(got.Spec.Volumes) != 2 || got.Spec.Volumes[0].Name != "data") {
+			t.Errorf("the pod's own volumes changed: %v", got.Spec.Volumes)
+		}
+		v := got.Spec.Volumes[len(got.Spec.Volumes)-1]
+		if v.Name != TokenVolume || v.Projected == nil || len(v.Projected.Sources) != 1 || v.Projected.Sources[0].ServiceAccountToken == nil {
+			t.Fatalf("token volume = %+v", v)
+		}
+		if tok := v.Projected.Sources[0].ServiceAccountToken; tok.Audience != agentconfig.TokenAudience || tok.Path != "token" {
+			t.Errorf("token projection = %+v", tok)
+		}
+		agent := container(t, got.Spec.Containers, AgentContainerName)
+		if len(agent.VolumeMounts) != 1 || agent.VolumeMounts[0].Name != TokenVolume ||
+			agent.VolumeMounts[0].MountPath+"/token" != agentconfig.TokenFile || !agent.VolumeMounts[0].ReadOnly {
+			t.Errorf("agent mounts %+v", agent.VolumeMounts)
+		}
+		for _, c := range got.Spec.Containers {
+			if c.Name != AgentContainerName && slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == TokenVolume }) {
+				t.Errorf("container %s mounts the agent's token", c.Name)
+			}
+		}
 	}
 }

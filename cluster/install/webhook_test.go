@@ -112,7 +112,8 @@ func TestRenderRBAC(t *testing.T) {
 			want = append(want, right{"", res, v})
 		}
 	}
-	want = append(want, right{"", "secrets", "get"}, right{"", "configmaps", "create"})
+	want = append(want, right{"", "secrets", "get"}, right{"", "configmaps", "create"},
+		right{"authentication.k8s.io", "tokenreviews", "create"})
 	for _, r := range want {
 		if !can(r.group, r.resource, r.verb) {
 			t.Errorf("cannot %s %s.%s", r.verb, r.resource, r.group)

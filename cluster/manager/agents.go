@@ -71,6 +71,9 @@ func (m *Manager) ArriveAgent(ctx context.Context, info *managerv1.AgentInfo) (*
 	if info.GetPodName() == "" || info.GetNamespace() == "" {
 		return nil, status.Error(codes.InvalidArgument, "agent info needs the pod's name and namespace")
 	}
+	if err := m.authenticateAgent(ctx, info); err != nil {
+		return nil, err
+	}
 	pod, err := m.k8s.CoreV1().Pods(info.GetNamespace()).Get(ctx, info.GetPodName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, status.Errorf(codes.NotFound, "pod %s/%s not found", info.GetNamespace(), info.GetPodName())

@@ -6,19 +6,24 @@ import (
 	"io"
 	"maps"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
+	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/workload"
@@ -48,6 +53,7 @@ func newFakeCluster(tb testing.TB, cfg Config, objs ...runtime.Object) *fakeClus
 		cfg.AgentImage = testAgentImage
 	}
 	k8s := fake.NewClientset(objs...)
+	k8s.PrependReactor("create", "tokenreviews", reviewTestTokens)
 	m, err := New(cfg, k8s, testLogger(tb))
 	if err != nil {
 		tb.Fatal(err)
@@ -248,7 +254,7 @@ type fakeAgent struct {
 
 func (fc *fakeCluster) arriveAgent(pod *corev1.Pod) *fakeAgent {
 	fc.tb.Helper()
-	s, err := fc.agents.ArriveAgent(context.Background(), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP})
+	s, err := fc.agents.ArriveAgent(podToken(pod.Namespace, pod.Name), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP})
 	if err != nil {
 		fc.tb.Fatal(err)
 	}
@@ -410,4 +416,29 @@ func echoOnce(tb testing.TB, c interface {
 
 func errContains(err error, want string) bool {
 	return err != nil && strings.Contains(err.Error(), want)
+}
+
+// podToken is a context whose calls carry the test token of the pod, as its agent's would.
+func podToken(namespace, name string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer pod:"+namespace+"/"+name)
+}
+
+// reviewTestTokens plays the API server's TokenReview: "pod:NS/NAME" is a token of NS's default
+// ServiceAccount bound to pod NAME, for the manager's audience; anything else is refused.
+func reviewTestTokens(action k8stesting.Action) (bool, runtime.Object, error) {
+	tr := action.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
+	ns, name, ok := strings.Cut(strings.TrimPrefix(tr.Spec.Token, "pod:"), "/")
+	if !strings.HasPrefix(tr.Spec.Token, "pod:") || !ok || !slices.Contains(tr.Spec.Audiences, agentconfig.TokenAudience) {
+		tr.Status = authnv1.TokenReviewStatus{Error: "invalid token"}
+		return true, tr, nil
+	}
+	tr.Status = authnv1.TokenReviewStatus{
+		Authenticated: true,
+		Audiences:     tr.Spec.Audiences,
+		User: authnv1.UserInfo{
+			Username: "system:serviceaccount:" + ns + ":default",
+			Extra:    map[string]authnv1.ExtraValue{podNameKey: {name}},
+		},
+	}
+	return true, tr, nil
 }

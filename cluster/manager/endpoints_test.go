@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
@@ -59,5 +60,32 @@ func TestAgentEndpoint(t *testing.T) {
 	// The clients' endpoint serves everything.
 	if _, err := fc.client.ListSessions(ctx, &managerv1.ListSessionsRequest{}); err != nil {
 		t.Errorf("ListSessions on the clients' endpoint: %v", err)
+	}
+}
+
+// TestAgentMustProveItsPod: an agent arrives only with a token bound to the pod it names.
+func TestAgentMustProveItsPod(t *testing.T) {
+	fc := newFakeCluster(t, Config{}, echoDeployment("echo")...)
+	info := &managerv1.AgentInfo{PodName: "echo-abc-1", Namespace: "default"}
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want codes.Code
+	}{
+		{"no token", context.Background(), codes.Unauthenticated},
+		{"not a token", metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer forged"), codes.Unauthenticated},
+		{"another pod's token", podToken("default", "mallory"), codes.PermissionDenied},
+		{"another namespace's pod", podToken("other", "echo-abc-1"), codes.PermissionDenied},
+	}
+	for _, tt := range tests {
+		if _, err := fc.agents.ArriveAgent(tt.ctx, info); status.Code(err) != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	fc.m.mu.Lock()
+	n := len(fc.m.sessions)
+	fc.m.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d sessions opened by refused agents", n)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"teledock.dev/teledock/agent"
+	"teledock.dev/teledock/agent/agentconfig"
 	"teledock.dev/teledock/agent/redirect"
 	"teledock.dev/teledock/internal/version"
 )
@@ -88,7 +89,7 @@ func dispatch(ctx context.Context, log *slog.Logger, args []string, env environm
 		if cmd == "redirect" {
 			return agent.InstallRedirects(log, cfg, env.installRedirects)
 		}
-		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv), agent.Options{Version: version.Version})
+		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv), agent.Options{Version: version.Version, TokenFile: agentconfig.TokenFile})
 		if err != nil {
 			return err
 		}

@@ -13,12 +13,14 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
@@ -46,6 +48,7 @@ type Manager struct {
 	next      int
 	sessions  map[string]bool
 	arrivals  []*managerv1.AgentInfo
+	tokens    []string // the authorization metadata of each arrival
 	departed  []string
 	remains   int
 	targets   []*managerv1.AgentTarget
@@ -179,9 +182,11 @@ func WaitFor(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-func (m *Manager) ArriveAgent(_ context.Context, info *managerv1.AgentInfo) (*managerv1.Session, error) {
+func (m *Manager) ArriveAgent(ctx context.Context, info *managerv1.AgentInfo) (*managerv1.Session, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	md, _ := metadata.FromIncomingContext(ctx)
+	m.tokens = append(m.tokens, strings.Join(md.Get("authorization"), ","))
 	m.next++
 	id := "agent-" + strconv.Itoa(m.next)
 	m.sessions[id] = true
@@ -394,4 +399,11 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 		w.tb.Logf("%s", bytes.TrimRight(p, "\n"))
 	}
 	return len(p), nil
+}
+
+// Tokens returns the authorization metadata each arrival carried, in order.
+func (m *Manager) Tokens() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.tokens)
 }

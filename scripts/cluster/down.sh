@@ -76,6 +76,11 @@ if [ -n "$(cni_netns_mounts)" ]; then
   for ns in $(cni_netns_mounts); do umount -l "$ns" 2>/dev/null || true; done
 fi
 rm -f /run/netns/cni-* 2>/dev/null || true
+# up.sh made /run/netns a mount of its own; with no namespace left in it (none of the user's
+# either), it goes too.
+if [ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ]; then
+  while mountpoint -q /run/netns && umount /run/netns 2>/dev/null; do :; done
+fi
 
 # Network: the CNI bridge (veths go with their namespaces) and netfilter rules.
 ip link del "$CNI_BRIDGE" 2>/dev/null || true

@@ -291,15 +291,7 @@ func TestAgentDoesNotArrive(t *testing.T) {
 				t.Errorf("intercepts left: %v", all)
 			}
 			// No agent came: the config and the rollout are taken back, so the workload is as it was.
-			waitFor(t, func() bool {
-				_, err := fc.m.store.AgentConfig(context.Background(), "default", "echo")
-				if !errors.Is(err, inject.ErrNoConfig) {
-					return false
-				}
-				d, err := fc.k8s.AppsV1().Deployments("default").Get(context.Background(), "echo", metav1.GetOptions{})
-				_, annotated := d.Spec.Template.Annotations[workload.AnnotationRollout]
-				return err == nil && !annotated
-			})
+			fc.waitUnrolled(t, "echo")
 		})
 	}
 }
@@ -602,12 +594,19 @@ func TestDepartWhileWaiting(t *testing.T) {
 		t.Errorf("intercepts left: %v", all)
 	}
 	// The abandoned first intercept takes back its config and rollout, as a timed-out one does.
+	fc.waitUnrolled(t, "echo")
+}
+
+// waitUnrolled waits until the Deployment of the default namespace has neither an agent config nor
+// the rollout annotation: as it was before its first intercept.
+func (fc *fakeCluster) waitUnrolled(t *testing.T, name string) {
+	t.Helper()
 	waitFor(t, func() bool {
-		_, err := fc.m.store.AgentConfig(context.Background(), "default", "echo")
+		_, err := fc.m.store.AgentConfig(context.Background(), "default", name)
 		if !errors.Is(err, inject.ErrNoConfig) {
 			return false
 		}
-		d, err := fc.k8s.AppsV1().Deployments("default").Get(context.Background(), "echo", metav1.GetOptions{})
+		d, err := fc.k8s.AppsV1().Deployments("default").Get(context.Background(), name, metav1.GetOptions{})
 		_, annotated := d.Spec.Template.Annotations[workload.AnnotationRollout]
 		return err == nil && !annotated
 	})

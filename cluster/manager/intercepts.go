@@ -647,8 +647,8 @@ func (m *Manager) restore(ctx context.Context, key workloadKey) error {
 	return err
 }
 
-// reconcileAll restores the workloads whose stored config replaces containers that no intercept
-// replaces any more: those a previous manager left behind.
+// reconcileAll restores the workloads whose stored config (this manager's: its agents dial it)
+// replaces containers that no intercept replaces any more: those a previous run left behind.
 func (m *Manager) reconcileAll(ctx context.Context) {
 	cms, err := m.k8s.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + inject.ConfigMapName})
 	if err != nil {
@@ -662,6 +662,10 @@ func (m *Manager) reconcileAll(ctx context.Context) {
 		for _, data := range cm.Data {
 			cfg, err := agentconfig.Parse([]byte(data))
 			if err != nil || len(cfg.Replace) == 0 {
+				continue
+			}
+			if cfg.ManagerAddress != m.cfg.AgentManagerAddress {
+				// Another install's agent: its intercepts are that manager's to know about.
 				continue
 			}
 			key := workloadKey{cm.Namespace, cfg.WorkloadKind, cfg.WorkloadName}

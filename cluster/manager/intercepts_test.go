@@ -522,9 +522,11 @@ func TestReconcileAfterRestart(t *testing.T) {
 	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
 	objs = append(objs, echoDeployment("kept")...)
 	objs = append(objs, echoService("kept", "kept"))
+	objs = append(objs, echoDeployment("others")...)
+	objs = append(objs, echoService("others", "others"))
 	fc := newFakeCluster(t, Config{ReconcileAfter: 200 * time.Millisecond}, objs...)
 	ctx := context.Background()
-	for _, name := range []string{"echo", "kept"} {
+	for _, name := range []string{"echo", "kept", "others"} {
 		wl, err := workload.Get(ctx, fc.k8s, "default", name)
 		if err != nil {
 			t.Fatal(err)
@@ -534,6 +536,10 @@ func TestReconcileAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Replace = []string{"app"}
+		if name == "others" {
+			// Another traffic-manager's (another install's) intercept: not this one's to undo.
+			cfg.ManagerAddress = "traffic-manager.team-b:8081"
+		}
 		if err := fc.m.store.Put(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -563,6 +569,10 @@ func TestReconcileAfterRestart(t *testing.T) {
 	cfg, err := fc.m.store.AgentConfig(ctx, "default", "kept")
 	if err != nil || !slices.Equal(cfg.Replace, []string{"app"}) {
 		t.Errorf("claimed workload's config %+v, %v; want it still replaced", cfg.Replace, err)
+	}
+	cfg, err = fc.m.store.AgentConfig(ctx, "default", "others")
+	if err != nil || !slices.Equal(cfg.Replace, []string{"app"}) {
+		t.Errorf("another manager's config %+v, %v; want it left alone", cfg.Replace, err)
 	}
 }
 

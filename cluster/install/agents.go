@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,38 +19,54 @@ import (
 	"teledock.dev/teledock/cluster/workload"
 )
 
-// RemoveAgents removes the traffic-agents that teledock injected, in every namespace, and leaves
-// the workloads exactly as they were before teledock touched them:
+// RemoveAgents removes the traffic-agents that the install in cfg.Namespace injected, in every
+// namespace, and leaves the workloads exactly as they were before it touched them:
 //
-//   - it deletes each namespace's agent-config ConfigMap (inject.ConfigMapName) first, so that
-//     the webhook injects nothing into the pods that follow;
-//   - it restores the pod template of every workload that a ConfigMap names or that carries the
-//     rollout annotation (workload.AnnotationRollout): the annotation goes, and the template's
-//     annotations map with it when that was its only entry. The changed template makes a
-//     Deployment or a rolling StatefulSet replace its pods with agent-less ones; a Deployment
-//     goes back to its original ReplicaSet;
+//   - it deletes that install's entries from each namespace's agent-config ConfigMap
+//     (inject.ConfigMapName), and the ConfigMap when nothing else is left in it, first, so that
+//     the webhook injects nothing into the pods that follow. Entries whose agents dial another
+//     install's manager stay: that install's agents and intercepts are not this one's;
+//   - it restores the pod template of every workload that one of its entries names or that
+//     carries the rollout annotation (workload.AnnotationRollout) without another install's
+//     entry: the annotation goes, and the template's annotations map with it when that was its
+//     only entry. The changed template makes a Deployment or a rolling StatefulSet replace its
+//     pods with agent-less ones; a Deployment goes back to its original ReplicaSet;
 //   - for ReplicaSets and OnDelete StatefulSets, which do not replace pods on their own, it
 //     deletes the pods that have an agent.
 //
 // It does not wait for the new pods. It is idempotent: a second run finds nothing to do, and a
-// workload left annotated by an interrupted run is still found. Only Kubeconfig, Context, Events
-// and Log of cfg are used. `teledock uninstall --agents` calls it, and a full uninstall should
-// call it before it removes the manager (whose webhook would otherwise be gone with the agents'
-// configs still in place).
+// workload left annotated by an interrupted run is still found. Only Kubeconfig, Context,
+// Namespace, Events and Log of cfg are used. `teledock uninstall --agents` calls it, and a full
+// uninstall should call it before it removes the manager (whose webhook would otherwise be gone
+// with the agents' configs still in place).
 func RemoveAgents(ctx context.Context, cfg Config) error {
 	if cfg.Events == nil {
 		cfg.Events = func(Event) {}
+	}
+	if cfg.Namespace == "" {
+		return errors.New("remove agents: no manager namespace")
 	}
 	k8s, err := kubeClient(configFlags(cfg))
 	if err != nil {
 		return err
 	}
-	return removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, cfg.Events)
+	return removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, cfg.Namespace, cfg.Events)
+}
+
+// ownedBy reports whether a config's agents dial the manager installed in managerNS: the chart's
+// Service, traffic-manager.NAMESPACE (maybe fully qualified).
+func ownedBy(c agentconfig.Config, managerNS string) bool {
+	host, _, err := net.SplitHostPort(c.ManagerAddress)
+	if err != nil {
+		return false
+	}
+	svc := "traffic-manager." + managerNS
+	return host == svc || strings.HasPrefix(host, svc+".")
 }
 
 // removeAgents is RemoveAgents in the namespaces (metav1.NamespaceAll for every one); tests on a
 // shared cluster keep to their own.
-func removeAgents(ctx context.Context, k8s kubernetes.Interface, namespaces []string, events EventFunc) error {
+func removeAgents(ctx context.Context, k8s kubernetes.Interface, namespaces []string, managerNS string, events EventFunc) error {
 	var cms []corev1.ConfigMap
 	var all []workload.Workload
 	for _, ns := range namespaces {
@@ -63,39 +81,61 @@ func removeAgents(ctx context.Context, k8s kubernetes.Interface, namespaces []st
 		}
 		all = append(all, wls...)
 	}
-	var targets []workload.Workload
+	same := func(a, b workload.Workload) bool {
+		return a.Kind == b.Kind && a.Namespace == b.Namespace && a.Name == b.Name
+	}
+	var targets, others []workload.Workload
 	add := func(w workload.Workload) {
-		if !slices.ContainsFunc(targets, func(x workload.Workload) bool {
-			return x.Kind == w.Kind && x.Namespace == w.Namespace && x.Name == w.Name
-		}) {
+		if !slices.ContainsFunc(targets, func(x workload.Workload) bool { return same(x, w) }) {
 			targets = append(targets, w)
 		}
 	}
-	var agentCMs []corev1.ConfigMap
+	// changed are the ConfigMaps to delete (no Data left) or to update (other installs' entries left).
+	var changed []corev1.ConfigMap
 	for _, cm := range cms {
 		if cm.Name != inject.ConfigMapName {
 			continue
 		}
-		agentCMs = append(agentCMs, cm)
-		for _, data := range cm.Data {
-			// A config that does not parse names no kind; the annotation scan below finds its
-			// workload if it was rolled out.
-			if c, err := agentconfig.Parse([]byte(data)); err == nil {
+		keep := map[string]string{}
+		for key, data := range cm.Data {
+			c, err := agentconfig.Parse([]byte(data))
+			switch {
+			case err != nil:
+				// A config that does not parse names no kind and no manager; it goes, and the
+				// annotation scan below finds its workload if it was rolled out.
+			case ownedBy(c, managerNS):
 				add(workload.Workload{Kind: c.WorkloadKind, Namespace: cm.Namespace, Name: c.WorkloadName})
+			default:
+				keep[key] = data
+				others = append(others, workload.Workload{Kind: c.WorkloadKind, Namespace: cm.Namespace, Name: c.WorkloadName})
 			}
 		}
+		if len(keep) == len(cm.Data) {
+			continue
+		}
+		cm.Data = keep
+		changed = append(changed, cm)
 	}
 	for _, w := range all {
-		if _, ok := w.Template.Annotations[workload.AnnotationRollout]; ok {
+		if _, ok := w.Template.Annotations[workload.AnnotationRollout]; ok &&
+			!slices.ContainsFunc(others, func(x workload.Workload) bool { return same(x, w) }) {
 			add(w)
 		}
 	}
 
 	var errs []error
-	for _, cm := range agentCMs {
-		err := k8s.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{})
+	for _, cm := range changed {
+		var err error
+		if len(cm.Data) == 0 {
+			err = k8s.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{
+				Preconditions: &metav1.Preconditions{ResourceVersion: &cm.ResourceVersion},
+			})
+		} else {
+			_, err = k8s.CoreV1().ConfigMaps(cm.Namespace).Update(ctx, &cm, metav1.UpdateOptions{})
+		}
 		if err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete agent configs of namespace %s: %w", cm.Namespace, err))
+			// A conflict means a manager changed it meanwhile: run again.
+			errs = append(errs, fmt.Errorf("remove agent configs of namespace %s: %w", cm.Namespace, err))
 		}
 	}
 	if len(errs) > 0 {

@@ -56,7 +56,10 @@ func agentPod(ns, name, app, ownerKind, owner string, withAgent bool) *corev1.Po
 func agentConfigMap(t *testing.T, ns string, cfgs ...agentconfig.Config) *corev1.ConfigMap {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: inject.ConfigMapName}, Data: map[string]string{}}
 	for _, c := range cfgs {
-		c.Version, c.Namespace, c.AgentImage, c.ManagerAddress = agentconfig.SchemaVersion, ns, "agent", "tm:8081"
+		c.Version, c.Namespace, c.AgentImage = agentconfig.SchemaVersion, ns, "agent"
+		if c.ManagerAddress == "" {
+			c.ManagerAddress = "traffic-manager.teledock:8081" // the install in namespace teledock
+		}
 		c.Targets = []agentconfig.Target{{Protocol: agentconfig.TCP, ContainerName: "app", ContainerPort: 80, AgentPort: 9900, Mode: agentconfig.ModeRedirect}}
 		y, err := c.YAML()
 		if err != nil {
@@ -96,7 +99,7 @@ func TestRemoveAgents(t *testing.T) {
 	k8s := fake.NewClientset(objs...)
 	ctx := context.Background()
 	var removed []string
-	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, func(e Event) { removed = append(removed, e.Namespace+"/"+e.Workload) }); err != nil {
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, "teledock", func(e Event) { removed = append(removed, e.Namespace+"/"+e.Workload) }); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"a/Deployment/api", "a/StatefulSet/db", "a/Deployment/web", "b/ReplicaSet/legacy"}; !slices.Equal(removed, want) {
@@ -137,8 +140,48 @@ func TestRemoveAgents(t *testing.T) {
 
 	// Idempotent: nothing left to do.
 	removed = nil
-	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, func(e Event) { removed = append(removed, e.Workload) }); err != nil || len(removed) != 0 {
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, "teledock", func(e Event) { removed = append(removed, e.Workload) }); err != nil || len(removed) != 0 {
 		t.Errorf("second run: %v, removed %v", err, removed)
+	}
+}
+
+// TestRemoveAgentsKeepsOtherInstalls: with two traffic-managers in one cluster, removing one's
+// agents leaves the other's configs, annotations and pods alone.
+func TestRemoveAgentsKeepsOtherInstalls(t *testing.T) {
+	rollout := workload.AnnotationRollout
+	objs := []runtime.Object{
+		agentDeployment("a", "mine", map[string]string{rollout: "x"}),
+		agentDeployment("a", "theirs", map[string]string{rollout: "y"}),
+		agentConfigMap(t, "a",
+			agentconfig.Config{WorkloadKind: "Deployment", WorkloadName: "mine"},
+			agentconfig.Config{WorkloadKind: "Deployment", WorkloadName: "theirs", ManagerAddress: "traffic-manager.team-b.svc.cluster.local:8081"}),
+	}
+	k8s := fake.NewClientset(objs...)
+	ctx := context.Background()
+	var removed []string
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, "teledock", func(e Event) { removed = append(removed, e.Workload) }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(removed, []string{"Deployment/mine"}) {
+		t.Errorf("removed %v, want only Deployment/mine", removed)
+	}
+	cm, err := k8s.CoreV1().ConfigMaps("a").Get(ctx, inject.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the other install's agent configs went: %v", err)
+	}
+	if _, ok := cm.Data["theirs"]; !ok || len(cm.Data) != 1 {
+		t.Errorf("agent configs left: %v, want only theirs", slices.Collect(maps.Keys(cm.Data)))
+	}
+	d, _ := k8s.AppsV1().Deployments("a").Get(ctx, "theirs", metav1.GetOptions{})
+	if d.Spec.Template.Annotations[rollout] != "y" {
+		t.Errorf("the other install's workload was restored: %v", d.Spec.Template.Annotations)
+	}
+	// And the other install's removal takes the rest.
+	if err := removeAgents(ctx, k8s, []string{metav1.NamespaceAll}, "team-b", func(Event) {}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k8s.CoreV1().ConfigMaps("a").Get(ctx, inject.ConfigMapName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("agent configs after both removals: %v, want deleted", err)
 	}
 }
 
@@ -154,7 +197,7 @@ func TestRemoveAgentsOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = removeAgents(context.Background(), k8s, strings.Split(nss, ","), func(e Event) { t.Logf("%+v", e) })
+	err = removeAgents(context.Background(), k8s, strings.Split(nss, ","), os.Getenv("TELEDOCK_TEST_MANAGER_NAMESPACE"), func(e Event) { t.Logf("%+v", e) })
 	if err != nil {
 		t.Fatal(err)
 	}

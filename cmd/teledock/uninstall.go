@@ -33,7 +33,7 @@ func newUninstallCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.context, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the removal")
-	f.BoolVar(&opts.agents, "agents", false, "remove the traffic-agents from every workload and keep the traffic-manager")
+	f.BoolVar(&opts.agents, "agents", false, "remove the traffic-agents this traffic-manager injected and keep the traffic-manager")
 	return cmd
 }
 

@@ -130,6 +130,7 @@ func runIntercept(ctx context.Context, d deps, opts interceptOptions) error {
 	}
 
 	if err := writeIntercept(d.stdout, info, opts.output); err != nil {
+		leaveQuietly(d, client, opts.name) // an intercept the user was not told about must not stay
 		return err
 	}
 	if err := writeEnv(d, opts, info.GetEnvironment()); err != nil {

@@ -420,14 +420,14 @@ func errContains(err error, want string) bool {
 
 // podToken is a context whose calls carry the test token of the pod, as its agent's would.
 func podToken(namespace, name string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer pod:"+namespace+"/"+name)
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer pod:"+namespace+"/"+name+".payload.signature")
 }
 
 // reviewTestTokens plays the API server's TokenReview: "pod:NS/NAME" is a token of NS's default
 // ServiceAccount bound to pod NAME, for the manager's audience; anything else is refused.
 func reviewTestTokens(action k8stesting.Action) (bool, runtime.Object, error) {
 	tr := action.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
-	ns, name, ok := strings.Cut(strings.TrimPrefix(tr.Spec.Token, "pod:"), "/")
+	ns, name, ok := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(tr.Spec.Token, "pod:"), ".payload.signature"), "/")
 	if !strings.HasPrefix(tr.Spec.Token, "pod:") || !ok || !slices.Contains(tr.Spec.Audiences, agentconfig.TokenAudience) {
 		tr.Status = authnv1.TokenReviewStatus{Error: "invalid token"}
 		return true, tr, nil

@@ -22,6 +22,7 @@ import (
 var agentMethods = map[string]bool{
 	managerv1.Manager_Version_FullMethodName:     true,
 	managerv1.Manager_ArriveAgent_FullMethodName: true,
+	managerv1.Manager_Remain_FullMethodName:      true, // with an agent's session: its heartbeat
 	managerv1.Manager_Depart_FullMethodName:      true, // with an agent's session
 	managerv1.Manager_WatchAgent_FullMethodName:  true,
 	managerv1.Manager_AgentTunnel_FullMethodName: true,

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/workload"
 )
 
 // TestAgentEndpoint: what any pod can reach through the Service serves agents only.
@@ -34,7 +35,7 @@ func TestAgentEndpoint(t *testing.T) {
 	_, err = fc.agents.CreateIntercept(ctx, &managerv1.CreateInterceptRequest{SessionId: client, Name: "echo"})
 	denied("CreateIntercept with a client's session", err)
 	_, err = fc.agents.Remain(ctx, &managerv1.SessionRequest{SessionId: client})
-	denied("Remain", err)
+	denied("Remain with a client's session", err)
 	// Shared RPCs need an agent's session here.
 	_, err = fc.agents.Depart(ctx, &managerv1.SessionRequest{SessionId: client})
 	denied("Depart with a client's session", err)
@@ -87,5 +88,29 @@ func TestAgentMustProveItsPod(t *testing.T) {
 	fc.m.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d sessions opened by refused agents", n)
+	}
+}
+
+// TestAgentHeartbeat: an agent keeps its session on the agents' endpoint (Remain), and departs.
+func TestAgentHeartbeat(t *testing.T) {
+	fc := newFakeCluster(t, Config{}, append(echoDeployment("echo"), echoService("echo", "echo"))...)
+	ctx := context.Background()
+	wl, err := workload.Get(ctx, fc.k8s, "default", "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := fc.m.plan(ctx, wl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.m.store.Put(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	agent := fc.arriveAgent(fc.startPod("echo-abc-1", "echo", false, running))
+	if _, err := fc.agents.Remain(ctx, &managerv1.SessionRequest{SessionId: agent.session}); err != nil {
+		t.Errorf("an agent's heartbeat on the agents' endpoint: %v", err)
+	}
+	if _, err := fc.agents.Depart(ctx, &managerv1.SessionRequest{SessionId: agent.session}); err != nil {
+		t.Errorf("an agent departing on the agents' endpoint: %v", err)
 	}
 }

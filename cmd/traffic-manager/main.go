@@ -92,7 +92,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", envOr(getenv, "WEBHOOK_CERT_DIR", "/var/run/teledock/webhook-tls"),
 		"directory with the webhook's tls.crt and tls.key ($WEBHOOK_CERT_DIR)")
 	fs.StringVar(&o.directListen, "direct-listen", getenv("DIRECT_LISTEN"),
-		"TLS address of the direct port for clients' tunnels, e.g. :8082; empty: none ($DIRECT_LISTEN)")
+		"TLS address of the direct port for clients' tunnels, e.g. :8083; empty: none ($DIRECT_LISTEN)")
 	fs.StringVar(&o.directService, "direct-service", envOr(getenv, "DIRECT_SERVICE", "traffic-manager-direct"),
 		"NodePort Service that exposes the direct port ($DIRECT_SERVICE)")
 	fs.StringVar(&o.nodeName, "node-name", getenv("NODE_NAME"), "the manager's node ($NODE_NAME)")

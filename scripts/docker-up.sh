@@ -15,11 +15,13 @@ if ! command -v dockerd >/dev/null; then
   exit 1
 fi
 
-# A dockerd killed mid-flight leaves its pid file and socket; remove them so it starts again.
-if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+# A dockerd killed mid-flight leaves its pid file and socket; remove them so it starts again. The
+# pid may belong to another process by now, so the name is checked, not just that it lives.
+runs_as() { [ "$(cat "/proc/$(cat "$1" 2>/dev/null)/comm" 2>/dev/null)" = "$2" ]; }
+if [ -f /var/run/docker.pid ] && ! runs_as /var/run/docker.pid dockerd; then
   rm -f /var/run/docker.pid /var/run/docker.sock
 fi
-if [ -f /run/containerd/containerd.pid ] && ! kill -0 "$(cat /run/containerd/containerd.pid)" 2>/dev/null; then
+if [ -f /run/containerd/containerd.pid ] && ! runs_as /run/containerd/containerd.pid containerd; then
   rm -f /run/containerd/containerd.pid
 fi
 

@@ -64,3 +64,27 @@ wait_for() {
 
 host_ip() { ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($i=="src") {print $(i+1); exit}}'; }
 docker_gateway_ip() { ip -4 addr show docker0 2>/dev/null | awk '/inet /{sub(/\/.*/,"",$2); print $2; exit}'; }
+
+# proc_start PID: the process's start time (clock ticks since boot, /proc/PID/stat field 22), or
+# nothing when there is no such process. A pid with its start time names one process for good:
+# after a crash, a pid file's number may belong to another process by now (dockerd, say).
+proc_start() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  # Fields after "pid (comm) " start at field 3; the start time is field 22.
+  stat=${stat##*) }
+  set -- $stat
+  echo "${20}"
+}
+
+# write_pid NAME PID: records the component's process in its pid file.
+write_pid() { echo "$2 $(proc_start "$2")" >"$CLUSTER_RUN/$1.pid"; }
+
+# cluster_pid NAME: prints the component's pid when its pid file names a process that is still
+# the one started (same start time); fails otherwise.
+cluster_pid() {
+  local pid start
+  read -r pid start <"$CLUSTER_RUN/$1.pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] || return 1
+  echo "$pid"
+}

@@ -12,9 +12,9 @@ set -euo pipefail
 # stop NAME: TERM then KILL the component from its pid file, and any stray copy of its binary.
 stop() {
   local name=$1 pid
-  pid=$(cat "$CLUSTER_RUN/$name.pid" 2>/dev/null || true)
   local pids=()
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
+  # Only the process the pid file names, not whatever has its number now (see cluster_pid).
+  pid=$(cluster_pid "$name") && pids+=("$pid")
   # Strays: a killed session may have lost the pid file but not the process.
   while read -r p; do pids+=("$p"); done < <(pgrep -f "^$K8S_BIN/$name( |$)" 2>/dev/null || true)
   [ "$name" = containerd ] && while read -r p; do pids+=("$p"); done < <(pgrep -f "^containerd --config $CLUSTER_STATE/conf/containerd.toml" 2>/dev/null || true)
@@ -53,7 +53,9 @@ if [ -d "$CLUSTER_RUN/runc" ] || [ -d /run/containerd/runc/k8s.io ]; then
   for st in /run/containerd/runc/k8s.io/*/state.json; do
     [ -f "$st" ] || continue
     pid=$(sed -n 's/.*"init_process_pid":\([0-9]*\).*/\1/p' "$st")
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    start=$(sed -n 's/.*"init_process_start":\([0-9]*\).*/\1/p' "$st")
+    # Only if that pid is still the container's process, not a later one with its number.
+    [ -n "$pid" ] && [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] && kill -KILL "$pid" 2>/dev/null || true
   done
 fi
 

@@ -4,8 +4,7 @@ set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
 
 for name in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
-  pid=$(cat "$CLUSTER_RUN/$name.pid" 2>/dev/null)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if pid=$(cluster_pid "$name"); then
     printf '%-24s running (pid %s)\n' "$name" "$pid"
   else
     printf '%-24s not running\n' "$name"

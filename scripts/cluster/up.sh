@@ -47,16 +47,16 @@ KC
 start() {
   local name=$1
   shift
-  if [ -f "$CLUSTER_RUN/$name.pid" ] && kill -0 "$(cat "$CLUSTER_RUN/$name.pid")" 2>/dev/null; then
+  if cluster_pid "$name" >/dev/null; then
     return
   fi
   setsid nohup "$@" >"$CLUSTER_LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER_RUN/$name.pid"
+  write_pid "$name" $!
 }
 
 # alive NAME: fails (and shows the log) when a component died.
 alive() {
-  if ! kill -0 "$(cat "$CLUSTER_RUN/$1.pid" 2>/dev/null)" 2>/dev/null; then
+  if ! cluster_pid "$1" >/dev/null; then
     log "$1 exited; last lines of $CLUSTER_LOGS/$1.log:"
     tail -n 30 "$CLUSTER_LOGS/$1.log" >&2 || true
     return 1
@@ -166,7 +166,7 @@ start_control_plane() {
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster teledock=http://127.0.0.1:2380 --quota-backend-bytes 2147483648
-  wait_for "etcd" 60 bash -c "alive() { kill -0 \$(cat $CLUSTER_RUN/etcd.pid); }; alive && curl -fsS http://127.0.0.1:2379/health" || { alive etcd; die "etcd did not become healthy"; }
+  wait_for "etcd" 60 bash -c ". '$TELEDOCK_ROOT/scripts/lib.sh'; cluster_pid etcd >/dev/null && curl -fsS http://127.0.0.1:2379/health" || { alive etcd; die "etcd did not become healthy"; }
 
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers http://127.0.0.1:2379 \

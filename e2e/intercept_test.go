@@ -259,6 +259,31 @@ func TestIntercept(t *testing.T) {
 			t.Errorf("a second client intercepting the same workload: err=%v\n%s", r.err, r.stderr)
 		}
 	})
+
+	// An agent keeps one session for as long as it runs: its heartbeats reach the manager through
+	// the Service. A session lost and made again would reset the intercepted connections.
+	t.Run("agents keep their session", func(t *testing.T) {
+		const minAge = 25 * time.Second // two and a half leases
+		var pod string
+		var started time.Time
+		for _, line := range strings.Split(jsonpath(t, ns, "pods",
+			`{range .items[*]}{.metadata.name} {.status.containerStatuses[?(@.name=="traffic-agent")].state.running.startedAt}{"\n"}{end}`), "\n") {
+			name, at, ok := strings.Cut(strings.TrimSpace(line), " ")
+			ts, err := time.Parse(time.RFC3339, at)
+			if ok && err == nil && (pod == "" || ts.Before(started)) {
+				pod, started = name, ts
+			}
+		}
+		if pod == "" {
+			t.Fatal("no running traffic-agent in the namespace")
+		}
+		// Time must pass here, not readiness: the agent has to outlive its lease.
+		time.Sleep(time.Until(started.Add(minAge)))
+		logs := must(t, kubectl(t, "-n", ns, "logs", pod, "-c", "traffic-agent"), "agent logs")
+		if n := strings.Count(logs, "arrived at the traffic-manager"); n != 1 {
+			t.Errorf("the agent of %s arrived %d times in %s, want once:\n%s", pod, n, time.Since(started).Round(time.Second), logs)
+		}
+	})
 }
 
 type interceptor struct {

@@ -109,17 +109,8 @@ func startDirectFake(t testing.TB, enabled bool) (*directFake, *pipeDialer) {
 
 func runSessionWith(t testing.TB, d dialer, transport Transport) *Session {
 	t.Helper()
-	s, err := newSession(Config{ManagerNamespace: "teledock", Name: "test", MaxBackoff: 200 * time.Millisecond,
-		Transport: transport, DirectTimeout: 5 * time.Second}, d, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(context.Background()) }()
-	t.Cleanup(func() {
-		_ = s.Close()
-		<-done
-	})
+	s := startSession(t, d, Config{ManagerNamespace: "teledock", Name: "test", MaxBackoff: 200 * time.Millisecond,
+		Transport: transport, DirectTimeout: 5 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.WaitConnected(ctx); err != nil {

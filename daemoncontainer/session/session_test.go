@@ -137,7 +137,13 @@ func (w tWriter) Write(p []byte) (int, error) { w.t.Logf("%s", p); return len(p)
 
 func runSession(t testing.TB, d dialer) *Session {
 	t.Helper()
-	s, err := newSession(Config{ManagerNamespace: "teledock", Name: "test", MaxBackoff: 200 * time.Millisecond}, d, testLogger(t))
+	return startSession(t, d, Config{ManagerNamespace: "teledock", Name: "test", MaxBackoff: 200 * time.Millisecond})
+}
+
+// startSession runs a session with cfg until the test ends.
+func startSession(t testing.TB, d dialer, cfg Config) *Session {
+	t.Helper()
+	s, err := newSession(cfg, d, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -266,7 +266,12 @@ func (r routedClient) Accept(ctx context.Context, opts ...grpc.CallOption) (mana
 	if d := r.s.directForFlow(); d != nil {
 		st, err := d.mgr.Accept(ctx, opts...)
 		if err == nil {
-			return st, nil
+			// As a Tunnel's: before the manager's first answer (the agent's Dial), only the Accept
+			// was sent, and the manager pairs it once, so sending it again is safe.
+			return &fallbackStream{cur: st, reopen: func() (managerv1.Manager_AcceptClient, error) {
+				r.s.log.Debug("direct accept failed before its answer; this connection uses the port-forward")
+				return r.ManagerClient.Accept(ctx, opts...)
+			}}, nil
 		}
 		r.s.log.Debug("direct stream failed; this connection uses the port-forward", "err", err)
 	}

@@ -41,6 +41,19 @@ func (c *countingTunnels) Tunnel(s managerv1.Manager_TunnelServer) error {
 	return s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}})
 }
 
+// Accept answers each Accept with the agent's Dial, as the manager does when it pairs the two, and
+// counts the streams in n too; with broken set, it fails them as a dead transport would.
+func (c *countingTunnels) Accept(s managerv1.Manager_AcceptServer) error {
+	c.n.Add(1)
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	if c.broken.Load() {
+		return status.Error(codes.Unavailable, "transport is closing")
+	}
+	return s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: &managerv1.Dial{TargetPort: 80}}})
+}
+
 // directFake is the port-forward's fake manager plus a direct port: a TLS server behind the real
 // guard, admitting the token that DirectInfo hands out.
 type directFake struct {
@@ -58,6 +71,7 @@ type directFake struct {
 }
 
 func (f *directFake) Tunnel(s managerv1.Manager_TunnelServer) error { return f.pf.Tunnel(s) }
+func (f *directFake) Accept(s managerv1.Manager_AcceptServer) error { return f.pf.Accept(s) }
 
 func (f *directFake) DirectInfo(_ context.Context, r *managerv1.SessionRequest) (*managerv1.DirectInfoResponse, error) {
 	f.mu.Lock()
@@ -232,6 +246,30 @@ func TestTransportFlowMovesToPortForward(t *testing.T) {
 	openTunnel(t, s)
 	if f.direct.n.Load() != 1 || f.pf.n.Load() != 1 {
 		t.Errorf("tunnels: direct %d, port-forward %d; want 1, 1", f.direct.n.Load(), f.pf.n.Load())
+	}
+}
+
+// TestTransportAcceptMovesToPortForward: an intercepted connection's Accept on a direct connection
+// that fails before the manager answers is made again over the port-forward.
+func TestTransportAcceptMovesToPortForward(t *testing.T) {
+	f, d := startDirectFake(t, true)
+	s := runSessionWith(t, d, TransportAuto)
+	f.direct.broken.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.Manager().Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{SessionId: s.SessionID(), ConnId: "c1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Recv()
+	if err != nil || m.GetDial().GetTargetPort() != 80 {
+		t.Fatalf("accept: %v, %v; want the agent's dial", m, err)
+	}
+	if f.direct.n.Load() != 1 || f.pf.n.Load() != 1 {
+		t.Errorf("accepts: direct %d, port-forward %d; want 1, 1", f.direct.n.Load(), f.pf.n.Load())
 	}
 }
 

@@ -185,17 +185,34 @@ type routedClient struct {
 }
 
 func (r routedClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (managerv1.Manager_TunnelClient, error) {
+	return r.dataStream("tunnel", func(m managerv1.ManagerClient) (managerv1.Manager_TunnelClient, error) {
+		return m.Tunnel(ctx, opts...)
+	})
+}
+
+// Accept is routed as Tunnel is: before the manager's first answer (the agent's Dial) only the
+// Accept was sent, and the manager pairs it once, so sending it again is safe.
+func (r routedClient) Accept(ctx context.Context, opts ...grpc.CallOption) (managerv1.Manager_AcceptClient, error) {
+	return r.dataStream("accept", func(m managerv1.ManagerClient) (managerv1.Manager_AcceptClient, error) {
+		return m.Accept(ctx, opts...)
+	})
+}
+
+// dataStream opens a data-plane stream (Tunnel and Accept are the same stream type) on the direct
+// connection while it is ready, moving it to the port-forward if it fails before its first answer;
+// otherwise, and when the direct open fails, on the port-forward.
+func (r routedClient) dataStream(what string, open func(managerv1.ManagerClient) (managerv1.Manager_TunnelClient, error)) (managerv1.Manager_TunnelClient, error) {
 	if d := r.s.directForFlow(); d != nil {
-		st, err := d.mgr.Tunnel(ctx, opts...)
+		st, err := open(d.mgr)
 		if err == nil {
 			return &fallbackStream{cur: st, reopen: func() (managerv1.Manager_TunnelClient, error) {
-				r.s.log.Debug("direct stream failed before its answer; this flow uses the port-forward")
-				return r.ManagerClient.Tunnel(ctx, opts...)
+				r.s.log.Debug("direct stream failed before its answer; it uses the port-forward", "stream", what)
+				return open(r.ManagerClient)
 			}}, nil
 		}
-		r.s.log.Debug("direct stream failed; this flow uses the port-forward", "err", err)
+		r.s.log.Debug("direct stream failed; it uses the port-forward", "stream", what, "err", err)
 	}
-	return r.ManagerClient.Tunnel(ctx, opts...)
+	return open(r.ManagerClient)
 }
 
 // fallbackStream is a Tunnel stream on the direct port that moves to the port-forward when the
@@ -261,22 +278,6 @@ func (f *fallbackStream) CloseSend() error             { return f.cur.CloseSend(
 func (f *fallbackStream) Header() (metadata.MD, error) { return f.cur.Header() }
 func (f *fallbackStream) Trailer() metadata.MD         { return f.cur.Trailer() }
 func (f *fallbackStream) Context() context.Context     { return f.cur.Context() }
-
-func (r routedClient) Accept(ctx context.Context, opts ...grpc.CallOption) (managerv1.Manager_AcceptClient, error) {
-	if d := r.s.directForFlow(); d != nil {
-		st, err := d.mgr.Accept(ctx, opts...)
-		if err == nil {
-			// As a Tunnel's: before the manager's first answer (the agent's Dial), only the Accept
-			// was sent, and the manager pairs it once, so sending it again is safe.
-			return &fallbackStream{cur: st, reopen: func() (managerv1.Manager_AcceptClient, error) {
-				r.s.log.Debug("direct accept failed before its answer; this connection uses the port-forward")
-				return r.ManagerClient.Accept(ctx, opts...)
-			}}, nil
-		}
-		r.s.log.Debug("direct stream failed; this connection uses the port-forward", "err", err)
-	}
-	return r.ManagerClient.Accept(ctx, opts...)
-}
 
 // directForFlow returns the direct connection when a new flow should use it, or nil.
 func (s *Session) directForFlow() *directConn {

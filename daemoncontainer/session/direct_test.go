@@ -31,19 +31,17 @@ type countingTunnels struct {
 }
 
 func (c *countingTunnels) Tunnel(s managerv1.Manager_TunnelServer) error {
-	c.n.Add(1)
-	if _, err := s.Recv(); err != nil {
-		return err
-	}
-	if c.broken.Load() {
-		return status.Error(codes.Unavailable, "transport is closing")
-	}
-	return s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}})
+	return c.answer(s, &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}})
 }
 
-// Accept answers each Accept with the agent's Dial, as the manager does when it pairs the two, and
-// counts the streams in n too; with broken set, it fails them as a dead transport would.
+// Accept answers each Accept with the agent's Dial, as the manager does when it pairs the two; it
+// counts in n too.
 func (c *countingTunnels) Accept(s managerv1.Manager_AcceptServer) error {
+	return c.answer(s, &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: &managerv1.Dial{TargetPort: 80}}})
+}
+
+// answer counts the stream, reads its first message and sends reply, or fails as a dead transport.
+func (c *countingTunnels) answer(s managerv1.Manager_TunnelServer, reply *managerv1.TunnelMessage) error {
 	c.n.Add(1)
 	if _, err := s.Recv(); err != nil {
 		return err
@@ -51,7 +49,7 @@ func (c *countingTunnels) Accept(s managerv1.Manager_AcceptServer) error {
 	if c.broken.Load() {
 		return status.Error(codes.Unavailable, "transport is closing")
 	}
-	return s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: &managerv1.Dial{TargetPort: 80}}})
+	return s.Send(reply)
 }
 
 // directFake is the port-forward's fake manager plus a direct port: a TLS server behind the real

@@ -43,6 +43,18 @@ build_k8s() {
   rm -rf "$K8S_BIN" && mv "$K8S_BIN.tmp" "$K8S_BIN"
 }
 
+# build_compose builds the docker compose CLI plugin from the module pinned in scripts/tools/compose
+# (compose's go.mod has exclude directives, so `go install pkg@version` is refused).
+build_compose() {
+  have "$COMPOSE_BIN/docker-compose" && return
+  log "building docker compose $COMPOSE_VERSION (about 4 minutes cold)"
+  rm -rf "$COMPOSE_BIN.tmp" && mkdir -p "$COMPOSE_BIN.tmp"
+  (cd "$TELEDOCK_ROOT/scripts/tools/compose" && go build -trimpath \
+      -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=$COMPOSE_VERSION" \
+      -o "$COMPOSE_BIN.tmp/docker-compose" github.com/docker/compose/v5/cmd)
+  rm -rf "$COMPOSE_BIN" && mv "$COMPOSE_BIN.tmp" "$COMPOSE_BIN"
+}
+
 # go_install DIR PKG@VERSION: builds one module's command into DIR (atomically).
 go_install() {
   local dir=$1 pkg=$2
@@ -66,9 +78,11 @@ install_tools() {
     GOBIN="$PROTOC_BIN.tmp" go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
     rm -rf "$PROTOC_BIN" && mv "$PROTOC_BIN.tmp" "$PROTOC_BIN"
   fi
-  # buildx is a Docker CLI plugin.
+  build_compose
+  # buildx and compose are Docker CLI plugins.
   mkdir -p "$HOME/.docker/cli-plugins"
   cp -f "$BUILDX_BIN/buildx" "$HOME/.docker/cli-plugins/docker-buildx"
+  cp -f "$COMPOSE_BIN/docker-compose" "$HOME/.docker/cli-plugins/docker-compose"
 }
 
 case "${1:-all}" in

@@ -12,6 +12,7 @@ K8S_BIN=$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION
 COREDNS_BIN=$TOOLS_DIR/coredns-$COREDNS_VERSION
 HELM_BIN=$TOOLS_DIR/helm-$HELM_VERSION
 BUILDX_BIN=$TOOLS_DIR/buildx-$BUILDX_VERSION
+COMPOSE_BIN=$TOOLS_DIR/compose-$COMPOSE_VERSION
 PROTOC_BIN=$TOOLS_DIR/protoc-gen-$PROTOC_GEN_GO_VERSION-$PROTOC_GEN_GO_GRPC_VERSION
 
 # The test cluster's machine-wide state: one cluster per machine, whichever clone started it.

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -39,6 +41,10 @@ type config struct {
 	user             string            // TELEDOCK_USER: the user's login name, for intercepts' owner
 	server           string            // TELEDOCK_SERVER: the API server URL before rewriting, for status
 	transport        session.Transport // TELEDOCK_TRANSPORT: auto (default), port-forward or direct
+	// envDir (TELEDOCK_ENV_DIR) holds the env files that `teledock compose` wrote for the
+	// project's services: pod environments, secrets included. The daemon removes them when it
+	// stops, so that a plain `docker compose down` leaves none behind.
+	envDir string
 	debug            bool              // TELEDOCK_DEBUG
 }
 
@@ -54,6 +60,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		hostname:         getenv("TELEDOCK_HOSTNAME"),
 		user:             getenv("TELEDOCK_USER"),
 		server:           getenv("TELEDOCK_SERVER"),
+		envDir:           getenv("TELEDOCK_ENV_DIR"),
 		debug:            getenv("TELEDOCK_DEBUG") != "",
 	}
 	if c.token == "" {
@@ -96,9 +103,26 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	err = run(ctx, cfg, log)
+	if cfg.envDir != "" {
+		removeEnvFiles(cfg.envDir, log)
+	}
+	if err != nil {
 		log.Error("daemon failed", "err", err)
 		os.Exit(1)
+	}
+}
+
+// removeEnvFiles removes the *.env files directly in dir; nothing else there is touched.
+func removeEnvFiles(dir string, log *slog.Logger) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.env"))
+	if err != nil {
+		return
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("removing an env file", "file", f, "err", err)
+		}
 	}
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,5 +74,22 @@ func TestConfigFromEnv(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestRemoveEnvFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"web.env", "api.env", "keep.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("A=1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeEnvFiles(dir, slog.New(slog.DiscardHandler))
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].Name() != "keep.txt" {
+		t.Errorf("left %v, want only keep.txt", left)
 	}
 }

@@ -29,6 +29,10 @@ func (f *fakeEngine) ContainerStop(_ context.Context, name string, _ container.S
 	return nil
 }
 
+func (f *fakeEngine) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	return nil, nil
+}
+
 func inspected(id, name string, running bool, mode string, nets map[string]*network.EndpointSettings) container.InspectResponse {
 	return container.InspectResponse{
 		ContainerJSONBase: &container.ContainerJSONBase{

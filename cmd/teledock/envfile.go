@@ -1,48 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"slices"
-	"strings"
+
+	"teledock.dev/teledock/internal/envfile"
 )
 
-// envFileLines renders env as KEY=VALUE lines that `docker run --env-file` reads. Docker takes each
-// line literally (no quotes, no escapes), drops lines starting with '#', refuses names with
-// whitespace, and splits at newlines (dropping a trailing \r), so variables it cannot read back
-// exactly are left out and returned in skipped (the JSON file has them all).
-func envFileLines(env map[string]string) (data []byte, skipped []string) {
-	var b bytes.Buffer
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		v := env[k]
-		if k == "" || strings.HasPrefix(k, "#") || strings.ContainsAny(k, "= \t\r\n\v\f\x00") || strings.ContainsAny(v, "\r\n\x00") {
-			skipped = append(skipped, k)
-			continue
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(v)
-		b.WriteByte('\n')
-	}
-	return b.Bytes(), skipped
-}
+// envFileLines renders env for `docker run --env-file`; see envfile.Lines.
+func envFileLines(env map[string]string) (data []byte, skipped []string) { return envfile.Lines(env) }
 
-// writeEnvFile writes env for `docker run --env-file` (see envFileLines). The file may hold
-// secrets, so only the user can read it.
+// writeEnvFile writes env for `docker run --env-file`, readable by the user only.
 func writeEnvFile(path string, env map[string]string) (skipped []string, err error) {
-	data, skipped := envFileLines(env)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return nil, fmt.Errorf("write env file: %w", err)
-	}
-	// WriteFile keeps the mode of a file that exists; a secret must not stay world-readable.
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, fmt.Errorf("write env file: %w", err)
-	}
-	return skipped, nil
+	return envfile.Write(path, env)
 }
 
 // writeEnvJSON writes env as one JSON object, readable only by the user.

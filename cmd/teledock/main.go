@@ -112,6 +112,7 @@ func newDockerClient() (*client.Client, error) {
 type dockerAPI interface {
 	ContainerInspect(ctx context.Context, container string) (container.InspectResponse, error)
 	ContainerStop(ctx context.Context, container string, options container.StopOptions) error
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
 }
 
 var _ dockerAPI = (*client.Client)(nil)

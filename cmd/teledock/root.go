@@ -22,6 +22,7 @@ func newRootCmd(d deps) *cobra.Command {
 		newLeaveCmd(d),
 		newInstallCmd(d),
 		newUninstallCmd(d),
+		newComposeCmd(d),
 	)
 	return root
 }

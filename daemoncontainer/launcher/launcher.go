@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -40,8 +42,8 @@ const (
 // APIPort is the port of the daemon's API inside the container.
 const APIPort = 7777
 
-// kubeconfigPath is where the daemon reads the kubeconfig (TELEDOCK_KUBECONFIG's default).
-const kubeconfigPath = "/etc/teledock/kubeconfig"
+// KubeconfigPath is where the daemon reads the kubeconfig (TELEDOCK_KUBECONFIG's default).
+const KubeconfigPath = "/etc/teledock/kubeconfig"
 
 var (
 	// ErrNotFound: no daemon container for that connection name.
@@ -179,12 +181,12 @@ func (l *Launcher) Start(ctx context.Context, spec Spec) (_ *Container, err erro
 	return c, nil
 }
 
-func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
+// Environment is the daemon's configuration as environment variables, without the token (which
+// Start adds, and compose projects pass in an env file).
+func Environment(spec Spec) []string {
 	kc := spec.Kubeconfig
-	apiPort := nat.Port(strconv.Itoa(APIPort) + "/tcp")
 	env := []string{
-		"TELEDOCK_TOKEN=" + spec.Token,
-		"TELEDOCK_KUBECONFIG=" + kubeconfigPath,
+		"TELEDOCK_KUBECONFIG=" + KubeconfigPath,
 		"TELEDOCK_CONTEXT=" + kc.Context,
 		"TELEDOCK_NAMESPACE=" + kc.Namespace,
 		"TELEDOCK_MANAGER_NAMESPACE=" + spec.ManagerNamespace,
@@ -195,21 +197,32 @@ func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
 		"TELEDOCK_SERVER=" + kc.Server,
 		"TELEDOCK_TRANSPORT=" + spec.Transport,
 	}
-	for k, v := range spec.Env {
-		env = append(env, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		env = append(env, k+"="+spec.Env[k])
 	}
+	return env
+}
+
+// Labels are the daemon container's labels; Find reads the connection's settings back from them.
+func Labels(spec Spec) map[string]string {
+	kc := spec.Kubeconfig
+	return map[string]string{
+		LabelName:             spec.Name,
+		LabelContext:          kc.Context,
+		LabelNamespace:        kc.Namespace,
+		LabelManagerNamespace: spec.ManagerNamespace,
+		LabelServer:           kc.Server,
+		LabelTransport:        spec.Transport,
+		LabelAPIPort:          strconv.Itoa(APIPort),
+	}
+}
+
+func containerConfig(spec Spec) (*container.Config, *container.HostConfig) {
+	apiPort := nat.Port(strconv.Itoa(APIPort) + "/tcp")
 	cfg := &container.Config{
-		Image: spec.Image,
-		Env:   env,
-		Labels: map[string]string{
-			LabelName:             spec.Name,
-			LabelContext:          kc.Context,
-			LabelNamespace:        kc.Namespace,
-			LabelManagerNamespace: spec.ManagerNamespace,
-			LabelServer:           kc.Server,
-			LabelTransport:        spec.Transport,
-			LabelAPIPort:          strconv.Itoa(APIPort),
-		},
+		Image:        spec.Image,
+		Env:          append([]string{"TELEDOCK_TOKEN=" + spec.Token}, Environment(spec)...),
+		Labels:       Labels(spec),
 		ExposedPorts: nat.PortSet{apiPort: {}},
 	}
 	host := &container.HostConfig{
@@ -237,7 +250,7 @@ func kubeconfigArchive(data []byte) (io.Reader, error) {
 			return nil, fmt.Errorf("kubeconfig archive: %w", err)
 		}
 	}
-	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: kubeconfigPath[1:], Mode: 0o600, Size: int64(len(data)), ModTime: now}
+	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: KubeconfigPath[1:], Mode: 0o600, Size: int64(len(data)), ModTime: now}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return nil, fmt.Errorf("kubeconfig archive: %w", err)
 	}

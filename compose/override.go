@@ -1,0 +1,224 @@
+package compose
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/dotenv"
+	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v4"
+
+	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/envfile"
+)
+
+// Labels that tie what teledock adds to a project back to it.
+const (
+	LabelProject = "teledock.dev/compose-project"
+	LabelService = "teledock.dev/compose-service" // on the daemon: "daemon"
+)
+
+// Paths inside the daemon container.
+const (
+	// daemonEnvDir is where the daemon sees the project's env files; it removes them when it stops,
+	// so that a plain `docker compose down` leaves no pod secrets behind.
+	daemonEnvDir = "/run/teledock/env"
+)
+
+// forbidden are the keys that the engine refuses, or compose-go rejects, beside
+// `network_mode: service:...`; a marked service that sets them has them reset.
+var forbidden = []string{"ports", "expose", "networks", "dns", "dns_search", "dns_opt", "extra_hosts",
+	"hostname", "domainname", "links", "external_links", "mac_address"}
+
+// Daemon is what the daemon service needs that the project does not say.
+type Daemon struct {
+	Image       string
+	Environment []string          // launcher.Environment: the daemon's settings
+	Labels      map[string]string // launcher.Labels: how `teledock status` finds it
+}
+
+// DaemonService returns the service that runs the project's daemon.
+func (plan *Plan) DaemonService(d Daemon) types.ServiceConfig {
+	env := append(slices.Clone(d.Environment), "TELEDOCK_ENV_DIR="+daemonEnvDir)
+	labels := types.Labels{}
+	maps.Copy(labels, d.Labels)
+	labels[LabelProject] = plan.Project
+	labels[LabelService] = "daemon"
+	svc := types.ServiceConfig{ContainerName: plan.Container, Restart: "no"}
+	svc.Image = d.Image
+	// NET_ADMIN for the TUN device's address and routes; nothing else, and never privileged.
+	svc.CapAdd = []string{"NET_ADMIN"}
+	svc.Devices = []types.DeviceMapping{{Source: "/dev/net/tun", Target: "/dev/net/tun", Permissions: "rwm"}}
+	svc.Environment = types.NewMappingWithEquals(env)
+	// The token is in a file of the user's, not in the override.
+	svc.EnvFiles = []types.EnvFile{{Path: plan.DaemonEnv, Required: true, Format: "raw"}}
+	svc.ExtraHosts = types.HostsList{launcher.HostGateway: {"host-gateway"}}
+	svc.Labels = labels
+	svc.Volumes = []types.ServiceVolumeConfig{
+		{Type: types.VolumeTypeBind, Source: plan.Kubeconfig, Target: launcher.KubeconfigPath, ReadOnly: true},
+		{Type: types.VolumeTypeBind, Source: plan.EnvDir, Target: daemonEnvDir},
+	}
+	// The API for the CLI, on the host's loopback only; no published port picks a free one.
+	svc.Ports = []types.ServicePortConfig{{HostIP: "127.0.0.1", Target: launcher.APIPort, Protocol: "tcp", Mode: "ingress"}}
+	networks := map[string][]string{}
+	for _, s := range plan.Services {
+		// The marked services' published ports are the daemon's: they have its network.
+		svc.Ports = append(svc.Ports, s.Ports...)
+		for net, aliases := range s.Networks {
+			for _, a := range aliases {
+				if !slices.Contains(networks[net], a) {
+					networks[net] = append(networks[net], a)
+				}
+			}
+		}
+	}
+	if len(networks) > 0 {
+		svc.Networks = map[string]*types.ServiceNetworkConfig{}
+		for net, aliases := range networks {
+			slices.Sort(aliases)
+			svc.Networks[net] = &types.ServiceNetworkConfig{Aliases: aliases}
+		}
+	}
+	return svc
+}
+
+// OverrideYAML renders the sparse override file: the daemon service, and for each marked service
+// what makes it join the daemon's network and import the pod's environment. compose-go's types
+// render the values; the !reset and !override tags, which no type can carry, are set on the nodes.
+func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error) {
+	services := &yaml.Node{Kind: yaml.MappingNode}
+	daemon := &yaml.Node{}
+	if err := daemon.Encode(plan.DaemonService(d)); err != nil {
+		return nil, fmt.Errorf("override: daemon service: %w", err)
+	}
+	addPair(services, DaemonService, daemon)
+
+	for _, s := range plan.Services {
+		node := &yaml.Node{Kind: yaml.MappingNode}
+		addPair(node, "network_mode", scalar(types.NetworkModeServicePrefix+DaemonService))
+		svc := project.Services[s.Name]
+		for _, key := range forbidden {
+			if sets(svc, key) {
+				addPair(node, key, reset(key))
+			}
+		}
+		if s.EnvFile != "" {
+			// The pod's environment first: the service's own env_file entries, then its
+			// environment, win over it. Not required: the daemon removes the file when it stops,
+			// and `docker compose down` must still load the project then.
+			files := append([]types.EnvFile{{Path: s.EnvFile, Required: false, Format: "raw"}}, s.UserEnvFiles...)
+			n := &yaml.Node{}
+			if err := n.Encode(files); err != nil {
+				return nil, fmt.Errorf("override: service %s: env_file: %w", s.Name, err)
+			}
+			n.Tag = "!override"
+			addPair(node, "env_file", n)
+		}
+		labels := &yaml.Node{}
+		if err := labels.Encode(types.Labels{LabelProject: plan.Project, LabelService: "marked"}); err != nil {
+			return nil, err
+		}
+		addPair(node, "labels", labels)
+		addPair(services, s.Name, node)
+	}
+
+	root := &yaml.Node{Kind: yaml.MappingNode}
+	addPair(root, "name", scalar(plan.Project))
+	addPair(root, "services", services)
+	doc := &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{root},
+		HeadComment: "Written by `teledock compose` for project " + plan.Project + "; it is rewritten each time.\n" +
+			"Run it after the project's own files: docker compose " + plan.fileFlags("") + " up"}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, fmt.Errorf("override: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("override: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// FileFlags are the -f flags that run the project with the override, paths relative to dir when
+// under it (absolute otherwise).
+func (plan *Plan) FileFlags(dir string) []string {
+	var out []string
+	for _, f := range append(slices.Clone(plan.ComposeFiles), plan.Override) {
+		out = append(out, "-f", relTo(dir, f))
+	}
+	return out
+}
+
+func (plan *Plan) fileFlags(dir string) string { return strings.Join(plan.FileFlags(dir), " ") }
+
+// sets reports whether the service sets one of the keys that the daemon's network mode forbids.
+func sets(s types.ServiceConfig, key string) bool {
+	switch key {
+	case "ports":
+		return len(s.Ports) > 0
+	case "expose":
+		return len(s.Expose) > 0
+	case "networks":
+		return len(s.Networks) > 0
+	case "dns":
+		return len(s.DNS) > 0
+	case "dns_search":
+		return len(s.DNSSearch) > 0
+	case "dns_opt":
+		return len(s.DNSOpts) > 0
+	case "extra_hosts":
+		return len(s.ExtraHosts) > 0
+	case "hostname":
+		return s.Hostname != ""
+	case "domainname":
+		return s.DomainName != ""
+	case "links":
+		return len(s.Links) > 0
+	case "external_links":
+		return len(s.ExternalLinks) > 0
+	case "mac_address":
+		return s.MacAddress != ""
+	}
+	return false
+}
+
+// reset is the !reset node for key: an empty value of the key's kind.
+func reset(key string) *yaml.Node {
+	switch key {
+	case "networks", "extra_hosts":
+		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!reset", Style: yaml.FlowStyle}
+	case "hostname", "domainname", "mac_address":
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!reset", Value: ""}
+	}
+	return &yaml.Node{Kind: yaml.SequenceNode, Tag: "!reset", Style: yaml.FlowStyle}
+}
+
+func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
+
+func addPair(m *yaml.Node, key string, v *yaml.Node) {
+	m.Content = append(m.Content, scalar(key), v)
+}
+
+// WriteEnv writes the pod's environment for a service in compose's raw env_file format; skipped
+// are the variables that format cannot hold.
+func WriteEnv(path string, env map[string]string) (skipped []string, err error) {
+	return envfile.Write(path, env)
+}
+
+func init() {
+	// docker compose registers the raw format itself; compose-go alone does not know it, and the
+	// override uses it.
+	dotenv.RegisterFormat("raw", func(r io.Reader, _ string, vars map[string]string, lookup func(string) (string, bool)) error {
+		env, err := envfile.Parse(r, lookup)
+		if err != nil {
+			return err
+		}
+		maps.Copy(vars, env)
+		return nil
+	})
+}

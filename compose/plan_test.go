@@ -1,0 +1,183 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var testDaemon = Daemon{
+	Image:       "teledock/daemon:v0.0.0-test",
+	Environment: []string{"TELEDOCK_NAMESPACE=emojivoto", "TELEDOCK_NAME=compose-basic"},
+	Labels:      map[string]string{"teledock.dev/name": "compose-basic"},
+}
+
+// load loads a testdata project as docker compose would from inside its folder.
+func load(t *testing.T, dir string, o LoadOptions) *types.Project {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join("testdata", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(abs)
+	o.Env = append([]string{"PWD=" + abs}, o.Env...)
+	p, err := Load(context.Background(), o)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return p
+}
+
+// golden compares the override with testdata/NAME.golden.yaml, the project's folder written as $PROJECT.
+func golden(t *testing.T, name string, plan *Plan, got []byte) {
+	t.Helper()
+	got = bytes.ReplaceAll(got, []byte(plan.WorkingDir), []byte("$PROJECT"))
+	path := filepath.Join(plan.WorkingDir, "..", name+".golden.yaml")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("golden file: %v (run go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("override differs from %s (go test -update rewrites it):\n%s", path, got)
+	}
+}
+
+// merged loads the project again with the override, as `docker compose -f ... -f override` does.
+func merged(t *testing.T, plan *Plan, override []byte) *types.Project {
+	t.Helper()
+	if err := os.MkdirAll(plan.EnvDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(plan.WorkingDir, StateDir)) })
+	if err := os.WriteFile(plan.Override, override, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{plan.DaemonEnv, plan.Kubeconfig} {
+		if err := os.WriteFile(f, []byte("TELEDOCK_TOKEN=x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range plan.Services {
+		if s.EnvFile != "" {
+			if _, err := WriteEnv(s.EnvFile, map[string]string{"A": "from-pod", "POD_ONLY": "yes"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opts, err := cli.NewProjectOptions(append(plan.ComposeFiles, plan.Override),
+		cli.WithWorkingDirectory(plan.WorkingDir), cli.WithEnv([]string{"PWD=" + plan.WorkingDir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("loading the project with the override: %v\n%s", err, override)
+	}
+	return p
+}
+
+func TestBasicOverride(t *testing.T) {
+	p := load(t, "basic", LoadOptions{})
+	plan, err := NewPlan(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Settings.Context != "dev" || plan.Settings.Namespace != "emojivoto" {
+		t.Errorf("settings = %+v", plan.Settings)
+	}
+	if len(plan.Services) != 2 || plan.Services[0].Name != "web" || plan.Services[1].Name != "worker" {
+		t.Fatalf("marked services = %+v", plan.Services)
+	}
+	ic := plan.Services[0].Intercept
+	if ic == nil || ic.Workload != "web-app" || ic.Name != "web-app" || ic.Port != "80:http" || !plan.Services[0].ImportEnv {
+		t.Errorf("web's intercept = %+v", ic)
+	}
+	out, err := plan.OverrideYAML(p, testDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "basic", plan, out)
+
+	m := merged(t, plan, out)
+	web := m.Services["web"]
+	if web.NetworkMode != "service:teledock" || len(web.Ports) != 0 || len(web.Expose) != 0 || len(web.DNS) != 0 ||
+		web.Hostname != "" || len(web.Networks) != 0 {
+		t.Errorf("web after the override: network_mode %q ports %v expose %v dns %v hostname %q networks %v",
+			web.NetworkMode, web.Ports, web.Expose, web.DNS, web.Hostname, web.Networks)
+	}
+	// The service's own env_file wins over the pod's, and its environment over both.
+	if got := deref(web.Environment["A"]); got != "1" {
+		t.Errorf("A = %q, want the service's env_file value 1", got)
+	}
+	if got := deref(web.Environment["POD_ONLY"]); got != "yes" {
+		t.Errorf("POD_ONLY = %q, want the pod's value", got)
+	}
+	if got := deref(web.Environment["MODE"]); got != "local" {
+		t.Errorf("MODE = %q", got)
+	}
+	d := m.Services[DaemonService]
+	if len(d.Ports) != 2 || d.Ports[1].Published != "8080" || d.Ports[1].Target != 80 {
+		t.Errorf("daemon ports = %+v, want the API port and web's 8080:80", d.Ports)
+	}
+	if got := d.Networks["default"]; got == nil || strings.Join(got.Aliases, ",") != "frontend,web,worker" {
+		t.Errorf("daemon on default = %+v", got)
+	}
+	if got := d.Networks["back"]; got == nil || strings.Join(got.Aliases, ",") != "web" {
+		t.Errorf("daemon on back = %+v", got)
+	}
+	if _, ok := m.Services["redis"].Networks["back"]; !ok || m.Services["redis"].NetworkMode != "" {
+		t.Errorf("redis changed: %+v", m.Services["redis"])
+	}
+	if d.ContainerName != "teledock-daemon-compose-basic" || len(d.CapAdd) != 1 || d.CapAdd[0] != "NET_ADMIN" || d.Privileged {
+		t.Errorf("daemon: name %q caps %v privileged %v", d.ContainerName, d.CapAdd, d.Privileged)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
+
+func TestInvalidMarkNamesFileServiceAndKey(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(`services:
+  web:
+    image: x
+    x-teledock: {intercept: web, port: "http"}
+  api:
+    image: y
+    x-teledock: {intercept: api, colour: blue}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(context.Background(), LoadOptions{ProjectDir: dir, ConfigPaths: []string{filepath.Join(dir, "compose.yaml")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewPlan(p)
+	var fe *FieldError
+	if !errors.As(err, &fe) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v, want a FieldError", err)
+	}
+	want := filepath.Join(dir, "compose.yaml") + ": services.api.x-teledock.colour: invalid value: unknown key"
+	if !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %q, want it to start with %q", err, want)
+	}
+}

@@ -181,3 +181,122 @@ func TestInvalidMarkNamesFileServiceAndKey(t *testing.T) {
 		t.Errorf("err = %q, want it to start with %q", err, want)
 	}
 }
+
+func TestHardInputs(t *testing.T) {
+	p := load(t, "hard", LoadOptions{})
+	if len(p.ComposeFiles) != 2 || filepath.Base(p.ComposeFiles[1]) != "compose.override.yaml" {
+		t.Fatalf("compose files = %v, want compose.yaml and the automatic compose.override.yaml", p.ComposeFiles)
+	}
+	plan, err := NewPlan(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range plan.Services {
+		names = append(names, s.Name)
+	}
+	// debug is in an inactive profile; queue comes from the included file; api from the override.
+	if strings.Join(names, ",") != "api,queue,web" {
+		t.Fatalf("marked services = %v", names)
+	}
+	if plan.Services[0].ImportEnv || plan.Services[0].EnvFile != "" {
+		t.Errorf("api has env: none, but imports: %+v", plan.Services[0])
+	}
+	web := plan.Services[2]
+	if web.Intercept.Port != "443" || strings.Join(web.Intercept.ToPod, ",") != "5432,53/UDP" {
+		t.Errorf("web's intercept = %+v", web.Intercept)
+	}
+	out, err := plan.OverrideYAML(p, testDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "hard", plan, out)
+
+	// Any -f turns off the automatic override: the printed flags carry it.
+	if flags := strings.Join(plan.FileFlags(plan.WorkingDir), " "); flags != "-f compose.yaml -f compose.override.yaml -f .teledock/hard/compose.teledock.yaml" {
+		t.Errorf("file flags = %s", flags)
+	}
+	m := merged(t, plan, out)
+	w := m.Services["web"]
+	if len(w.Ports) != 0 || len(w.DNSSearch) != 0 || len(w.Links) != 0 || w.NetworkMode != "service:teledock" {
+		t.Errorf("web after the override: %+v", w)
+	}
+	// The extended env_file (a.env) and web's own keep their order after the pod's.
+	if got := deref(w.Environment["A"]) + deref(w.Environment["B"]); got != "12" {
+		t.Errorf("A+B = %q", got)
+	}
+	a := m.Services["api"]
+	if a.MacAddress != "" || len(a.ExtraHosts) != 0 || a.NetworkMode != "service:teledock" {
+		t.Errorf("api after the override: mac %q hosts %v", a.MacAddress, a.ExtraHosts)
+	}
+	if _, ok := m.Services["debug"]; ok {
+		t.Errorf("the inactive profile's service is active")
+	}
+	d := m.Services[DaemonService]
+	if d.Ports[1].Published != "8443" || d.Networks["jobs"] == nil || d.Networks["default"] == nil {
+		t.Errorf("daemon: ports %+v networks %v", d.Ports, d.Networks)
+	}
+}
+
+func TestTelepresenceFile(t *testing.T) {
+	p := load(t, "tele", LoadOptions{})
+	plan, err := NewPlan(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Settings.Namespace != "shop" {
+		t.Errorf("namespace = %q", plan.Settings.Namespace)
+	}
+	if len(plan.Services) != 3 {
+		t.Fatalf("services = %+v", plan.Services)
+	}
+	api, legacy, tools := plan.Services[0], plan.Services[1], plan.Services[2]
+	if ic := api.Intercept; ic == nil || ic.Name != "api" || ic.Workload != "api-deploy" || ic.Service != "api" ||
+		ic.Port != "8080:http" || strings.Join(ic.ToPod, ",") != "6379" || !api.ImportEnv {
+		t.Errorf("api = %+v %+v", api, api.Intercept)
+	}
+	if ic := legacy.Intercept; ic == nil || !ic.Replace || ic.Workload != "legacy" {
+		t.Errorf("legacy = %+v", legacy.Intercept)
+	}
+	if tools.Intercept != nil {
+		t.Errorf("tools intercepts: %+v", tools.Intercept)
+	}
+	out, err := plan.OverrideYAML(p, testDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "tele", plan, out)
+	merged(t, plan, out)
+}
+
+func TestPlanErrors(t *testing.T) {
+	cases := []struct{ name, file, want string }{
+		{"network_mode host", "services:\n  web:\n    image: x\n    network_mode: host\n    x-teledock: {intercept: web}\n", `service web has network_mode "host"`},
+		{"port clash", "services:\n  a:\n    image: x\n    ports: ['80']\n    x-teledock: {connect: true}\n  b:\n    image: x\n    x-teledock: {intercept: b, port: '80'}\n", "services a and b both use port 80/tcp"},
+		{"intercept name clash", "services:\n  a:\n    image: x\n    x-teledock: {intercept: w}\n  b:\n    image: x\n    x-teledock: {intercept: w}\n", "services a and b both make an intercept named w"},
+		{"service named teledock", "services:\n  teledock:\n    image: x\n  a:\n    image: x\n    x-teledock: {connect: true}\n", `a service named "teledock"`},
+		{"nothing marked", "services:\n  a:\n    image: x\n", "no service is marked"},
+		{"env import without intercept", "services:\n  a:\n    image: x\n    x-teledock: {env: import}\n", "services.a.x-teledock.env"},
+		{"x-tele wiretap", "services:\n  a:\n    image: x\n    x-tele: {type: wiretap, name: a}\n", `services.a.x-tele.type: invalid value: "wiretap" is not supported`},
+		{"x-tele two ports", "services:\n  a:\n    image: x\n    x-tele: {type: intercept, ports: ['1:a', '2:b']}\n", "services.a.x-tele.ports"},
+		{"bad top level", "x-teledock: {transport: fast}\nservices:\n  a:\n    image: x\n    x-teledock: {connect: true}\n", `x-teledock.transport: invalid value: "fast"`},
+		{"bad local port", "services:\n  a:\n    image: x\n    x-teledock: {intercept: a, port: 'http:80'}\n", "services.a.x-teledock.port"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := filepath.Join(dir, "compose.yaml")
+			if err := os.WriteFile(f, []byte(c.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p, err := Load(context.Background(), LoadOptions{ProjectDir: dir, ConfigPaths: []string{f}, ProjectName: "p"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = NewPlan(p)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+}

@@ -48,6 +48,34 @@ echo "during: $(from_cluster)"
 "$TELEDOCK" leave echo
 echo "after:  $(from_cluster)"
 docker rm -f demo-handler >/dev/null
+
+step "compose: a compose project whose web service intercepts echo (x-teledock)"
+proj=$(mktemp -d)
+trap 'rm -rf "$proj"' EXIT
+cat >"$proj/compose.yaml" <<YAML
+name: teledock-demo
+x-teledock:
+  kubeconfig: $KUBECONFIG
+  namespace: $ns
+services:
+  web:                        # runs locally, receives the cluster's traffic for echo
+    image: teledock/echo:$VERSION
+    environment: {ECHO_TEXT: "hello from my compose project"}
+    x-teledock: {intercept: echo, port: "8080:http"}
+  tools:                      # only reaches the cluster
+    image: teledock/echo:$VERSION
+    environment: {PORT: "8090", UDP_PORT: "8091"}
+    x-teledock: {connect: true}
+YAML
+cat "$proj/compose.yaml"
+(cd "$proj" && "$TELEDOCK" compose generate)
+(cd "$proj" && docker compose -f compose.yaml -f .teledock/teledock-demo/compose.teledock.yaml up -d)
+# The web container needs a moment to listen; poll with a deadline.
+for _ in $(seq 50); do out=$(from_cluster 2>/dev/null) && [[ $out == *compose* ]] && break; sleep 0.2; done
+echo "during: $(from_cluster)"
+(cd "$proj" && docker compose -f compose.yaml -f .teledock/teledock-demo/compose.teledock.yaml exec -T tools /probe http http://echo.$ns/)
+(cd "$proj" && "$TELEDOCK" compose down)
+echo "after:  $(from_cluster)"
 "$KUBECTL" -n "$ns" delete pod demo-client --wait=false >/dev/null
 
 step "versions"

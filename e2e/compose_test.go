@@ -328,3 +328,51 @@ func httpGet(url string) cmdResult {
 	b, err := io.ReadAll(resp.Body)
 	return cmdResult{stdout: string(b), err: err}
 }
+
+const providerFileTemplate = `name: %[1]s
+services:
+  teledock:
+    provider:
+      type: teledock
+      options:
+        kubeconfig: %[2]s
+        namespace: %[3]s
+        manager-namespace: %[4]s
+        intercept: web-app
+        port: "8080:http"
+        aliases: web
+  web:
+    image: %[5]s
+    environment: {PORT: "8080", ECHO_TEXT: answered by provider web}
+    network_mode: container:teledock-daemon-compose-%[1]s
+    depends_on: [teledock]
+  plain:
+    image: %[5]s
+    environment: {ECHO_TEXT: plain local}
+`
+
+// A provider service: plain `docker compose up` runs teledock, which connects, joins the project's
+// networks and intercepts; the dependents get the pod's env; `docker compose down` undoes it all.
+func TestComposeProvider(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	apply(t, ns, "compose.yaml", echoApp{Image: image("echo")})
+	must(t, kubectl(t, "-n", ns, "rollout", "status", "deployment/web-app", "--timeout=120s"), "rollout of web-app")
+	must(t, kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s"), "client pod ready")
+	name := "e2e-prov-" + ns[len(ns)-6:]
+	p := newComposeProject(t, ns, name)
+	p.write(fmt.Sprintf(providerFileTemplate, name, cfg.kubeconfig, ns, managerNamespace, image("echo")))
+	// docker compose finds the provider as `teledock` on PATH.
+	t.Setenv("PATH", filepath.Dir(cfg.teledock)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	mgr := managerClient(t)
+
+	must(t, p.compose("up", "-d"), "docker compose up -d with a teledock provider service")
+	wantFromClient(t, ns, "http://web-app/", "answered by provider web")
+	wantFromClient(t, ns, "http://web-app/env/FROM_SECRET", "compose-s3cr3t")
+	wantOut(t, "plain -> web (by the daemon's alias)", "answered by provider web", func() cmdResult {
+		return p.probe(nil, "plain", "http", "http://web:8080/")
+	})
+
+	must(t, p.compose("down", "--timeout", "3"), "docker compose down")
+	p.wantNothingLeft(t, mgr, "compose-"+name, true)
+}

@@ -33,6 +33,14 @@ func (f *fakeEngine) ContainerList(context.Context, container.ListOptions) ([]co
 	return nil, nil
 }
 
+func (f *fakeEngine) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
+	return nil, nil
+}
+
+func (f *fakeEngine) NetworkConnect(context.Context, string, string, *network.EndpointSettings) error {
+	return nil
+}
+
 func inspected(id, name string, running bool, mode string, nets map[string]*network.EndpointSettings) container.InspectResponse {
 	return container.InspectResponse{
 		ContainerJSONBase: &container.ContainerJSONBase{

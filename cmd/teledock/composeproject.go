@@ -41,6 +41,12 @@ var (
 var composeUpCommands = map[string]bool{"up": true, "create": true, "start": true, "restart": true, "run": true}
 
 func runCompose(ctx context.Context, d deps, ca composeArgs) error {
+	switch {
+	case ca.command == "metadata":
+		return providerMetadata(d.stdout)
+	case d.getenv(composeProviderEnv) != "" && (ca.command == "up" || ca.command == "down"):
+		return runComposeProvider(ctx, d, ca)
+	}
 	if err := checkComposeVersion(ctx); err != nil {
 		return err
 	}

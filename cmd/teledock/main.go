@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"teledock.dev/teledock/daemoncontainer/launcher"
@@ -113,6 +114,8 @@ type dockerAPI interface {
 	ContainerInspect(ctx context.Context, container string) (container.InspectResponse, error)
 	ContainerStop(ctx context.Context, container string, options container.StopOptions) error
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
+	NetworkConnect(ctx context.Context, network, container string, config *network.EndpointSettings) error
 }
 
 var _ dockerAPI = (*client.Client)(nil)

@@ -149,7 +149,7 @@ func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error)
 func (plan *Plan) FileFlags(dir string) []string {
 	var out []string
 	for _, f := range append(slices.Clone(plan.ComposeFiles), plan.Override) {
-		out = append(out, "-f", relTo(dir, f))
+		out = append(out, "-f", RelTo(dir, f))
 	}
 	return out
 }

@@ -244,8 +244,8 @@ func (plan *Plan) fileSetting(service, ext string) string {
 	return found
 }
 
-// relTo is path relative to dir when it lies under dir, else path itself.
-func relTo(dir, path string) string {
+// RelTo is path relative to dir when it lies under dir, else path itself.
+func RelTo(dir, path string) string {
 	if dir == "" {
 		return path
 	}

@@ -55,19 +55,9 @@ func runCompose(ctx context.Context, d deps, ca composeArgs) error {
 		return err
 	}
 	switch {
-	case ca.command == "generate":
-		plan, err := compose.NewPlan(project)
-		if err != nil {
-			return err
-		}
-		res, err := composeGenerate(ctx, d, plan, project, ca)
-		if err != nil {
-			return err
-		}
-		return writeGenerated(d.stdout, plan, res, ca.output)
 	case ca.command == "down":
 		return composeDown(ctx, d, project, ca)
-	case composeUpCommands[ca.command]:
+	case ca.command == "generate" || composeUpCommands[ca.command]:
 		plan, err := compose.NewPlan(project)
 		if err != nil {
 			return err
@@ -75,6 +65,9 @@ func runCompose(ctx context.Context, d deps, ca composeArgs) error {
 		res, err := composeGenerate(ctx, d, plan, project, ca)
 		if err != nil {
 			return err
+		}
+		if ca.command == "generate" {
+			return writeGenerated(d.stdout, plan, res, ca.output)
 		}
 		// docker compose's own output follows; what teledock did goes to stderr.
 		if err := writeGenerated(d.stderr, plan, res, ""); err != nil {
@@ -377,28 +370,12 @@ func fileFlags(files []string) []string {
 }
 
 // dockerCompose runs a docker compose command with the terminal's streams; its exit code is
-// teledock's.
+// teledock's. Ctrl-C reaches docker compose through the terminal; a SIGTERM to teledock is passed
+// on as an interrupt.
 func dockerCompose(ctx context.Context, d deps, line []string, command string, args []string) error {
-	docker, err := exec.LookPath("docker")
-	if err != nil {
-		return fmt.Errorf("%w: %w", errComposeMissing, err)
-	}
 	argv := append(append(append([]string(nil), line...), command), args...)
-	d.log.Debug("running", "docker", docker, "args", argv)
-	cmd := exec.CommandContext(ctx, docker, argv...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
-	// Ctrl-C reaches docker compose through the terminal; a SIGTERM to teledock is passed on.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 30 * time.Second
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return exitError{code: exitCode(ee)}
-	}
-	if err != nil {
-		return fmt.Errorf("docker compose: %w", err)
-	}
-	return nil
+	interrupt := func(cmd *exec.Cmd) error { return cmd.Process.Signal(os.Interrupt) }
+	return dockerCLI(ctx, d, argv, interrupt)
 }
 
 // dockerComposeQuiet runs a docker compose command of teledock's own; its output is shown only
@@ -524,7 +501,7 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 		fmt.Fprintf(&b, "Service %s: ", s.Name)
 		b.WriteString(renderIntercept(info))
 		if s.EnvFile != "" {
-			fmt.Fprintf(&b, "    %-23s : %s\n", "Environment", relTo(cwd, s.EnvFile))
+			fmt.Fprintf(&b, "    %-23s : %s\n", "Environment", compose.RelTo(cwd, s.EnvFile))
 			if sk := res.skipped[s.Name]; len(sk) > 0 {
 				fmt.Fprintf(&b, "    %-23s : %s (an env file cannot hold them)\n", "Left out", strings.Join(sk, ", "))
 			}
@@ -538,12 +515,6 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 	return err
 }
 
-func relTo(dir, path string) string {
-	if rel, err := filepath.Rel(dir, path); err == nil && !strings.HasPrefix(rel, "..") {
-		return rel
-	}
-	return path
-}
 
 // projectFilter lists a compose project's containers, running or not.
 func projectFilter(project string) container.ListOptions {

@@ -64,11 +64,16 @@ func runRun(ctx context.Context, d deps, opts runOptions) error {
 // returns an exitError carrying the container's exit code. When ctx ends, cancel is called to stop
 // the container; docker is killed only if it has not exited 15s later.
 func dockerRun(ctx context.Context, d deps, daemonContainer string, args []string, cancel func(*exec.Cmd) error) error {
+	return dockerCLI(ctx, d, append([]string{"run", "--network", "container:" + daemonContainer}, args...), cancel)
+}
+
+// dockerCLI runs the docker CLI with the terminal's streams and returns an exitError carrying its
+// exit code. When ctx ends, cancel is called; docker is killed only if it has not exited 15s later.
+func dockerCLI(ctx context.Context, d deps, args []string, cancel func(*exec.Cmd) error) error {
 	docker, err := exec.LookPath("docker")
 	if err != nil {
 		return fmt.Errorf("docker CLI: %w", err)
 	}
-	args = append([]string{"run", "--network", "container:" + daemonContainer}, args...)
 	d.log.Debug("running", "docker", docker, "args", args)
 	cmd := exec.CommandContext(ctx, docker, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
@@ -80,7 +85,7 @@ func dockerRun(ctx context.Context, d deps, daemonContainer string, args []strin
 		return exitError{code: exitCode(ee)}
 	}
 	if err != nil {
-		return fmt.Errorf("docker run: %w", err)
+		return fmt.Errorf("docker %s: %w", args[0], err)
 	}
 	return nil
 }

@@ -343,7 +343,7 @@ services:
         aliases: web
   web:
     image: %[5]s
-    environment: {PORT: "8080", ECHO_TEXT: answered by provider web}
+    environment: {PORT: "8080", LOCAL_MARK: provider-local}
     network_mode: container:teledock-daemon-compose-%[1]s
     depends_on: [teledock]
   plain:
@@ -353,6 +353,7 @@ services:
 
 // A provider service: plain `docker compose up` runs teledock, which connects, joins the project's
 // networks and intercepts; the dependents get the pod's env; `docker compose down` undoes it all.
+// LOCAL_MARK is set only on the local web service, so only it can answer with it.
 func TestComposeProvider(t *testing.T) {
 	ensureManager(t)
 	ns := newNamespace(t)
@@ -367,10 +368,10 @@ func TestComposeProvider(t *testing.T) {
 	mgr := managerClient(t)
 
 	must(t, p.compose("up", "-d"), "docker compose up -d with a teledock provider service")
-	wantFromClient(t, ns, "http://web-app/", "answered by provider web")
+	wantFromClient(t, ns, "http://web-app/env/LOCAL_MARK", "provider-local")
 	wantFromClient(t, ns, "http://web-app/env/FROM_SECRET", "compose-s3cr3t")
-	wantOut(t, "plain -> web (by the daemon's alias)", "answered by provider web", func() cmdResult {
-		return p.probe(nil, "plain", "http", "http://web:8080/")
+	wantOut(t, "plain -> web (by the daemon's alias)", "provider-local", func() cmdResult {
+		return p.probe(nil, "plain", "http", "http://web:8080/env/LOCAL_MARK")
 	})
 
 	must(t, p.compose("down", "--timeout", "3"), "docker compose down")

@@ -3,7 +3,11 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 .DEFAULT_GOAL := help
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^\([0-9a-f]\)/v0.0.0-\1/' || echo v0.0.0-dev)
+# Computed once: a recursive variable would run git describe again in every recipe, and a tree that
+# changes during a build would tag the images with one version and load another.
+ifndef VERSION
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^\([0-9a-f]\)/v0.0.0-\1/' || echo v0.0.0-dev)
+endif
 GO_LDFLAGS := -s -w -X teledock.dev/teledock/internal/version.Version=$(VERSION)
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false

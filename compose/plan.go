@@ -164,8 +164,8 @@ func readMark(service string, ext types.Extensions) (*Mark, error) {
 // checkClashes refuses what cannot share one network namespace: two services listening on the
 // same port, or two intercepts of the same name.
 func (plan *Plan) checkClashes() error {
-	ports := map[string]string{}  // "80/tcp" -> service
-	names := map[string]string{}  // intercept name -> service
+	ports := map[string]string{} // "80/tcp" -> service
+	names := map[string]string{} // intercept name -> service
 	claim := func(key, svc string) error {
 		if other, ok := ports[key]; ok && other != svc {
 			return fmt.Errorf("%w: services %s and %s both use port %s, but marked services share the daemon's network namespace; change one of them", ErrPlan, other, svc, key)

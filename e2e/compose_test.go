@@ -301,6 +301,26 @@ func TestComposeErrors(t *testing.T) {
 	}
 }
 
+// A daemon container of the project's name that is not the project's (here one that `teledock
+// connect` made) is refused with a message, and left running.
+func TestComposeDaemonOfAnotherProject(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	name := "e2e-compose-other-" + ns[len(ns)-6:]
+	p := newComposeProject(t, ns, name)
+	conn := connectAs(t, ns, "compose-"+name)
+	r := p.teledock("generate")
+	if r.err == nil || !strings.Contains(r.stderr, "is not a compose project's daemon") || !strings.Contains(r.stderr, "teledock quit --name "+conn) {
+		t.Fatalf("generate: err=%v\n%s", r.err, r.stderr)
+	}
+	if st := status(t, conn); !st.Daemon.Running || !st.TrafficManager.Connected {
+		t.Errorf("the other daemon after the refused generate: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(p.dir, ".teledock")); err == nil {
+		t.Errorf(".teledock was left")
+	}
+}
+
 // wantFromClient polls a GET from the cluster's client pod until the answer starts with prefix.
 func wantFromClient(t *testing.T, ns, url, prefix string) {
 	t.Helper()

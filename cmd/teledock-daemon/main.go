@@ -45,7 +45,7 @@ type config struct {
 	// project's services: pod environments, secrets included. The daemon removes them when it
 	// stops, so that a plain `docker compose down` leaves none behind.
 	envDir string
-	debug            bool              // TELEDOCK_DEBUG
+	debug  bool // TELEDOCK_DEBUG
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {

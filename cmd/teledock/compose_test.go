@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -85,5 +89,44 @@ func TestProviderMetadata(t *testing.T) {
 	}
 	if err := json.Unmarshal(buf.Bytes(), &m); err != nil || m.Description == "" || len(m.Up.Parameters) != len(providerParams) {
 		t.Errorf("metadata %s: %v", buf.String(), err)
+	}
+}
+
+// fakeDocker puts a docker on PATH that prints version for `docker compose version --short`, or
+// fails when version is "".
+func fakeDocker(t *testing.T, version string) {
+	t.Helper()
+	dir := t.TempDir()
+	script := "#!/bin/sh\nexit 1\n"
+	if version != "" {
+		script = "#!/bin/sh\n[ \"$1 $2 $3\" = \"compose version --short\" ] && echo " + version + " && exit 0\nexit 1\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+}
+
+func TestComposeVersionCheck(t *testing.T) {
+	cases := []struct {
+		version string
+		want    error
+	}{
+		{"v2.24.0", errComposeTooOld},
+		{"2.29.9", errComposeTooOld},
+		{"", errComposeMissing},
+		{"2.30.0", nil},
+		{"v2.40.3-desktop.1", nil},
+		{"5.6.0", nil},
+	}
+	for _, c := range cases {
+		fakeDocker(t, c.version)
+		err := checkComposeVersion(context.Background())
+		if (c.want == nil && err != nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("version %q: err = %v, want %v", c.version, err, c.want)
+		}
+		if c.want != nil && hint(err) == "" {
+			t.Errorf("version %q: no hint for %v", c.version, err)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 
@@ -34,6 +35,8 @@ var minComposeVersion = [3]int{2, 30, 0}
 var (
 	errComposeMissing = errors.New("docker compose is not installed")
 	errComposeTooOld  = errors.New("docker compose is too old")
+	// errComposeDaemonTaken: the project's daemon container name belongs to something else.
+	errComposeDaemonTaken = errors.New("the project's daemon name is taken")
 )
 
 // composeUpCommands are the docker compose commands that start containers: teledock generates
@@ -122,6 +125,9 @@ func composeGenerate(ctx context.Context, d deps, plan *compose.Plan, project *t
 	}
 	l, err := d.launcher()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkDaemonOwner(ctx, docker, plan); err != nil {
 		return nil, err
 	}
 	// What was there before decides what a failure takes back: a project that was not running is
@@ -218,6 +224,33 @@ func composeGenerate(ctx context.Context, d deps, plan *compose.Plan, project *t
 		}
 	}
 	return res, nil
+}
+
+// checkDaemonOwner refuses to touch a daemon container of the project's name that is not this
+// project's: one that `teledock connect --name compose-P` made, or the daemon of a project of the
+// same name in another folder. Compose would fail on the container name, without saying why.
+func checkDaemonOwner(ctx context.Context, docker dockerAPI, plan *compose.Plan) error {
+	c, err := docker.ContainerInspect(ctx, plan.Container)
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("inspect %s: %w", plan.Container, err)
+	}
+	var labels map[string]string
+	if c.Config != nil {
+		labels = c.Config.Labels
+	}
+	dir := labels["com.docker.compose.project.working_dir"]
+	switch {
+	case labels[compose.LabelProject] == "":
+		return fmt.Errorf("%w: container %s is not a compose project's daemon (a `teledock connect --name %s`?); "+
+			"remove it with `teledock quit --name %s`, or give this project another name with -p", errComposeDaemonTaken, plan.Container, plan.Connection, plan.Connection)
+	case labels[compose.LabelProject] != plan.Project || (dir != "" && dir != plan.WorkingDir):
+		return fmt.Errorf("%w: container %s is the daemon of project %s in %s; run `teledock compose down` there, "+
+			"or give this project another name with -p", errComposeDaemonTaken, plan.Container, labels[compose.LabelProject], dir)
+	}
+	return nil
 }
 
 // composeIntercept creates a marked service's intercept through the daemon, with the flags'
@@ -514,7 +547,6 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 	_, err := io.WriteString(w, b.String())
 	return err
 }
-
 
 // projectFilter lists a compose project's containers, running or not.
 func projectFilter(project string) container.ListOptions {

@@ -52,6 +52,8 @@ var (
 // become advice; commands only return (wrapped) errors.
 func hint(err error) string {
 	switch {
+	case errors.Is(err, errComposeMissing), errors.Is(err, errComposeTooOld):
+		return "Install the docker compose CLI plugin, 2.30 or newer (2.36 or newer for provider services)."
 	case errors.Is(err, errDirectUnavailable):
 		return "Install the traffic-manager with `teledock install --direct`, make sure a node's address is reachable from Docker\n" +
 			"containers, or connect with --transport auto (falls back to the port-forward)."

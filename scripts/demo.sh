@@ -73,6 +73,7 @@ cat "$proj/compose.yaml"
 # The web container needs a moment to listen; poll with a deadline.
 for _ in $(seq 50); do out=$(from_cluster 2>/dev/null) && [[ $out == *compose* ]] && break; sleep 0.2; done
 echo "during: $(from_cluster)"
+# tools reaches the cluster by name; echo is intercepted, so the answer is the local web service's.
 (cd "$proj" && docker compose -f compose.yaml -f .teledock/teledock-demo/compose.teledock.yaml exec -T tools /probe http http://echo.$ns/)
 (cd "$proj" && "$TELEDOCK" compose down)
 echo "after:  $(from_cluster)"

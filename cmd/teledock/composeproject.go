@@ -534,9 +534,9 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 		fmt.Fprintf(&b, "Service %s: ", s.Name)
 		b.WriteString(renderIntercept(info))
 		if s.EnvFile != "" {
-			fmt.Fprintf(&b, "    %-23s : %s\n", "Environment", compose.RelTo(cwd, s.EnvFile))
+			fmt.Fprintf(&b, "    %-23s: %s\n", "Environment", compose.RelTo(cwd, s.EnvFile))
 			if sk := res.skipped[s.Name]; len(sk) > 0 {
-				fmt.Fprintf(&b, "    %-23s : %s (an env file cannot hold them)\n", "Left out", strings.Join(sk, ", "))
+				fmt.Fprintf(&b, "    %-23s: %s (an env file cannot hold them)\n", "Left out", strings.Join(sk, ", "))
 			}
 		}
 	}

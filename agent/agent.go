@@ -146,6 +146,11 @@ type Options struct {
 	// TokenFile is the pod-bound ServiceAccount token the agent shows the manager
 	// (agentconfig.TokenFile in a pod); empty shows none.
 	TokenFile string
+	// Mounts are the intercepted containers' volumes that the injector mounted into the agent;
+	// the agent serves them over SFTP at VolumesAddr.
+	Mounts []agentconfig.Mount
+	// VolumesAddr is where they are served; empty means 127.0.0.1:agentconfig.VolumesPort.
+	VolumesAddr string
 }
 
 // Agent is the traffic-agent's long-running part: the forwarder on the agent ports, the
@@ -160,6 +165,9 @@ type Agent struct {
 	toPod *intercept.ToPod
 	sess  *session.Session
 	ready readiness
+
+	mounts      []agentconfig.Mount
+	volumesAddr string
 
 	mu      sync.Mutex // guards running
 	running bool
@@ -235,7 +243,8 @@ func build(log *slog.Logger, cfg agentconfig.Config, pod Pod, podIP netip.Addr, 
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{log: log, cfg: cfg, pod: pod, conn: conn, fwd: fwd, toPod: toPod, sess: sess}, nil
+	return &Agent{log: log, cfg: cfg, pod: pod, conn: conn, fwd: fwd, toPod: toPod, sess: sess,
+		mounts: opts.Mounts, volumesAddr: cmp.Or(opts.VolumesAddr, volumesAddr())}, nil
 }
 
 // handler passes what the manager says to the router and the --to-pod acceptor.
@@ -273,6 +282,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer health.stop()
+	vols := serveVolumes(a.log, a.mounts, a.volumesAddr)
+	defer vols.close()
 	a.ready.set(true)
 	a.log.Info("traffic-agent running", "pod", a.pod.Name, "namespace", a.pod.Namespace, "pod_ip", a.pod.IP,
 		"workload", a.cfg.WorkloadKind+"/"+a.cfg.WorkloadName, "manager", a.cfg.ManagerAddress, "health", health.addr)

@@ -1,8 +1,10 @@
 package inject
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,6 +91,9 @@ func Mutate(pod *corev1.Pod, cfg AgentConfig) ([]JSONPatchOp, error) {
 
 	agent, err := agentContainer(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := addAppMounts(&agent, pod, cfg); err != nil {
 		return nil, err
 	}
 	ops = append(ops, JSONPatchOp{Op: "add", Path: "/spec/containers/-", Value: agent})
@@ -317,6 +322,41 @@ func initContainer(cfg AgentConfig) (corev1.Container, error) {
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}, nil
+}
+
+// addAppMounts gives the agent the intercepted containers' volume mounts, under
+// agentconfig.MountsDir, read-only where the app has them read-only, and tells it which they are:
+// it serves them to the intercepting developer. The pod admitted here already has the
+// ServiceAccount token's mount (that admission plugin runs before webhooks), so it is among them.
+func addAppMounts(agent *corev1.Container, pod *corev1.Pod, cfg AgentConfig) error {
+	var mounts []agentconfig.Mount
+	var seen []string
+	for _, t := range cfg.Targets {
+		if slices.Contains(seen, t.ContainerName) {
+			continue
+		}
+		seen = append(seen, t.ContainerName)
+		i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == t.ContainerName })
+		for _, vm := range pod.Spec.Containers[i].VolumeMounts {
+			m := agentconfig.Mount{Container: t.ContainerName, Path: path.Clean(vm.MountPath), ReadOnly: vm.ReadOnly}
+			if m.Path == "/" || !path.IsAbs(m.Path) {
+				continue
+			}
+			mounts = append(mounts, m)
+			agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{
+				Name: vm.Name, MountPath: m.AgentPath(), ReadOnly: vm.ReadOnly, SubPath: vm.SubPath, SubPathExpr: vm.SubPathExpr,
+			})
+		}
+	}
+	if len(mounts) == 0 {
+		return nil
+	}
+	js, err := json.Marshal(mounts)
+	if err != nil {
+		return fmt.Errorf("agent mounts: %w", err)
+	}
+	agent.Env = append(agent.Env, corev1.EnvVar{Name: agentconfig.EnvMounts, Value: string(js)})
+	return nil
 }
 
 // agentEnv carries the config in the pod spec itself rather than in a mounted ConfigMap: the pod

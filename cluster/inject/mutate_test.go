@@ -308,3 +308,39 @@ func TestMutateAgentToken(t *testing.T) {
 		}
 	}
 }
+
+// The agent gets the intercepted container's volume mounts under MountsDir, with their read-only
+// flag and subPath, and their list in its environment; other containers' mounts stay theirs.
+func TestMutateAppMounts(t *testing.T) {
+	cfg := mustPlan(t, svc("cart", cartSelector, sport("http", 80, intstr.FromString("http"), "")))
+	pod := cartPod()
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+		{Name: "config", MountPath: "/etc/cart/", ReadOnly: true},
+		{Name: "cache", MountPath: "/var/cache/cart"},
+		{Name: "config", MountPath: "/etc/one.conf", SubPath: "one.conf", ReadOnly: true},
+	}
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "sidecar", Image: "x",
+		VolumeMounts: []corev1.VolumeMount{{Name: "other", MountPath: "/other"}}})
+	ops, err := Mutate(pod, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := container(t, applyPatch(t, pod, ops).Spec.Containers, AgentContainerName)
+	want := []corev1.VolumeMount{
+		{Name: TokenVolume, MountPath: agentconfig.TokenDir, ReadOnly: true},
+		{Name: "config", MountPath: "/teledock/mounts/app/etc/cart", ReadOnly: true},
+		{Name: "cache", MountPath: "/teledock/mounts/app/var/cache/cart"},
+		{Name: "config", MountPath: "/teledock/mounts/app/etc/one.conf", SubPath: "one.conf", ReadOnly: true},
+	}
+	if !reflect.DeepEqual(agent.VolumeMounts, want) {
+		t.Errorf("agent mounts:\n%+v\nwant\n%+v", agent.VolumeMounts, want)
+	}
+	mounts, err := agentconfig.ParseMounts(envOf(agent)[agentconfig.EnvMounts].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMounts := []agentconfig.Mount{{"app", "/etc/cart", true}, {"app", "/var/cache/cart", false}, {"app", "/etc/one.conf", true}}
+	if !reflect.DeepEqual(mounts, wantMounts) {
+		t.Errorf("mounts = %+v", mounts)
+	}
+}

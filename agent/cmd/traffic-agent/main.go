@@ -89,7 +89,13 @@ func dispatch(ctx context.Context, log *slog.Logger, args []string, env environm
 		if cmd == "redirect" {
 			return agent.InstallRedirects(log, cfg, env.installRedirects)
 		}
-		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv), agent.Options{Version: version.Version, TokenFile: agentconfig.TokenFile})
+		mounts, err := agentconfig.ParseMounts(env.getenv(agentconfig.EnvMounts))
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(log, cfg, agent.PodFromEnv(env.getenv), agent.Options{
+			Version: version.Version, TokenFile: agentconfig.TokenFile, Mounts: mounts,
+		})
 		if err != nil {
 			return err
 		}

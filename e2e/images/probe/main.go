@@ -47,9 +47,17 @@ func main() {
 
 func run(ctx context.Context, args []string, transferTime time.Duration) error {
 	if len(args) < 2 {
-		return errors.New("usage: probe http|tcp|udp|dns|download|upload|bench ARGS")
+		return errors.New("usage: probe cat|http|tcp|udp|dns|download|upload|bench ARGS")
 	}
 	switch args[0] {
+	case "cat":
+		// For volume tests: what a container sees at a path.
+		b, err := os.ReadFile(args[1])
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(b)
+		return err
 	case "http":
 		body, err := get(ctx, args[1])
 		if err != nil {

@@ -30,9 +30,25 @@ const (
 )
 
 // forbidden are the keys that the engine refuses, or compose-go rejects, beside
-// `network_mode: service:...`; a marked service that sets them has them reset.
-var forbidden = []string{"ports", "expose", "networks", "dns", "dns_search", "dns_opt", "extra_hosts",
-	"hostname", "domainname", "links", "external_links", "mac_address"}
+// `network_mode: service:...`, each with whether a service sets it; a marked service that sets
+// them has them reset.
+var forbidden = []struct {
+	key  string
+	sets func(types.ServiceConfig) bool
+}{
+	{"ports", func(s types.ServiceConfig) bool { return len(s.Ports) > 0 }},
+	{"expose", func(s types.ServiceConfig) bool { return len(s.Expose) > 0 }},
+	{"networks", func(s types.ServiceConfig) bool { return len(s.Networks) > 0 }},
+	{"dns", func(s types.ServiceConfig) bool { return len(s.DNS) > 0 }},
+	{"dns_search", func(s types.ServiceConfig) bool { return len(s.DNSSearch) > 0 }},
+	{"dns_opt", func(s types.ServiceConfig) bool { return len(s.DNSOpts) > 0 }},
+	{"extra_hosts", func(s types.ServiceConfig) bool { return len(s.ExtraHosts) > 0 }},
+	{"hostname", func(s types.ServiceConfig) bool { return s.Hostname != "" }},
+	{"domainname", func(s types.ServiceConfig) bool { return s.DomainName != "" }},
+	{"links", func(s types.ServiceConfig) bool { return len(s.Links) > 0 }},
+	{"external_links", func(s types.ServiceConfig) bool { return len(s.ExternalLinks) > 0 }},
+	{"mac_address", func(s types.ServiceConfig) bool { return s.MacAddress != "" }},
+}
 
 // Daemon is what the daemon service needs that the project does not say.
 type Daemon struct {
@@ -101,9 +117,9 @@ func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error)
 		node := &yaml.Node{Kind: yaml.MappingNode}
 		addPair(node, "network_mode", scalar(types.NetworkModeServicePrefix+DaemonService))
 		svc := project.Services[s.Name]
-		for _, key := range forbidden {
-			if sets(svc, key) {
-				addPair(node, key, reset(key))
+		for _, f := range forbidden {
+			if f.sets(svc) {
+				addPair(node, f.key, reset(f.key))
 			}
 		}
 		if s.EnvFile != "" {
@@ -155,37 +171,6 @@ func (plan *Plan) FileFlags(dir string) []string {
 }
 
 func (plan *Plan) fileFlags(dir string) string { return strings.Join(plan.FileFlags(dir), " ") }
-
-// sets reports whether the service sets one of the keys that the daemon's network mode forbids.
-func sets(s types.ServiceConfig, key string) bool {
-	switch key {
-	case "ports":
-		return len(s.Ports) > 0
-	case "expose":
-		return len(s.Expose) > 0
-	case "networks":
-		return len(s.Networks) > 0
-	case "dns":
-		return len(s.DNS) > 0
-	case "dns_search":
-		return len(s.DNSSearch) > 0
-	case "dns_opt":
-		return len(s.DNSOpts) > 0
-	case "extra_hosts":
-		return len(s.ExtraHosts) > 0
-	case "hostname":
-		return s.Hostname != ""
-	case "domainname":
-		return s.DomainName != ""
-	case "links":
-		return len(s.Links) > 0
-	case "external_links":
-		return len(s.ExternalLinks) > 0
-	case "mac_address":
-		return s.MacAddress != ""
-	}
-	return false
-}
 
 // reset is the !reset node for key: an empty value of the key's kind.
 func reset(key string) *yaml.Node {

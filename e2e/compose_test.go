@@ -246,21 +246,28 @@ func (p *composeProject) wantNothingLeft(t *testing.T, mgr managerv1.ManagerClie
 		return nil
 	})
 	wantFromClient(t, p.ns, "http://web-app/", "cluster web-app")
-	if r := docker(t, "inspect", "teledock-daemon-"+conn); r.err == nil {
-		t.Errorf("the daemon container is still there")
-	}
-	if out := must(t, docker(t, "network", "ls", "-q", "--filter", "label=com.docker.compose.project="+p.name), "network ls"); strings.TrimSpace(out) != "" {
-		t.Errorf("networks left: %s", out)
-	}
-	if out := must(t, docker(t, "ps", "-aq", "--filter", "label=com.docker.compose.project="+p.name), "ps"); strings.TrimSpace(out) != "" {
-		t.Errorf("containers left: %s", out)
-	}
 	envs, _ := filepath.Glob(filepath.Join(p.dir, ".teledock", p.name, "env", "*.env"))
 	if len(envs) > 0 {
 		t.Errorf("env files left: %v", envs)
 	}
+	p.wantNoDocker(t, filesGone)
+}
+
+// wantNoDocker checks that Docker has nothing of the project: no daemon container, no network, no
+// container; and, with filesGone, that .teledock is gone too.
+func (p *composeProject) wantNoDocker(t *testing.T, filesGone bool) {
+	t.Helper()
+	if r := docker(t, "inspect", "teledock-daemon-compose-"+p.name); r.err == nil {
+		t.Errorf("the daemon container is still there")
+	}
+	for _, what := range [][]string{{"network", "ls", "-q"}, {"ps", "-aq"}} {
+		out := must(t, docker(t, append(what, "--filter", "label=com.docker.compose.project="+p.name)...), strings.Join(what, " "))
+		if strings.TrimSpace(out) != "" {
+			t.Errorf("%s: left: %s", what[0], out)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(p.dir, ".teledock")); filesGone && err == nil {
-		t.Errorf(".teledock is still there after teledock compose down")
+		t.Errorf(".teledock is still there")
 	}
 }
 
@@ -288,15 +295,7 @@ func TestComposeErrors(t *testing.T) {
 			if r.err == nil || !strings.Contains(r.stderr, c.want) {
 				t.Fatalf("generate: err=%v, want a message with %q\nstdout:\n%s\nstderr:\n%s", r.err, c.want, r.stdout, r.stderr)
 			}
-			if r := docker(t, "inspect", "teledock-daemon-compose-"+name); r.err == nil {
-				t.Errorf("a daemon container was left")
-			}
-			if out := must(t, docker(t, "network", "ls", "-q", "--filter", "label=com.docker.compose.project="+name), "network ls"); strings.TrimSpace(out) != "" {
-				t.Errorf("networks left: %s", out)
-			}
-			if _, err := os.Stat(filepath.Join(p.dir, ".teledock")); err == nil {
-				t.Errorf(".teledock was left")
-			}
+			p.wantNoDocker(t, true)
 		})
 	}
 }

@@ -339,7 +339,11 @@ func TestMutateAppMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantMounts := []agentconfig.Mount{{"app", "/etc/cart", true}, {"app", "/var/cache/cart", false}, {"app", "/etc/one.conf", true}}
+	wantMounts := []agentconfig.Mount{
+		{Container: "app", Path: "/etc/cart", ReadOnly: true},
+		{Container: "app", Path: "/var/cache/cart"},
+		{Container: "app", Path: "/etc/one.conf", ReadOnly: true},
+	}
 	if !reflect.DeepEqual(mounts, wantMounts) {
 		t.Errorf("mounts = %+v", mounts)
 	}

@@ -49,6 +49,7 @@ type intercept struct {
 	state       string
 	env         map[string]string
 	podAddress  string
+	mounts      []*managerv1.VolumeMount
 }
 
 func (ic *intercept) info() *managerv1.InterceptInfo {
@@ -74,7 +75,16 @@ func (ic *intercept) info() *managerv1.InterceptInfo {
 		Replace:               ic.replace,
 		ToPod:                 cloneToPod(ic.toPod),
 		ServiceLess:           t.Serviceless(),
+		Mounts:                cloneMounts(ic.mounts),
 	}
+}
+
+func cloneMounts(in []*managerv1.VolumeMount) []*managerv1.VolumeMount {
+	out := make([]*managerv1.VolumeMount, len(in))
+	for i, m := range in {
+		out[i] = proto.CloneOf(m)
+	}
+	return out
 }
 
 func cloneToPod(in []*managerv1.ToPod) []*managerv1.ToPod {
@@ -173,7 +183,7 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 		}
 		return nil, err
 	}
-	env, podAddr := m.environment(ctx, a, target)
+	env, podAddr, mounts := m.environment(ctx, a, target)
 
 	m.mu.Lock()
 	if m.intercepts[ic.id] != ic {
@@ -181,7 +191,7 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 		m.mu.Unlock()
 		return nil, fmt.Errorf("%w named %q: it was removed while it was being created", errNoIntercept, ic.name)
 	}
-	ic.state, ic.env, ic.podAddress = stateActive, env, podAddr
+	ic.state, ic.env, ic.podAddress, ic.mounts = stateActive, env, podAddr, mounts
 	info := ic.info()
 	m.mu.Unlock()
 	m.changes.notify()
@@ -525,15 +535,16 @@ func (m *Manager) drained(ctx context.Context, wl workload.Workload, t agentconf
 	return ready > 0, nil
 }
 
-// environment resolves the intercepted container's environment in the agent's pod and, for a
-// service-less target, the pod's address. A failure leaves the environment out but does not fail
-// the intercept, which works without it.
-func (m *Manager) environment(ctx context.Context, a *session, t agentconfig.Target) (map[string]string, string) {
+// environment resolves the intercepted container's environment in the agent's pod, its volume
+// mounts that the agent serves and, for a service-less target, the pod's address. A failure leaves
+// them out but does not fail the intercept, which works without them.
+func (m *Manager) environment(ctx context.Context, a *session, t agentconfig.Target) (map[string]string, string, []*managerv1.VolumeMount) {
 	pod, err := m.k8s.CoreV1().Pods(a.agent.info.GetNamespace()).Get(ctx, a.agent.info.GetPodName(), metav1.GetOptions{})
 	if err != nil {
 		m.log.Warn("no environment for the intercept: agent pod", "pod", a.agent.info.GetPodName(), "error", err)
-		return nil, ""
+		return nil, "", nil
 	}
+	mounts := servedMounts(pod, t.ContainerName)
 	var podAddr string
 	if t.Serviceless() {
 		if ip, err := netip.ParseAddr(cmp.Or(pod.Status.PodIP, a.agent.podIP)); err == nil {
@@ -543,9 +554,36 @@ func (m *Manager) environment(ctx context.Context, a *session, t agentconfig.Tar
 	env, err := inject.ResolveEnv(ctx, m.k8s, pod, t.ContainerName)
 	if err != nil {
 		m.log.Warn("no environment for the intercept", "pod", pod.Name, "container", t.ContainerName, "error", err)
-		return nil, podAddr
+		return nil, podAddr, mounts
 	}
-	return env, podAddr
+	return env, podAddr, mounts
+}
+
+// servedMounts are the mounts of container that the pod's traffic-agent was given to serve (the
+// injector lists them in the agent's environment).
+func servedMounts(pod *corev1.Pod, container string) []*managerv1.VolumeMount {
+	for _, c := range pod.Spec.Containers {
+		if c.Name != inject.AgentContainerName {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name != agentconfig.EnvMounts {
+				continue
+			}
+			ms, err := agentconfig.ParseMounts(e.Value)
+			if err != nil {
+				return nil
+			}
+			var out []*managerv1.VolumeMount
+			for _, m := range ms {
+				if m.Container == container {
+					out = append(out, &managerv1.VolumeMount{Container: m.Container, Path: m.Path, ReadOnly: m.ReadOnly})
+				}
+			}
+			return out
+		}
+	}
+	return nil
 }
 
 // RemoveIntercept ends one of the session's intercepts. Agents stop sending its connections to

@@ -675,3 +675,18 @@ func TestDrained(t *testing.T) {
 		})
 	}
 }
+
+func TestServedMounts(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{
+		{Name: "app"},
+		{Name: inject.AgentContainerName, Env: []corev1.EnvVar{{Name: agentconfig.EnvMounts,
+			Value: `[{"container":"app","path":"/etc/config","readOnly":true},{"container":"other","path":"/x"},{"container":"app","path":"/cache"}]`}}},
+	}}}
+	got := servedMounts(pod, "app")
+	if len(got) != 2 || got[0].GetPath() != "/etc/config" || !got[0].GetReadOnly() || got[1].GetPath() != "/cache" || got[1].GetReadOnly() {
+		t.Errorf("servedMounts = %v", got)
+	}
+	if got := servedMounts(&corev1.Pod{}, "app"); got != nil {
+		t.Errorf("a pod without an agent: %v", got)
+	}
+}

@@ -1604,8 +1604,11 @@ type InterceptInfo struct {
 	MountPoint            string                 `protobuf:"bytes,20,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"` // reserved for volume mounts (later)
 	HttpFilter            string                 `protobuf:"bytes,21,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"` // reserved for HTTP-filtered intercepts (later)
 	ServiceLess           bool                   `protobuf:"varint,22,opt,name=service_less,json=serviceLess,proto3" json:"service_less,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// mounts are the intercepted container's volume mounts, which its pod's traffic-agent serves
+	// over SFTP on the pod's 127.0.0.1:9898 under /<container><path>.
+	Mounts        []*VolumeMount `protobuf:"bytes,23,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterceptInfo) Reset() {
@@ -1792,6 +1795,74 @@ func (x *InterceptInfo) GetServiceLess() bool {
 	return false
 }
 
+func (x *InterceptInfo) GetMounts() []*VolumeMount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+// VolumeMount is one of the intercepted container's volume mounts.
+type VolumeMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // where the container sees it
+	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMount) Reset() {
+	*x = VolumeMount{}
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMount) ProtoMessage() {}
+
+func (x *VolumeMount) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
+func (*VolumeMount) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *VolumeMount) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 type RemoveInterceptRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1802,7 +1873,7 @@ type RemoveInterceptRequest struct {
 
 func (x *RemoveInterceptRequest) Reset() {
 	*x = RemoveInterceptRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +1885,7 @@ func (x *RemoveInterceptRequest) String() string {
 func (*RemoveInterceptRequest) ProtoMessage() {}
 
 func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +1898,7 @@ func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveInterceptRequest) GetSessionId() string {
@@ -1852,7 +1923,7 @@ type RemoveInterceptResponse struct {
 
 func (x *RemoveInterceptResponse) Reset() {
 	*x = RemoveInterceptResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1935,7 @@ func (x *RemoveInterceptResponse) String() string {
 func (*RemoveInterceptResponse) ProtoMessage() {}
 
 func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1948,7 @@ func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
 }
 
 type ListInterceptsRequest struct {
@@ -1889,7 +1960,7 @@ type ListInterceptsRequest struct {
 
 func (x *ListInterceptsRequest) Reset() {
 	*x = ListInterceptsRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1972,7 @@ func (x *ListInterceptsRequest) String() string {
 func (*ListInterceptsRequest) ProtoMessage() {}
 
 func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +1985,7 @@ func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListInterceptsRequest) GetSessionId() string {
@@ -1933,7 +2004,7 @@ type ListInterceptsResponse struct {
 
 func (x *ListInterceptsResponse) Reset() {
 	*x = ListInterceptsResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2016,7 @@ func (x *ListInterceptsResponse) String() string {
 func (*ListInterceptsResponse) ProtoMessage() {}
 
 func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2029,7 @@ func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
 func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
@@ -1978,7 +2049,7 @@ type IncomingDial struct {
 
 func (x *IncomingDial) Reset() {
 	*x = IncomingDial{}
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2061,7 @@ func (x *IncomingDial) String() string {
 func (*IncomingDial) ProtoMessage() {}
 
 func (x *IncomingDial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2074,7 @@ func (x *IncomingDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncomingDial.ProtoReflect.Descriptor instead.
 func (*IncomingDial) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *IncomingDial) GetConnId() string {
@@ -2034,7 +2105,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2117,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2130,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AgentInfo) GetPodName() string {
@@ -2117,7 +2188,7 @@ type AgentTarget struct {
 
 func (x *AgentTarget) Reset() {
 	*x = AgentTarget{}
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2200,7 @@ func (x *AgentTarget) String() string {
 func (*AgentTarget) ProtoMessage() {}
 
 func (x *AgentTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2213,7 @@ func (x *AgentTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentTarget.ProtoReflect.Descriptor instead.
 func (*AgentTarget) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AgentTarget) GetAgentPort() int32 {
@@ -2183,7 +2254,7 @@ type AgentUpdate struct {
 
 func (x *AgentUpdate) Reset() {
 	*x = AgentUpdate{}
-	mi := &file_manager_v1_manager_proto_msgTypes[32]
+	mi := &file_manager_v1_manager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2266,7 @@ func (x *AgentUpdate) String() string {
 func (*AgentUpdate) ProtoMessage() {}
 
 func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[32]
+	mi := &file_manager_v1_manager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2279,7 @@ func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentUpdate.ProtoReflect.Descriptor instead.
 func (*AgentUpdate) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{32}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AgentUpdate) GetTargets() []*AgentTarget {
@@ -2342,7 +2413,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vdestination\x18\n" +
 	" \x01(\tR\vdestination\x12\x1d\n" +
 	"\n" +
-	"local_port\x18\v \x01(\x05R\tlocalPort\"\xdb\x06\n" +
+	"local_port\x18\v \x01(\x05R\tlocalPort\"\x95\a\n" +
 	"\rInterceptInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2372,10 +2443,15 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"mountPoint\x12\x1f\n" +
 	"\vhttp_filter\x18\x15 \x01(\tR\n" +
 	"httpFilter\x12!\n" +
-	"\fservice_less\x18\x16 \x01(\bR\vserviceLess\x1a>\n" +
+	"\fservice_less\x18\x16 \x01(\bR\vserviceLess\x128\n" +
+	"\x06mounts\x18\x17 \x03(\v2 .teledock.manager.v1.VolumeMountR\x06mounts\x1a>\n" +
 	"\x10EnvironmentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\vVolumeMount\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"K\n" +
 	"\x16RemoveInterceptRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -2454,7 +2530,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: teledock.manager.v1.Protocol
 	(DialError)(0),                  // 1: teledock.manager.v1.DialError
@@ -2483,15 +2559,16 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*ToPod)(nil),                   // 24: teledock.manager.v1.ToPod
 	(*CreateInterceptRequest)(nil),  // 25: teledock.manager.v1.CreateInterceptRequest
 	(*InterceptInfo)(nil),           // 26: teledock.manager.v1.InterceptInfo
-	(*RemoveInterceptRequest)(nil),  // 27: teledock.manager.v1.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil), // 28: teledock.manager.v1.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),   // 29: teledock.manager.v1.ListInterceptsRequest
-	(*ListInterceptsResponse)(nil),  // 30: teledock.manager.v1.ListInterceptsResponse
-	(*IncomingDial)(nil),            // 31: teledock.manager.v1.IncomingDial
-	(*AgentInfo)(nil),               // 32: teledock.manager.v1.AgentInfo
-	(*AgentTarget)(nil),             // 33: teledock.manager.v1.AgentTarget
-	(*AgentUpdate)(nil),             // 34: teledock.manager.v1.AgentUpdate
-	nil,                             // 35: teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	(*VolumeMount)(nil),             // 27: teledock.manager.v1.VolumeMount
+	(*RemoveInterceptRequest)(nil),  // 28: teledock.manager.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 29: teledock.manager.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 30: teledock.manager.v1.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 31: teledock.manager.v1.ListInterceptsResponse
+	(*IncomingDial)(nil),            // 32: teledock.manager.v1.IncomingDial
+	(*AgentInfo)(nil),               // 33: teledock.manager.v1.AgentInfo
+	(*AgentTarget)(nil),             // 34: teledock.manager.v1.AgentTarget
+	(*AgentUpdate)(nil),             // 35: teledock.manager.v1.AgentUpdate
+	nil,                             // 36: teledock.manager.v1.InterceptInfo.EnvironmentEntry
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
@@ -2507,53 +2584,54 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	0,  // 10: teledock.manager.v1.ToPod.protocol:type_name -> teledock.manager.v1.Protocol
 	24, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
 	0,  // 12: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
-	35, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	36, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
 	24, // 14: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
-	26, // 15: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
-	0,  // 16: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
-	33, // 17: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
-	31, // 18: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
-	2,  // 19: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
-	4,  // 20: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
-	6,  // 21: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 22: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
-	9,  // 23: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
-	6,  // 24: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 25: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
-	14, // 26: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	20, // 27: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	21, // 28: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
-	25, // 29: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
-	27, // 30: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
-	29, // 31: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
-	6,  // 32: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
-	32, // 33: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
-	6,  // 34: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
-	20, // 35: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
-	20, // 36: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
-	3,  // 37: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	5,  // 38: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	7,  // 39: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	8,  // 40: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	11, // 41: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	12, // 42: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	13, // 43: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
-	15, // 44: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	20, // 45: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	23, // 46: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	26, // 47: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	28, // 48: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
-	30, // 49: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	31, // 50: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
-	5,  // 51: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
-	34, // 52: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
-	20, // 53: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
-	20, // 54: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
-	37, // [37:55] is the sub-list for method output_type
-	19, // [19:37] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	27, // 15: teledock.manager.v1.InterceptInfo.mounts:type_name -> teledock.manager.v1.VolumeMount
+	26, // 16: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	0,  // 17: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
+	34, // 18: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
+	32, // 19: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
+	2,  // 20: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
+	4,  // 21: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
+	6,  // 22: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 23: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
+	9,  // 24: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
+	6,  // 25: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 26: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
+	14, // 27: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	20, // 28: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	21, // 29: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
+	25, // 30: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
+	28, // 31: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
+	30, // 32: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
+	6,  // 33: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
+	33, // 34: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
+	6,  // 35: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
+	20, // 36: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
+	20, // 37: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
+	3,  // 38: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	5,  // 39: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	7,  // 40: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	8,  // 41: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	11, // 42: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	12, // 43: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	13, // 44: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
+	15, // 45: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	20, // 46: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	23, // 47: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	26, // 48: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	29, // 49: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
+	31, // 50: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	32, // 51: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
+	5,  // 52: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
+	35, // 53: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
+	20, // 54: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
+	20, // 55: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
+	38, // [38:56] is the sub-list for method output_type
+	20, // [20:38] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -2573,7 +2651,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -160,12 +160,24 @@ func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error)
 	return buf.Bytes(), nil
 }
 
-// FileFlags are the -f flags that run the project with the override, paths relative to dir when
-// under it (absolute otherwise).
-func (plan *Plan) FileFlags(dir string) []string {
+// Files are the files that run the project with the override, paths relative to dir when under
+// it (absolute otherwise).
+func (plan *Plan) Files(dir string) []string {
 	var out []string
 	for _, f := range append(slices.Clone(plan.ComposeFiles), plan.Override) {
-		out = append(out, "-f", RelTo(dir, f))
+		out = append(out, RelTo(dir, f))
+	}
+	return out
+}
+
+// FileFlags are Files as docker compose's -f flags.
+func (plan *Plan) FileFlags(dir string) []string { return FileFlags(plan.Files(dir)) }
+
+// FileFlags turns files into docker compose's -f flags.
+func FileFlags(files []string) []string {
+	var out []string
+	for _, f := range files {
+		out = append(out, "-f", f)
 	}
 	return out
 }

@@ -78,11 +78,7 @@ func runCompose(ctx context.Context, d deps, ca composeArgs) error {
 		}
 		return dockerCompose(ctx, d, composeLine(ca, plan.Project, plan.FileFlags("")), ca.command, ca.args)
 	default:
-		files := fileFlags(project.ComposeFiles)
-		if plan, err := compose.NewPlan(project); err == nil && exists(plan.Override) {
-			files = plan.FileFlags("")
-		}
-		return dockerCompose(ctx, d, composeLine(ca, project.Name, files), ca.command, ca.args)
+		return dockerCompose(ctx, d, composeLine(ca, project.Name, projectFileFlags(project)), ca.command, ca.args)
 	}
 }
 
@@ -345,17 +341,12 @@ func readToken(path string) string {
 // composeDown runs docker compose down with the override, then removes what generate wrote. The
 // daemon's SIGTERM ends its session, and with it the intercepts.
 func composeDown(ctx context.Context, d deps, project *types.Project, ca composeArgs) error {
-	plan, perr := compose.NewPlan(project)
-	if perr != nil {
-		// Not a teledock project (any more): plain docker compose.
-		return dockerCompose(ctx, d, composeLine(ca, project.Name, fileFlags(project.ComposeFiles)), "down", ca.args)
-	}
-	files := fileFlags(plan.ComposeFiles)
-	if exists(plan.Override) {
-		files = plan.FileFlags("")
-	}
-	if err := dockerCompose(ctx, d, composeLine(ca, plan.Project, files), "down", ca.args); err != nil {
+	if err := dockerCompose(ctx, d, composeLine(ca, project.Name, projectFileFlags(project)), "down", ca.args); err != nil {
 		return err
+	}
+	plan, err := compose.NewPlan(project)
+	if err != nil {
+		return nil // not a teledock project (any more): plain docker compose was all
 	}
 	// A daemon the override no longer names (the files were removed by hand) is not compose's.
 	if l, err := d.launcher(); err == nil {
@@ -394,12 +385,12 @@ func composeLine(ca composeArgs, project string, files []string) []string {
 	return append(line, files...)
 }
 
-func fileFlags(files []string) []string {
-	var out []string
-	for _, f := range files {
-		out = append(out, "-f", f)
+// projectFileFlags are the project's -f flags, with teledock's override when it has one.
+func projectFileFlags(project *types.Project) []string {
+	if plan, err := compose.NewPlan(project); err == nil && exists(plan.Override) {
+		return plan.FileFlags("")
 	}
-	return out
+	return compose.FileFlags(project.ComposeFiles)
 }
 
 // dockerCompose runs a docker compose command with the terminal's streams; its exit code is
@@ -498,13 +489,8 @@ type generatedServiceJSON struct {
 // writeGenerated says what generate did and how to run the project without teledock.
 func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output string) error {
 	cwd, _ := os.Getwd()
-	command := append([]string{"docker", "compose"}, plan.FileFlags(cwd)...)
-	var files []string
-	for i := 1; i < len(command); i++ {
-		if command[i-1] == "-f" {
-			files = append(files, command[i])
-		}
-	}
+	files := plan.Files(cwd)
+	command := append([]string{"docker", "compose"}, compose.FileFlags(files)...)
 	composeFile := strings.Join(files, string(os.PathListSeparator))
 	if output == "json" {
 		j := generatedJSON{

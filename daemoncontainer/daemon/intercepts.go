@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,8 @@ type Intercepts interface {
 	Remove(ctx context.Context, name string) error
 	List() []*managerv1.InterceptInfo
 	Workloads(ctx context.Context, namespace string) (*managerv1.ListWorkloadsResponse, error)
+	// DialVolumes opens a connection to the SFTP server of the intercept's traffic-agent.
+	DialVolumes(ctx context.Context, name string) (net.Conn, error)
 }
 
 var _ Intercepts = (*intercept.Intercepts)(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -19,9 +20,20 @@ import (
 
 // fakeIntercepts answers with err, or records the request and returns an intercept.
 type fakeIntercepts struct {
-	err  error
-	got  intercept.Request
-	list []*managerv1.InterceptInfo
+	err     error
+	got     intercept.Request
+	list    []*managerv1.InterceptInfo
+	volumes string // where DialVolumes connects
+	dialed  []string
+}
+
+func (f *fakeIntercepts) DialVolumes(ctx context.Context, name string) (net.Conn, error) {
+	f.dialed = append(f.dialed, name)
+	if f.err != nil {
+		return nil, f.err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", f.volumes)
 }
 
 func (f *fakeIntercepts) Create(_ context.Context, req intercept.Request) (*managerv1.InterceptInfo, error) {

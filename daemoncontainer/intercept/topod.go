@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/tunnel"
 )
@@ -314,3 +315,21 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// DialVolumes opens a tunnel to the SFTP server with which the intercept's traffic-agent serves the
+// intercepted container's mounts (the same paired path as --to-pod, on the agent's volumes port).
+func (m *Intercepts) DialVolumes(ctx context.Context, name string) (net.Conn, error) {
+	c, err := m.dialPod(ctx, name, "tcp", agentconfig.VolumesPort)
+	if err != nil {
+		return nil, err
+	}
+	return noDeadlines{c}, nil
+}
+
+// noDeadlines makes a tunnel a net.Conn for code that copies streams and never sets deadlines (the
+// tunnel server does so for UDP only).
+type noDeadlines struct{ *tunnel.Conn }
+
+func (noDeadlines) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (noDeadlines) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (noDeadlines) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }

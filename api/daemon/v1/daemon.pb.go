@@ -994,14 +994,15 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\x04\x12 \n" +
 	"\x1cERROR_CODE_LOCAL_PORT_IN_USE\x10\x05\x12!\n" +
 	"\x1dERROR_CODE_TO_POD_PORT_IN_USE\x10\x06\x12\x1c\n" +
-	"\x18ERROR_CODE_NOT_CONNECTED\x10\a2\xc4\x04\n" +
+	"\x18ERROR_CODE_NOT_CONNECTED\x10\a2\x9b\x05\n" +
 	"\x06Daemon\x12O\n" +
 	"\x06Status\x12!.teledock.daemon.v1.StatusRequest\x1a\".teledock.daemon.v1.StatusResponse\x12I\n" +
 	"\x04Quit\x12\x1f.teledock.daemon.v1.QuitRequest\x1a .teledock.daemon.v1.QuitResponse\x12a\n" +
 	"\x0fCreateIntercept\x12*.teledock.daemon.v1.CreateInterceptRequest\x1a\".teledock.manager.v1.InterceptInfo\x12j\n" +
 	"\x0fRemoveIntercept\x12*.teledock.daemon.v1.RemoveInterceptRequest\x1a+.teledock.daemon.v1.RemoveInterceptResponse\x12h\n" +
 	"\x0eListIntercepts\x12).teledock.daemon.v1.ListInterceptsRequest\x1a+.teledock.manager.v1.ListInterceptsResponse\x12e\n" +
-	"\rListWorkloads\x12(.teledock.daemon.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponseB.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
+	"\rListWorkloads\x12(.teledock.daemon.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponse\x12U\n" +
+	"\aVolumes\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01B.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -1033,9 +1034,10 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*ListInterceptsRequest)(nil),     // 12: teledock.daemon.v1.ListInterceptsRequest
 	(*ListWorkloadsRequest)(nil),      // 13: teledock.daemon.v1.ListWorkloadsRequest
 	(*v1.ToPod)(nil),                  // 14: teledock.manager.v1.ToPod
-	(*v1.InterceptInfo)(nil),          // 15: teledock.manager.v1.InterceptInfo
-	(*v1.ListInterceptsResponse)(nil), // 16: teledock.manager.v1.ListInterceptsResponse
-	(*v1.ListWorkloadsResponse)(nil),  // 17: teledock.manager.v1.ListWorkloadsResponse
+	(*v1.TunnelMessage)(nil),          // 15: teledock.manager.v1.TunnelMessage
+	(*v1.InterceptInfo)(nil),          // 16: teledock.manager.v1.InterceptInfo
+	(*v1.ListInterceptsResponse)(nil), // 17: teledock.manager.v1.ListInterceptsResponse
+	(*v1.ListWorkloadsResponse)(nil),  // 18: teledock.manager.v1.ListWorkloadsResponse
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	5,  // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
@@ -1050,14 +1052,16 @@ var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	10, // 9: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
 	12, // 10: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
 	13, // 11: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
-	2,  // 12: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
-	8,  // 13: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
-	15, // 14: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	11, // 15: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
-	16, // 16: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	17, // 17: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
+	15, // 12: teledock.daemon.v1.Daemon.Volumes:input_type -> teledock.manager.v1.TunnelMessage
+	2,  // 13: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
+	8,  // 14: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
+	16, // 15: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	11, // 16: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
+	17, // 17: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	18, // 18: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	15, // 19: teledock.daemon.v1.Daemon.Volumes:output_type -> teledock.manager.v1.TunnelMessage
+	13, // [13:20] is the sub-list for method output_type
+	6,  // [6:13] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name

@@ -29,6 +29,7 @@ const (
 	Daemon_RemoveIntercept_FullMethodName = "/teledock.daemon.v1.Daemon/RemoveIntercept"
 	Daemon_ListIntercepts_FullMethodName  = "/teledock.daemon.v1.Daemon/ListIntercepts"
 	Daemon_ListWorkloads_FullMethodName   = "/teledock.daemon.v1.Daemon/ListWorkloads"
+	Daemon_Volumes_FullMethodName         = "/teledock.daemon.v1.Daemon/Volumes"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -50,6 +51,11 @@ type DaemonClient interface {
 	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*v1.ListInterceptsResponse, error)
 	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
 	ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*v1.ListWorkloadsResponse, error)
+	// Volumes is a tunnel (the manager's Tunnel protocol) to the SFTP server with which the traffic-agent
+	// of an intercept serves the intercepted container's mounts: the first message is a Dial with
+	// intercept_id set to the intercept's name and address "127.0.0.1:9898"; any other address is
+	// refused. Teledock's volume plugin and copy helper use it; the token guards it like every call.
+	Volumes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.TunnelMessage, v1.TunnelMessage], error)
 }
 
 type daemonClient struct {
@@ -120,6 +126,19 @@ func (c *daemonClient) ListWorkloads(ctx context.Context, in *ListWorkloadsReque
 	return out, nil
 }
 
+func (c *daemonClient) Volumes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.TunnelMessage, v1.TunnelMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[0], Daemon_Volumes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[v1.TunnelMessage, v1.TunnelMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_VolumesClient = grpc.BidiStreamingClient[v1.TunnelMessage, v1.TunnelMessage]
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -139,6 +158,11 @@ type DaemonServer interface {
 	ListIntercepts(context.Context, *ListInterceptsRequest) (*v1.ListInterceptsResponse, error)
 	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
 	ListWorkloads(context.Context, *ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error)
+	// Volumes is a tunnel (the manager's Tunnel protocol) to the SFTP server with which the traffic-agent
+	// of an intercept serves the intercepted container's mounts: the first message is a Dial with
+	// intercept_id set to the intercept's name and address "127.0.0.1:9898"; any other address is
+	// refused. Teledock's volume plugin and copy helper use it; the token guards it like every call.
+	Volumes(grpc.BidiStreamingServer[v1.TunnelMessage, v1.TunnelMessage]) error
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -166,6 +190,9 @@ func (UnimplementedDaemonServer) ListIntercepts(context.Context, *ListIntercepts
 }
 func (UnimplementedDaemonServer) ListWorkloads(context.Context, *ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWorkloads not implemented")
+}
+func (UnimplementedDaemonServer) Volumes(grpc.BidiStreamingServer[v1.TunnelMessage, v1.TunnelMessage]) error {
+	return status.Error(codes.Unimplemented, "method Volumes not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -296,6 +323,13 @@ func _Daemon_ListWorkloads_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Volumes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DaemonServer).Volumes(&grpc.GenericServerStream[v1.TunnelMessage, v1.TunnelMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_VolumesServer = grpc.BidiStreamingServer[v1.TunnelMessage, v1.TunnelMessage]
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -328,6 +362,13 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Daemon_ListWorkloads_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Volumes",
+			Handler:       _Daemon_Volumes_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "daemon/v1/daemon.proto",
 }

@@ -25,6 +25,7 @@ import (
 	"teledock.dev/teledock/daemoncontainer/intercept"
 	"teledock.dev/teledock/daemoncontainer/netstack"
 	"teledock.dev/teledock/daemoncontainer/session"
+	"teledock.dev/teledock/internal/podfs"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -86,6 +87,10 @@ func configFromEnv(getenv func(string) string) (config, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		runTool(os.Args[1])
+		return
+	}
 	cfg, err := configFromEnv(os.Getenv)
 	level := slog.LevelInfo
 	if cfg.debug {
@@ -109,6 +114,33 @@ func main() {
 	}
 	if err != nil {
 		log.Error("daemon failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// runTool runs one of the image's other roles: the volume plugin or the copy-mode helper.
+func runTool(name string) {
+	level := slog.LevelInfo
+	if os.Getenv("TELEDOCK_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch name {
+	case "volume-plugin":
+		err = runVolumePlugin(ctx, log)
+	case "volume-copy":
+		err = runVolumeCopy(ctx, os.Getenv, log)
+	case "volume-copy-ready":
+		// The copy helper's health check.
+		_, err = os.Stat(podfs.ReadyFile)
+	default:
+		err = fmt.Errorf("unknown command %q: the daemon takes its settings from the environment", name)
+	}
+	if err != nil {
+		log.Error(name+" failed", "err", err)
 		os.Exit(1)
 	}
 }

@@ -187,3 +187,17 @@ func dial(ctx context.Context, cfg Config) (*session, error) {
 	}
 	return &session{client: client, conn: conn, grpc: gc}, nil
 }
+
+// Check makes sure that the remote folder p answers (and is a folder).
+func Check(ctx context.Context, r *Remote, p string) error {
+	return r.Do(ctx, func(c *sftp.Client) error {
+		fi, err := c.Stat(p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a folder", p)
+		}
+		return nil
+	})
+}

@@ -175,3 +175,21 @@ func replaceSymlink(target, local string) error {
 	}
 	return os.Rename(tmp, local)
 }
+
+// The copy helper container (`teledock-daemon volume-copy`) is configured by its environment; the
+// token is TELEDOCK_TOKEN, as for the daemon.
+const (
+	EnvDaemon    = "TELEDOCK_VOLUMES_DAEMON"    // the daemon's API as the helper reaches it
+	EnvIntercept = "TELEDOCK_VOLUMES_INTERCEPT" // the intercept's name
+	EnvCopies    = "TELEDOCK_VOLUMES_COPIES"    // JSON []CopyPair
+	EnvRefresh   = "TELEDOCK_VOLUMES_REFRESH"   // how often to refresh, a Go duration (default 5s)
+	// ReadyFile is created in the helper's own filesystem once the first copy is complete; its
+	// health check looks for it.
+	ReadyFile = "/teledock-volumes-ready"
+)
+
+// CopyPair is one mount to copy: the agent's SFTP path and the folder (a volume) in the helper.
+type CopyPair struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}

@@ -110,6 +110,11 @@ type Container struct {
 	Running bool
 	// APIAddr is the daemon API's address on the host ("127.0.0.1:PORT"); empty unless running.
 	APIAddr string
+	// APIPort is the API's port inside the container's network namespace; NetworkAddr is the
+	// API's address on one of the container's Docker networks (empty without one), which
+	// processes in the engine's network namespace, such as the volume plugin, reach.
+	APIPort     string
+	NetworkAddr string
 
 	Connection       string
 	Context          string
@@ -315,7 +320,14 @@ func containerFromInspect(info container.InspectResponse) (*Container, error) {
 	if port == "" {
 		port = strconv.Itoa(APIPort)
 	}
+	c.APIPort = port
 	if c.Running && info.NetworkSettings != nil {
+		for _, n := range info.NetworkSettings.Networks {
+			if n != nil && n.IPAddress != "" {
+				c.NetworkAddr = net.JoinHostPort(n.IPAddress, port)
+				break
+			}
+		}
 		for _, b := range info.NetworkSettings.Ports[nat.Port(port+"/tcp")] {
 			if b.HostPort != "" {
 				ip := b.HostIP

@@ -48,8 +48,8 @@ func (a *agentIntercepts) DialVolumes(ctx context.Context, name string) (net.Con
 func (*agentIntercepts) Create(context.Context, intercept.Request) (*managerv1.InterceptInfo, error) {
 	return nil, errors.ErrUnsupported
 }
-func (*agentIntercepts) Remove(context.Context, string) error     { return errors.ErrUnsupported }
-func (*agentIntercepts) List() []*managerv1.InterceptInfo          { return nil }
+func (*agentIntercepts) Remove(context.Context, string) error { return errors.ErrUnsupported }
+func (*agentIntercepts) List() []*managerv1.InterceptInfo     { return nil }
 func (*agentIntercepts) Workloads(context.Context, string) (*managerv1.ListWorkloadsResponse, error) {
 	return nil, errors.ErrUnsupported
 }

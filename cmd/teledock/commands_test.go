@@ -78,6 +78,10 @@ func (f *fakeIntercepts) Remove(_ context.Context, name string) error {
 	return f.removeErr
 }
 
+func (f *fakeIntercepts) DialVolumes(context.Context, string) (net.Conn, error) {
+	return nil, errors.New("no volumes in this fake")
+}
+
 func (f *fakeIntercepts) List() []*managerv1.InterceptInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/mounts"
 )
 
 type interceptOptions struct {
@@ -39,6 +40,7 @@ type interceptOptions struct {
 	connection string   // --name
 	output     string
 	timeout    time.Duration
+	mount      mountOptions
 }
 
 func newInterceptCmd(d deps) *cobra.Command {
@@ -83,6 +85,10 @@ func newInterceptCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.connection, "name", "default", "connection name")
 	f.StringVarP(&opts.output, "output", "o", "", "output format: json")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-agent to be ready")
+	f.StringVar(&opts.mount.mount, "mount", "true", "the pod's volume mounts as Docker volumes: true (at the pod's paths in --docker-run and `teledock run --intercept` containers), false, or a folder to put them under")
+	f.Lookup("mount").NoOptDefVal = "true"
+	f.BoolVar(&opts.mount.readOnly, "mount-readonly", false, "make every mount read-only")
+	f.StringVar(&opts.mount.mode, "mount-mode", "auto", "auto (the volume plugin, else copies), plugin (live, writes reach the pod), or copy (refreshed copies, writes stay local)")
 	return cmd
 }
 
@@ -129,16 +135,30 @@ func runIntercept(ctx context.Context, d deps, opts interceptOptions) error {
 		return interceptError(opts.name, err)
 	}
 
-	if err := writeIntercept(d.stdout, info, opts.output); err != nil {
+	vols := mountVolumes(ctx, d, c, info, opts.mount)
+	if vols != nil && vols.Error == "" {
+		info.MountPoint = vols.Root
+		if vols.Notice != "" {
+			fmt.Fprintln(d.stderr, vols.Notice)
+		}
+	}
+	undo := func() {
 		leaveQuietly(d, client, opts.name) // an intercept the user was not told about must not stay
+		if vols != nil {
+			removeVolumes(d, c.Connection, opts.name)
+		}
+	}
+	if err := writeIntercept(d.stdout, info, vols, opts.output); err != nil {
+		undo()
 		return err
 	}
 	if err := writeEnv(d, opts, info.GetEnvironment()); err != nil {
-		leaveQuietly(d, client, opts.name)
+		undo()
 		return err
 	}
 	if opts.dockerRun {
-		return runHandler(ctx, d, c, client, info, opts.dockerArgs, handler)
+		defer undo()
+		return runHandler(ctx, d, c, info, vols, opts.dockerArgs, handler)
 	}
 	return nil
 }
@@ -160,6 +180,12 @@ func (o interceptOptions) request() (*daemonv1.CreateInterceptRequest, error) {
 	}
 	if o.timeout <= 0 {
 		return nil, errors.New("--timeout must be positive")
+	}
+	if _, err := o.mount.root(); err != nil {
+		return nil, err
+	}
+	if _, err := mounts.ParseMode(o.mount.mode); err != nil {
+		return nil, err
 	}
 	local, svcPort, err := parsePort(o.port)
 	if err != nil {
@@ -323,10 +349,9 @@ func writeEnv(d deps, opts interceptOptions, env map[string]string) error {
 }
 
 // runHandler runs the --docker-run container in the connection's network with the pod's
-// environment, then ends the intercept whatever happened. Ctrl-C or SIGTERM stop the container (and
+// environment and volumes; the caller then ends the intercept whatever happened. Ctrl-C or SIGTERM stop the container (and
 // so end the intercept); the exit code is the container's.
-func runHandler(ctx context.Context, d deps, c *launcher.Container, client *daemonClient, info *managerv1.InterceptInfo, args []string, scanned dockerRunArgs) error {
-	defer leaveQuietly(d, client, info.GetName())
+func runHandler(ctx context.Context, d deps, c *launcher.Container, info *managerv1.InterceptInfo, vols *mountReport, args []string, scanned dockerRunArgs) error {
 
 	envPath, skipped, err := tempEnvFile(info.GetEnvironment())
 	if err != nil {
@@ -346,6 +371,9 @@ func runHandler(ctx context.Context, d deps, c *launcher.Container, client *daem
 	if name == "" {
 		name = info.GetName()
 		extra = append(extra, "--name", name)
+	}
+	if vols != nil && vols.Error == "" {
+		extra = append(extra, mounts.RunFlags(vols.Volumes, vols.Root)...)
 	}
 	if !scanned.rm {
 		// The container is named; a stopped one left behind would block the next run.
@@ -391,13 +419,21 @@ func leaveQuietly(d deps, client *daemonClient, name string) {
 }
 
 // writeIntercept prints the intercept as the seed's block, or as JSON.
-func writeIntercept(w io.Writer, info *managerv1.InterceptInfo, output string) error {
+func writeIntercept(w io.Writer, info *managerv1.InterceptInfo, vols *mountReport, output string) error {
 	if output == "json" {
+		j := newInterceptJSON(info)
+		if vols != nil {
+			j.VolumeMountError, j.MountMode, j.Volumes = vols.Error, string(vols.Mode), vols.Volumes
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(newInterceptJSON(info))
+		return enc.Encode(j)
 	}
-	_, err := io.WriteString(w, renderIntercept(info))
+	text := renderIntercept(info)
+	if vols != nil && vols.Error != "" {
+		text = renderInterceptWith(info, field{"Volume Mount Error", vols.Error})
+	}
+	_, err := io.WriteString(w, text)
 	return err
 }
 
@@ -409,11 +445,21 @@ func writeIntercept(w io.Writer, info *managerv1.InterceptInfo, output string) e
 //	    ...
 //
 // Fields without a value are left out, and the names align among those shown.
-func renderIntercept(info *managerv1.InterceptInfo) string {
+func renderIntercept(info *managerv1.InterceptInfo) string { return renderInterceptWith(info) }
+
+// renderInterceptWith adds fields after the Volume Mount Point.
+func renderInterceptWith(info *managerv1.InterceptInfo, extra ...field) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Using %s %s\n", info.GetWorkloadKind(), info.GetWorkload())
 	b.WriteString("intercepted\n")
-	writeFields(&b, "    ", interceptFields(info))
+	var fields []field
+	for _, f := range interceptFields(info) {
+		fields = append(fields, f)
+		if f.name == "Volume Mount Point" {
+			fields = append(fields, extra...)
+		}
+	}
+	writeFields(&b, "    ", fields)
 	return b.String()
 }
 
@@ -449,23 +495,26 @@ func intercepting(info *managerv1.InterceptInfo) string {
 // interceptJSON is what `intercept -o json` prints. The environment is left out: -e and -j write
 // it to files, so that secrets do not end up in terminals and logs.
 type interceptJSON struct {
-	Name                  string   `json:"name"`
-	ID                    string   `json:"id"`
-	State                 string   `json:"state"`
-	Namespace             string   `json:"namespace,omitempty"`
-	Workload              string   `json:"workload"`
-	WorkloadKind          string   `json:"workload_kind"`
-	Service               string   `json:"service,omitempty"`
-	ServicePortIdentifier string   `json:"service_port_identifier,omitempty"`
-	ServicePort           int32    `json:"service_port,omitempty"`
-	TargetPort            int32    `json:"target_port,omitempty"`
-	Destination           string   `json:"destination"`
-	VolumeMountPoint      string   `json:"volume_mount_point,omitempty"`
-	Intercepting          string   `json:"intercepting"`
-	Address               string   `json:"address,omitempty"`
-	Owner                 string   `json:"owner,omitempty"`
-	Replace               bool     `json:"replace,omitempty"`
-	ToPod                 []string `json:"to_pod,omitempty"`
+	Name                  string          `json:"name"`
+	ID                    string          `json:"id"`
+	State                 string          `json:"state"`
+	Namespace             string          `json:"namespace,omitempty"`
+	Workload              string          `json:"workload"`
+	WorkloadKind          string          `json:"workload_kind"`
+	Service               string          `json:"service,omitempty"`
+	ServicePortIdentifier string          `json:"service_port_identifier,omitempty"`
+	ServicePort           int32           `json:"service_port,omitempty"`
+	TargetPort            int32           `json:"target_port,omitempty"`
+	Destination           string          `json:"destination"`
+	VolumeMountPoint      string          `json:"volume_mount_point,omitempty"`
+	VolumeMountError      string          `json:"volume_mount_error,omitempty"`
+	MountMode             string          `json:"mount_mode,omitempty"`
+	Volumes               []mounts.Volume `json:"volumes,omitempty"`
+	Intercepting          string          `json:"intercepting"`
+	Address               string          `json:"address,omitempty"`
+	Owner                 string          `json:"owner,omitempty"`
+	Replace               bool            `json:"replace,omitempty"`
+	ToPod                 []string        `json:"to_pod,omitempty"`
 }
 
 func newInterceptJSON(info *managerv1.InterceptInfo) interceptJSON {

@@ -14,6 +14,7 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/mounts"
 )
 
 func TestParsePort(t *testing.T) {
@@ -230,7 +231,8 @@ func TestWriteInterceptJSON(t *testing.T) {
 	info := &managerv1.InterceptInfo{Id: "i-1", Name: "echo", State: "ACTIVE", Workload: "echo", WorkloadKind: "Deployment",
 		Destination: "127.0.0.1:8080", Client: "me@laptop", Environment: map[string]string{"SECRET": "x"},
 		ToPod: []*managerv1.ToPod{{Port: 53, Protocol: managerv1.Protocol_PROTOCOL_UDP}}}
-	if err := writeIntercept(&b, info, "json"); err != nil {
+	vols := &mountReport{Root: "/", Mode: "plugin", Volumes: []mounts.Volume{{Name: "teledock-default-echo-0", Path: "/etc/config", ReadOnly: true}}}
+	if err := writeIntercept(&b, info, vols, "json"); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
@@ -242,6 +244,45 @@ func TestWriteInterceptJSON(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "SECRET") {
 		t.Error("the environment leaked into the JSON output")
+	}
+	if got["mount_mode"] != "plugin" || len(got["volumes"].([]any)) != 1 {
+		t.Errorf("json volumes = %s", b.String())
+	}
+}
+
+func TestWriteInterceptMountError(t *testing.T) {
+	var b strings.Builder
+	info := &managerv1.InterceptInfo{Name: "echo", State: "ACTIVE", Workload: "echo", WorkloadKind: "Deployment", Destination: "127.0.0.1:8080"}
+	if err := writeIntercept(&b, info, &mountReport{Root: "/", Error: "volume plugin: enable: refused"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := "Using Deployment echo\n" +
+		"intercepted\n" +
+		"    Intercept name    : echo\n" +
+		"    State             : ACTIVE\n" +
+		"    Workload kind     : Deployment\n" +
+		"    Destination       : 127.0.0.1:8080\n" +
+		"    Volume Mount Error: volume plugin: enable: refused\n" +
+		"    Intercepting      : all TCP connections\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestMountOptions(t *testing.T) {
+	for in, want := range map[string]string{"": "/", "true": "/", "TRUE": "/", "false": "", "/tmp/pod/": "/tmp/pod"} {
+		got, err := mountOptions{mount: in}.root()
+		if err != nil || got != want {
+			t.Errorf("--mount=%q: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := (mountOptions{mount: "relative"}).root(); err == nil {
+		t.Error("--mount=relative accepted")
+	}
+	o := interceptOpts("echo")
+	o.mount.mode = "fast"
+	if _, err := o.request(); err == nil || !strings.Contains(err.Error(), "auto, plugin or copy") {
+		t.Errorf("--mount-mode fast: %v", err)
 	}
 }
 

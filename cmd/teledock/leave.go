@@ -21,7 +21,8 @@ func newLeaveCmd(d deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "leave NAME",
 		Short: "End an intercept: the workload gets its traffic back",
-		Long: "End an intercept of this connection: the workload gets its traffic back, without a restart.\n\n" +
+		Long: "End an intercept of this connection: the workload gets its traffic back, without a restart,\n" +
+			"and the intercept's volumes are removed.\n\n" +
 			"Quitting the connection ends all its intercepts.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -41,7 +42,10 @@ func runLeave(ctx context.Context, d deps, opts leaveOptions) error {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := client.RemoveIntercept(ctx, &daemonv1.RemoveInterceptRequest{Name: opts.intercept}); err != nil {
+	_, err = client.RemoveIntercept(ctx, &daemonv1.RemoveInterceptRequest{Name: opts.intercept})
+	// The volumes go even when the intercept is already gone (its agent or session went first).
+	removeVolumes(d, opts.connection, opts.intercept)
+	if err != nil {
 		err = fromDaemon(err)
 		if errors.Is(err, errNotFound) {
 			return fmt.Errorf("leave: %w %q in connection %s", errNoSuchIntercept, opts.intercept, opts.connection)

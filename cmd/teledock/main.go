@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/mounts"
 )
 
 // deps are the collaborators every command gets; main wires them once.
@@ -38,6 +39,8 @@ type deps struct {
 	// docker reaches the Docker engine for what the launcher does not do (handler containers,
 	// --address CONTAINER); created on first use, like the launcher, and the same client.
 	docker func() (dockerAPI, error)
+	// volumes reaches the engine for the intercepts' volumes (the same client).
+	volumes func() (mounts.Docker, error)
 	// connections holds the per-connection token files.
 	connections launcher.Store
 }
@@ -74,6 +77,13 @@ func main() {
 			return launcher.New(c, log)
 		}),
 		docker: func() (dockerAPI, error) {
+			c, err := dockerClient()
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		volumes: func() (mounts.Docker, error) {
 			c, err := dockerClient()
 			if err != nil {
 				return nil, err

@@ -41,7 +41,9 @@ func runQuit(ctx context.Context, d deps, opts quitOptions) error {
 	c, err := l.Find(ctx, opts.name)
 	switch {
 	case errors.Is(err, launcher.ErrNotFound):
-		// A connection file without a container is left over from a crash; drop it.
+		// A connection file without a container is left over from a crash; drop it, and the
+		// volumes of its intercepts.
+		removeVolumes(d, opts.name, "")
 		if err := d.connections.Remove(opts.name); err != nil {
 			return err
 		}
@@ -59,6 +61,7 @@ func runQuit(ctx context.Context, d deps, opts quitOptions) error {
 	if err := l.Remove(ctx, opts.name); err != nil {
 		return err
 	}
+	removeVolumes(d, opts.name, "")
 	if err := d.connections.Remove(opts.name); err != nil {
 		return err
 	}

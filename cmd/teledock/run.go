@@ -17,19 +17,22 @@ import (
 
 type runOptions struct {
 	connection string
+	intercept  string   // --intercept NAME: the intercept whose volumes the container gets
 	dockerArgs []string // everything after `run`, for `docker run`
 	help       bool
 }
 
 func newRunCmd(d deps) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run [--connection NAME] [docker run flags] IMAGE [COMMAND] [ARG...]",
+		Use:   "run [--connection NAME] [--intercept NAME] [docker run flags] IMAGE [COMMAND] [ARG...]",
 		Short: "Run a container in the connection's network: it resolves and reaches the cluster",
 		Long: "Run a container with `docker run`, joined to the daemon container's network namespace:\n" +
 			"it resolves cluster names and reaches pods and services.\n\n" +
 			"Flags are docker run's (-d, --rm, -e, -v, --name, -it, ...). Network flags (--network, -p,\n" +
 			"--dns, --hostname, ...) are refused: the network is the daemon's. --connection NAME (first,\n" +
-			"or TELEDOCK_CONNECTION) picks the connection; the default is \"default\".\n" +
+			"or TELEDOCK_CONNECTION) picks the connection; the default is \"default\". --intercept NAME\n" +
+			"gives the container that intercept's volumes at the pod's paths, and TELEDOCK_ROOT/_MOUNTS\n" +
+			"(and TELEPRESENCE_ROOT/_MOUNTS) in its environment.\n" +
 			"The exit code is the container's.",
 		// docker run's flags are passed through untouched; they are parsed only to find the image
 		// and to refuse the network flags.
@@ -57,7 +60,15 @@ func runRun(ctx context.Context, d deps, opts runOptions) error {
 	// passed on as an interrupt, which docker forwards to the container. Killing docker would leave
 	// the container running.
 	interrupt := func(cmd *exec.Cmd) error { return cmd.Process.Signal(os.Interrupt) }
-	return dockerRun(ctx, d, c.Name, opts.dockerArgs, interrupt)
+	args := opts.dockerArgs
+	if opts.intercept != "" {
+		flags, err := interceptVolumeFlags(ctx, d, opts.connection, opts.intercept)
+		if err != nil {
+			return err
+		}
+		args = append(flags, args...)
+	}
+	return dockerRun(ctx, d, c.Name, args, interrupt)
 }
 
 // dockerRun runs `docker run --network container:DAEMON ARGS...` with the terminal's streams and
@@ -142,15 +153,26 @@ func parseRunArgs(args []string, envConnection string) (runOptions, error) {
 	if opts.connection == "" {
 		opts.connection = "default"
 	}
-	if len(args) > 0 {
+	// teledock's own flags come first, before docker run's.
+	for len(args) > 0 {
+		var flag, value string
 		switch a := args[0]; {
-		case a == "--connection":
+		case a == "--connection" || a == "--intercept":
 			if len(args) < 2 {
-				return opts, errors.New("--connection needs a connection name")
+				return opts, fmt.Errorf("%s needs a%s name", a, map[bool]string{true: " connection", false: "n intercept"}[a == "--connection"])
 			}
-			opts.connection, args = args[1], args[2:]
-		case strings.HasPrefix(a, "--connection="):
-			opts.connection, args = strings.TrimPrefix(a, "--connection="), args[1:]
+			flag, value, args = a, args[1], args[2:]
+		case strings.HasPrefix(a, "--connection=") || strings.HasPrefix(a, "--intercept="):
+			flag, value, _ = strings.Cut(a, "=")
+			args = args[1:]
+		}
+		if flag == "" {
+			break
+		}
+		if flag == "--connection" {
+			opts.connection = value
+		} else if opts.intercept = value; value == "" {
+			return opts, errors.New("--intercept needs an intercept name")
 		}
 	}
 	if err := launcher.ValidateName(opts.connection); err != nil {

@@ -74,3 +74,18 @@ func TestParseRunArgsHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRunArgsIntercept(t *testing.T) {
+	opts, err := parseRunArgs([]string{"--intercept", "echo", "--connection=c2", "-it", "alpine", "sh"}, "")
+	if err != nil || opts.intercept != "echo" || opts.connection != "c2" || len(opts.dockerArgs) != 3 {
+		t.Errorf("got %+v, %v", opts, err)
+	}
+	// After the image, --intercept is the container's own argument.
+	opts, err = parseRunArgs([]string{"alpine", "--intercept", "x"}, "")
+	if err != nil || opts.intercept != "" {
+		t.Errorf("got %+v, %v", opts, err)
+	}
+	if _, err := parseRunArgs([]string{"--intercept="}, ""); err == nil {
+		t.Error("an empty --intercept was accepted")
+	}
+}

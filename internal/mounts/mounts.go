@@ -34,8 +34,11 @@ const (
 	Copy   Mode = "copy"   // a copy refreshed every few seconds; writes stay local
 )
 
-// ParseMode reads --mount-mode.
+// ParseMode reads --mount-mode; empty is auto.
 func ParseMode(s string) (Mode, error) {
+	if s == "" {
+		return Auto, nil
+	}
 	switch m := Mode(s); m {
 	case Auto, Plugin, Copy:
 		return m, nil

@@ -420,6 +420,13 @@ func TestToPod(t *testing.T) {
 	if _, err := dial(22); !errContains(err, "not a --to-pod port") {
 		t.Errorf("dial to an unlisted port: %v", err)
 	}
+	// The volumes port is open only for an intercept whose agent serves mounts (e2e covers that).
+	if len(info.GetMounts()) != 0 {
+		t.Fatalf("mounts %v, want none", info.GetMounts())
+	}
+	if _, err := dial(agentconfig.VolumesPort); !errContains(err, "not a --to-pod port") {
+		t.Errorf("dial to the volumes port of an intercept without mounts: %v", err)
+	}
 }
 
 func TestListWorkloads(t *testing.T) {

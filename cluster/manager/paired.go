@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/broker"
 )
@@ -185,6 +186,11 @@ func (ic *intercept) allowsToPod(d *managerv1.Dial) bool {
 	ap, err := netip.ParseAddrPort(d.GetAddress())
 	if err != nil || !ap.Addr().IsLoopback() {
 		return false
+	}
+	// The agent's SFTP server, when it serves the intercepted container's mounts: the owner's
+	// daemon reaches it for the intercept's volumes.
+	if len(ic.mounts) > 0 && ap.Port() == agentconfig.VolumesPort && d.GetProtocol() == managerv1.Protocol_PROTOCOL_TCP {
+		return true
 	}
 	for _, tp := range ic.toPod {
 		proto := tp.GetProtocol()

@@ -47,7 +47,7 @@ func main() {
 
 func run(ctx context.Context, args []string, transferTime time.Duration) error {
 	if len(args) < 2 {
-		return errors.New("usage: probe cat|http|tcp|udp|dns|download|upload|bench ARGS")
+		return errors.New("usage: probe cat|write|ls|http|tcp|udp|dns|download|upload|bench ARGS")
 	}
 	switch args[0] {
 	case "cat":
@@ -58,6 +58,21 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 		}
 		_, err = os.Stdout.Write(b)
 		return err
+	case "write":
+		// For volume tests: write CONTENT to a path (creating or truncating it).
+		if len(args) != 3 {
+			return errors.New("usage: probe write PATH CONTENT")
+		}
+		return os.WriteFile(args[1], []byte(args[2]), 0o644)
+	case "ls":
+		// For volume tests: how many entries a folder has, and how long listing it took.
+		start := time.Now()
+		entries, err := os.ReadDir(args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%d %s\n", len(entries), time.Since(start))
+		return nil
 	case "http":
 		body, err := get(ctx, args[1])
 		if err != nil {

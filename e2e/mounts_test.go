@@ -164,7 +164,16 @@ func TestInterceptMounts(t *testing.T) {
 		if out := must(t, docker(t, "plugin", "ls", "--format", "{{.Name}}"), "docker plugin ls"); strings.Contains(out, "teledock") {
 			t.Errorf("plugins after quit: %q", out)
 		}
-		connectAs(t, ns, conn)
+		// Connect again for the next subtests (the test's cleanup quits it).
+		must(t, teledock(t, "connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", conn,
+			"--manager-namespace", managerNamespace, "--image", image("daemon")), "teledock connect")
+		// The killed session's intercept lasts until its lease runs out.
+		eventually(t, 60*time.Second, "the killed session's intercept ends", func() error {
+			if out := must(t, teledock(t, "list", "--name", conn), "list"); strings.Contains(out, "intercepted") {
+				return fmt.Errorf("still intercepted:\n%s", out)
+			}
+			return nil
+		})
 	})
 
 	t.Run("copy", func(t *testing.T) {
@@ -213,7 +222,7 @@ func TestInterceptMounts(t *testing.T) {
 		if r.err == nil || !strings.Contains(r.stderr, "auto, plugin or copy") {
 			t.Errorf("--mount-mode nfs: %v %s", r.err, r.stderr)
 		}
-		r = teledock(t, "intercept", "vols", "--name", conn, "--mount", "relative/dir")
+		r = teledock(t, "intercept", "vols", "--name", conn, "--mount=relative/dir")
 		if r.err == nil || !strings.Contains(r.stderr, "absolute folder") {
 			t.Errorf("--mount relative/dir: %v %s", r.err, r.stderr)
 		}

@@ -452,3 +452,15 @@ func TestFromDaemonKeepsOtherErrors(t *testing.T) {
 		t.Errorf("fromDaemon(internal) = %v", got)
 	}
 }
+
+func TestPluginName(t *testing.T) {
+	for image, want := range map[string]string{
+		"teledock/daemon:v1.2.3":           "teledock/volumes:v1.2.3",
+		"localhost:5000/teledock/daemon":   "teledock/volumes:latest",
+		"localhost:5000/teledock/daemon:x": "teledock/volumes:x",
+	} {
+		if got := pluginName(image); got != want {
+			t.Errorf("pluginName(%q) = %q, want %q", image, got, want)
+		}
+	}
+}

@@ -69,7 +69,16 @@ var (
 )
 
 func (n *node) do(ctx context.Context, op func(*sftp.Client) error) syscall.Errno {
-	return errno(n.r.Do(ctx, op))
+	return n.r.errno(n.path, n.r.Do(ctx, op))
+}
+
+// errno is errno(err), logging what becomes EIO: the one answer that says nothing of why.
+func (r *Remote) errno(p string, err error) syscall.Errno {
+	e := errno(err)
+	if e == syscall.EIO {
+		r.log.Warn("I/O error", "intercept", r.cfg.Intercept, "path", p, "err", err)
+	}
+	return e
 }
 
 // errno maps SFTP and session errors to what a local filesystem would answer; anything that is not
@@ -340,7 +349,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return err
 	})
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, errno(err)
+		return nil, h.r.errno(h.f.Name(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -351,7 +360,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		n, err = h.f.WriteAt(data, off)
 		return err
 	})
-	return uint32(n), errno(err)
+	return uint32(n), h.r.errno(h.f.Name(), err)
 }
 
 func (h *handle) Flush(context.Context) syscall.Errno { return 0 }

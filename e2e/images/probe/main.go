@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +65,49 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 			return errors.New("usage: probe write PATH CONTENT")
 		}
 		return os.WriteFile(args[1], []byte(args[2]), 0o644)
+	case "fill":
+		// For volume benchmarks: a file of N MiB of bytes that do not compress.
+		if len(args) != 3 {
+			return errors.New("usage: probe fill PATH MIB")
+		}
+		n, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		f, err := os.Create(args[1])
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1<<20)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for range n {
+			for i := range buf {
+				buf[i] = byte(rng.Uint32())
+			}
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		return f.Close()
+	case "mkfiles":
+		// For volume benchmarks: N small files in a folder.
+		if len(args) != 3 {
+			return errors.New("usage: probe mkfiles DIR N")
+		}
+		n, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(args[1], 0o755); err != nil {
+			return err
+		}
+		for i := range n {
+			if err := os.WriteFile(fmt.Sprintf("%s/f%04d", args[1], i), []byte("x"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "ls":
 		// For volume tests: how many entries a folder has, and how long listing it took.
 		start := time.Now()

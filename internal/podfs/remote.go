@@ -91,7 +91,7 @@ func (r *Remote) Close() error {
 	return nil
 }
 
-// Do runs op with a client, dialing first if needed. An op that fails for a reason other than the
+// Do runs op with a client, dialing first if needed (ctx bounds the dial). An op that fails for a reason other than the
 // remote file's (a broken session) or that outlives OpTimeout closes the session.
 func (r *Remote) Do(ctx context.Context, op func(*sftp.Client) error) error {
 	s, err := r.session(ctx)
@@ -102,14 +102,13 @@ func (r *Remote) Do(ctx context.Context, op func(*sftp.Client) error) error {
 	go func() { done <- op(s.client) }()
 	timer := time.NewTimer(r.cfg.OpTimeout)
 	defer timer.Stop()
+	// ctx does not cut an operation short: FUSE cancels it on any signal to the caller, and Go
+	// programs get SIGURG all the time (preemption); the operation is bounded by OpTimeout instead.
 	select {
 	case err = <-done:
 	case <-timer.C:
 		r.drop(s, ErrTimeout)
 		return ErrTimeout
-	case <-ctx.Done():
-		// The op goes on until the session closes or it ends; its result is not wanted.
-		return ctx.Err()
 	}
 	if err != nil && brokenSession(err) {
 		r.drop(s, err)

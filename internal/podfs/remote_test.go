@@ -179,3 +179,19 @@ func TestRemoteErrors(t *testing.T) {
 		t.Error("NewRemote without token and intercept worked")
 	}
 }
+
+// A FUSE request's context ends when the caller gets any signal (Go programs get SIGURG all the
+// time); an operation in flight must not fail for that.
+func TestDoIgnoresCancelOfARunningOp(t *testing.T) {
+	p := startPod(t)
+	write(t, filepath.Join(p.data, "a.txt"), "a")
+	r := p.remote(t, "echo")
+	if err := Check(context.Background(), r, "/app/data"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Check(ctx, r, "/app/data"); err != nil {
+		t.Errorf("an op with a cancelled context on a live session: %v", err)
+	}
+}

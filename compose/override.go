@@ -107,6 +107,7 @@ func (plan *Plan) DaemonService(d Daemon) types.ServiceConfig {
 // render the values; the !reset and !override tags, which no type can carry, are set on the nodes.
 func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error) {
 	services := &yaml.Node{Kind: yaml.MappingNode}
+	volumes := &yaml.Node{Kind: yaml.MappingNode}
 	daemon := &yaml.Node{}
 	if err := daemon.Encode(plan.DaemonService(d)); err != nil {
 		return nil, fmt.Errorf("override: daemon service: %w", err)
@@ -134,6 +135,11 @@ func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error)
 			n.Tag = "!override"
 			addPair(node, "env_file", n)
 		}
+		if len(s.Volumes) > 0 {
+			if err := addVolumes(node, volumes, s); err != nil {
+				return nil, err
+			}
+		}
 		labels := &yaml.Node{}
 		if err := labels.Encode(types.Labels{LabelProject: plan.Project, LabelService: "marked"}); err != nil {
 			return nil, err
@@ -145,6 +151,9 @@ func (plan *Plan) OverrideYAML(project *types.Project, d Daemon) ([]byte, error)
 	root := &yaml.Node{Kind: yaml.MappingNode}
 	addPair(root, "name", scalar(plan.Project))
 	addPair(root, "services", services)
+	if len(volumes.Content) > 0 {
+		addPair(root, "volumes", volumes)
+	}
 	doc := &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{root},
 		HeadComment: "Written by `teledock compose` for project " + plan.Project + "; it is rewritten each time.\n" +
 			"Run it after the project's own files: docker compose " + plan.fileFlags("") + " up"}
@@ -218,4 +227,34 @@ func init() {
 		maps.Copy(vars, env)
 		return nil
 	})
+}
+
+// addVolumes mounts a service's pod volumes (which teledock made, so they are external to the
+// project) and tells its code where they are, as `intercept --docker-run` does.
+func addVolumes(node, volumes *yaml.Node, s Service) error {
+	var mounts []types.ServiceVolumeConfig
+	var paths []string
+	for _, v := range s.Volumes {
+		mounts = append(mounts, types.ServiceVolumeConfig{Type: types.VolumeTypeVolume, Source: v.Name, Target: v.Target, ReadOnly: v.ReadOnly})
+		n := &yaml.Node{}
+		if err := n.Encode(types.VolumeConfig{Name: v.Name, External: true}); err != nil {
+			return err
+		}
+		addPair(volumes, v.Name, n)
+		paths = append(paths, strings.TrimPrefix(v.Target, strings.TrimSuffix(s.MountRoot(), "/")))
+	}
+	n := &yaml.Node{}
+	if err := n.Encode(mounts); err != nil {
+		return fmt.Errorf("override: service %s: volumes: %w", s.Name, err)
+	}
+	addPair(node, "volumes", n)
+	root, joined := s.MountRoot(), strings.Join(paths, ":")
+	env := &yaml.Node{}
+	if err := env.Encode(types.NewMappingWithEquals([]string{
+		"TELEDOCK_ROOT=" + root, "TELEDOCK_MOUNTS=" + joined, "TELEPRESENCE_ROOT=" + root, "TELEPRESENCE_MOUNTS=" + joined,
+	})); err != nil {
+		return err
+	}
+	addPair(node, "environment", env)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -57,6 +58,28 @@ type Service struct {
 	// Networks are the project networks the service was on, each with the names it answered to
 	// there (its service name and its aliases): the daemon joins them under those names.
 	Networks map[string][]string
+	// Volumes are the intercept's mounts as Docker volumes, set once the intercept exists; the
+	// override mounts them (external volumes) at their targets.
+	Volumes []Volume
+}
+
+// Volume is one of a marked service's volumes from its intercept's pod.
+type Volume struct {
+	Name     string // the Docker volume
+	Target   string // where the service sees it (the pod's path, under x-teledock.mount's folder)
+	ReadOnly bool
+}
+
+// MountRoot is where a service's pod mounts go: "/" (the pod's paths) unless x-teledock.mount names
+// a folder; "" when the service gets none (mount: false, or no intercept).
+func (s Service) MountRoot() string {
+	switch {
+	case s.Intercept == nil || s.Mount == "false":
+		return ""
+	case s.Mount == "" || s.Mount == "true":
+		return "/"
+	}
+	return s.Mount
 }
 
 // ErrPlan is what every plan error that is not about an x-teledock value wraps.
@@ -115,8 +138,11 @@ func NewPlan(p *types.Project) (*Plan, error) {
 			}
 			s.Networks[net] = aliases
 		}
-		if s.Mount != "" && s.Mount != "false" {
-			plan.Notices = append(plan.Notices, fmt.Sprintf("service %s: x-teledock.mount: remote volumes are not mounted yet (teledock does not have them yet)", name))
+		if r := s.MountRoot(); r != "" && !path.IsAbs(r) {
+			return nil, fmt.Errorf("%w: service %s: x-teledock.mount %q: use true, false or an absolute folder", ErrPlan, name, s.Mount)
+		}
+		if s.Intercept == nil && s.Mount != "" && s.Mount != "false" {
+			plan.Notices = append(plan.Notices, fmt.Sprintf("service %s: x-teledock.mount: only an intercept has a pod's volumes", name))
 		}
 		plan.Services = append(plan.Services, s)
 	}

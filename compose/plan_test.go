@@ -281,6 +281,7 @@ func TestPlanErrors(t *testing.T) {
 		{"x-tele two ports", "services:\n  a:\n    image: x\n    x-tele: {type: intercept, ports: ['1:a', '2:b']}\n", "services.a.x-tele.ports"},
 		{"bad top level", "x-teledock: {transport: fast}\nservices:\n  a:\n    image: x\n    x-teledock: {connect: true}\n", `x-teledock.transport: invalid value: "fast"`},
 		{"bad local port", "services:\n  a:\n    image: x\n    x-teledock: {intercept: a, port: 'http:80'}\n", "services.a.x-teledock.port"},
+		{"relative mount folder", "services:\n  a:\n    image: x\n    x-teledock: {intercept: a, mount: pod}\n", `x-teledock.mount "pod": use true, false or an absolute folder`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -298,5 +299,54 @@ func TestPlanErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// The intercept's volumes, once made, are mounted into the marked service as external volumes,
+// with the env that says where they are; the service's own environment stays.
+func TestOverrideWithVolumes(t *testing.T) {
+	p := load(t, "basic", LoadOptions{})
+	plan, err := NewPlan(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := plan.Services[0].MountRoot(); r != "/" {
+		t.Errorf("web's mount root = %q, want /", r)
+	}
+	if r := plan.Services[1].MountRoot(); r != "" {
+		t.Errorf("worker (connect only) mount root = %q, want none", r)
+	}
+	plan.Services[0].Volumes = []Volume{
+		{Name: "teledock-compose-basic-web-app-0", Target: "/etc/config", ReadOnly: true},
+		{Name: "teledock-compose-basic-web-app-1", Target: "/cache"},
+	}
+	out, err := plan.OverrideYAML(p, testDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := merged(t, plan, out)
+	web := m.Services["web"]
+	got := map[string]types.ServiceVolumeConfig{}
+	for _, v := range web.Volumes {
+		got[v.Target] = v
+	}
+	if v := got["/etc/config"]; v.Source != "teledock-compose-basic-web-app-0" || v.Type != types.VolumeTypeVolume || !v.ReadOnly {
+		t.Errorf("/etc/config: %+v", v)
+	}
+	if v := got["/cache"]; v.Source != "teledock-compose-basic-web-app-1" || v.ReadOnly {
+		t.Errorf("/cache: %+v", v)
+	}
+	if vc := m.Volumes["teledock-compose-basic-web-app-0"]; !bool(vc.External) || vc.Name != "teledock-compose-basic-web-app-0" {
+		t.Errorf("top-level volume: %+v", vc)
+	}
+	env := web.Environment
+	if v := env["TELEDOCK_MOUNTS"]; v == nil || *v != "/etc/config:/cache" {
+		t.Errorf("TELEDOCK_MOUNTS = %v", v)
+	}
+	if v := env["MODE"]; v == nil || *v != "local" {
+		t.Errorf("the service's own MODE = %v", v)
+	}
+	if len(m.Services["worker"].Volumes) != 0 {
+		t.Errorf("worker got volumes: %+v", m.Services["worker"].Volumes)
 	}
 }

@@ -52,7 +52,7 @@ func parseTeleSettings(v any) (Settings, error) {
 				}
 			}
 		case "mounts":
-			return s, fieldErr(key, "remote volumes are not supported by teledock yet")
+			return s, fieldErr(key, "not supported by teledock: an intercepted service gets its pod's volumes by default (x-teledock: {mount: false} turns that off)")
 		default:
 			return s, fieldErr(key, "unknown key (known: connections)")
 		}

@@ -193,6 +193,15 @@ func TestCompose(t *testing.T) {
 		wantFromClient(t, ns, "http://web-app/env/MODE", "from-compose")
 	})
 
+	t.Run("the intercepted service has its pod's volumes", func(t *testing.T) {
+		// Every pod mounts its ServiceAccount token; the override mounts the volume at that path.
+		got := must(t, p.probe(files, "web", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/namespace"), "read the pod's volume in web")
+		if got != ns {
+			t.Errorf("web reads namespace %q from its pod's volume, want %s", got, ns)
+		}
+		wantFromClient(t, ns, "http://web-app/env/TELEDOCK_MOUNTS", "/var/run/secrets/kubernetes.io/serviceaccount")
+	})
+
 	t.Run("services reach the cluster and each other by name", func(t *testing.T) {
 		wantOut(t, "worker -> backend (cluster name)", "hello from backend", func() cmdResult {
 			return p.probe(files, "worker", "http", "http://backend/")
@@ -232,6 +241,11 @@ func TestCompose(t *testing.T) {
 		}
 		must(t, p.compose(append(files, "down", "--timeout", "3")...), "docker compose down (without teledock)")
 		p.wantNothingLeft(t, mgr, conn, false)
+		// What plain compose cannot remove, quit does: the project's volumes.
+		must(t, teledock(t, "quit", "--name", conn), "teledock quit the project's connection")
+		if out := must(t, docker(t, "volume", "ls", "-q", "--filter", "label=teledock.dev/connection="+conn), "volume ls"); strings.TrimSpace(out) != "" {
+			t.Errorf("volumes left after quit: %s", out)
+		}
 	})
 }
 
@@ -265,6 +279,11 @@ func (p *composeProject) wantNoDocker(t *testing.T, filesGone bool) {
 		if strings.TrimSpace(out) != "" {
 			t.Errorf("%s: left: %s", what[0], out)
 		}
+	}
+	// Plain `docker compose down` cannot remove the volumes teledock made (they are external to
+	// the project); teledock compose down does.
+	if out := must(t, docker(t, "volume", "ls", "-q", "--filter", "label=teledock.dev/connection=compose-"+p.name), "volume ls"); filesGone && strings.TrimSpace(out) != "" {
+		t.Errorf("volumes left: %s", out)
 	}
 	if _, err := os.Stat(filepath.Join(p.dir, ".teledock")); filesGone && err == nil {
 		t.Errorf(".teledock is still there")

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"teledock.dev/teledock/compose"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/envfile"
+	"teledock.dev/teledock/internal/mounts"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -86,6 +88,7 @@ func runCompose(ctx context.Context, d deps, ca composeArgs) error {
 type generated struct {
 	intercepts map[string]*managerv1.InterceptInfo // by service
 	skipped    map[string][]string                 // by service: variables the env file cannot hold
+	volumes    bool                                // some service got its pod's volumes
 }
 
 // composeGenerate writes the override and what it needs, starts the project's daemon service,
@@ -155,8 +158,10 @@ func composeGenerate(ctx context.Context, d deps, plan *compose.Plan, project *t
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		if len(running) == 0 {
-			// Nothing of the project ran: down removes the daemon and the networks it made.
+			// Nothing of the project ran: down removes the daemon and the networks it made, and
+			// no container uses the volumes.
 			_ = dockerComposeQuiet(rctx, d, line, "down")
+			removeVolumes(d, plan.Connection, "")
 		} else {
 			_ = dockerComposeQuiet(rctx, d, line, "rm", "--stop", "--force", compose.DaemonService)
 		}
@@ -219,7 +224,49 @@ func composeGenerate(ctx context.Context, d deps, plan *compose.Plan, project *t
 			}
 		}
 	}
+	if err := composeVolumes(ctx, d, c, plan, res); err != nil {
+		return nil, err
+	}
+	if res.volumes {
+		override, err := plan.OverrideYAML(project, compose.Daemon{
+			Image: spec.Image, Environment: launcher.Environment(spec), Labels: launcher.Labels(spec),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(plan.Override, override, 0o644); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+	}
 	return res, nil
+}
+
+// composeVolumes makes the intercepted services' volumes (as `intercept` does, mode auto) and puts
+// them in the plan; a service whose volumes cannot be made runs without them, with a notice.
+func composeVolumes(ctx context.Context, d deps, c *launcher.Container, plan *compose.Plan, res *generated) error {
+	for i := range plan.Services {
+		s := &plan.Services[i]
+		info := res.intercepts[s.Name]
+		if info == nil || s.MountRoot() == "" {
+			continue
+		}
+		rep := mountVolumes(ctx, d, c, info, mountOptions{mount: s.MountRoot(), mode: string(mounts.Auto)})
+		switch {
+		case rep == nil:
+			continue
+		case rep.Error != "":
+			fmt.Fprintf(d.stderr, "service %s: Volume Mount Error: %s\n", s.Name, rep.Error)
+			continue
+		case rep.Notice != "":
+			fmt.Fprintf(d.stderr, "service %s: %s\n", s.Name, rep.Notice)
+		}
+		info.MountPoint = rep.Root
+		for _, v := range rep.Volumes {
+			s.Volumes = append(s.Volumes, compose.Volume{Name: v.Name, Target: path.Join(rep.Root, v.Path), ReadOnly: v.ReadOnly})
+		}
+		res.volumes = true
+	}
+	return ctx.Err()
 }
 
 // checkDaemonOwner refuses to touch a daemon container of the project's name that is not this
@@ -354,6 +401,7 @@ func composeDown(ctx context.Context, d deps, project *types.Project, ca compose
 			return err
 		}
 	}
+	removeVolumes(d, plan.Connection, "")
 	if err := os.RemoveAll(plan.Dir); err != nil {
 		return fmt.Errorf("compose: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path"
 	"sort"
 	"strconv"
@@ -134,6 +135,9 @@ func Create(ctx context.Context, docker Docker, cfg Config, log *slog.Logger) (*
 	if len(cfg.Mounts) == 0 {
 		return nil, errors.New("the intercepted container has no volume mounts that its traffic-agent serves")
 	}
+	if res := reusable(ctx, docker, cfg); res != nil {
+		return res, nil
+	}
 	if err := Remove(ctx, docker, cfg.Connection, cfg.Intercept); err != nil {
 		return nil, err
 	}
@@ -168,6 +172,40 @@ func Create(ctx context.Context, docker Docker, cfg Config, log *slog.Logger) (*
 	return res, nil
 }
 
+// reusable returns the plugin volumes of the intercept that an earlier run made with the same
+// options, if all are there: running containers (a compose project brought up again) keep them.
+func reusable(ctx context.Context, docker Docker, cfg Config) *Result {
+	if cfg.Mode == Copy || cfg.DaemonNetworkAddr == "" {
+		return nil
+	}
+	f := filters.NewArgs(filters.Arg("label", LabelConnection+"="+cfg.Connection), filters.Arg("label", LabelIntercept+"="+cfg.Intercept))
+	resp, err := docker.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil || len(resp.Volumes) != len(cfg.Mounts) {
+		return nil
+	}
+	have := map[string]*volume.Volume{}
+	for _, v := range resp.Volumes {
+		have[v.Name] = v
+	}
+	res := &Result{Mode: Plugin}
+	for i, m := range cfg.Mounts {
+		ro := m.ReadOnly || cfg.ReadOnly
+		v := have[VolumeName(cfg.Connection, cfg.Intercept, i)]
+		if v == nil || v.Driver != cfg.PluginName || !maps.Equal(v.Options, cfg.pluginOptions(m, ro)) || !maps.Equal(v.Labels, cfg.labels(m, ro, Plugin)) {
+			return nil
+		}
+		res.Volumes = append(res.Volumes, Volume{Name: v.Name, Path: m.Path, ReadOnly: ro})
+	}
+	return res
+}
+
+func (cfg Config) pluginOptions(m Mount, ro bool) map[string]string {
+	return map[string]string{
+		"daemon": cfg.DaemonNetworkAddr, "token": cfg.Token, "intercept": cfg.Intercept,
+		"path": m.SFTPPath, "readonly": strconv.FormatBool(ro),
+	}
+}
+
 func (cfg Config) labels(m Mount, ro bool, mode Mode) map[string]string {
 	return map[string]string{
 		LabelConnection: cfg.Connection,
@@ -186,13 +224,10 @@ func createPluginVolumes(ctx context.Context, docker Docker, cfg Config) ([]Volu
 	for i, m := range cfg.Mounts {
 		ro := m.ReadOnly || cfg.ReadOnly
 		v, err := docker.VolumeCreate(ctx, volume.CreateOptions{
-			Name:   VolumeName(cfg.Connection, cfg.Intercept, i),
-			Driver: cfg.PluginName,
-			DriverOpts: map[string]string{
-				"daemon": cfg.DaemonNetworkAddr, "token": cfg.Token, "intercept": cfg.Intercept,
-				"path": m.SFTPPath, "readonly": strconv.FormatBool(ro),
-			},
-			Labels: cfg.labels(m, ro, Plugin),
+			Name:       VolumeName(cfg.Connection, cfg.Intercept, i),
+			Driver:     cfg.PluginName,
+			DriverOpts: cfg.pluginOptions(m, ro),
+			Labels:     cfg.labels(m, ro, Plugin),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create volume for %s: %w", m.Path, err)

@@ -3,11 +3,14 @@ package mounts
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"reflect"
 	"testing"
+
+	"github.com/docker/docker/api/types/volume"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -117,5 +120,42 @@ func TestPluginContext(t *testing.T) {
 	}
 	if c.PropagatedMount != "/mnt/volumes" || c.Network.Type != "host" || c.Entrypoint[1] != "volume-plugin" {
 		t.Errorf("plugin config: %+v", c)
+	}
+}
+
+// volumeLister is a Docker that only lists volumes (the rest panics if called).
+type volumeLister struct {
+	Docker
+	vols []*volume.Volume
+}
+
+func (f volumeLister) VolumeList(context.Context, volume.ListOptions) (volume.ListResponse, error) {
+	return volume.ListResponse{Volumes: f.vols}, nil
+}
+
+func TestReusable(t *testing.T) {
+	cfg := Config{Connection: "compose-p", Intercept: "web", Mode: Auto, Token: "t1", DaemonNetworkAddr: "172.18.0.2:7777",
+		PluginName: "teledock/volumes:v1", Mounts: []Mount{{Path: "/etc/config", SFTPPath: "/app/etc/config", ReadOnly: true}}}
+	made := func(c Config) []*volume.Volume {
+		m := c.Mounts[0]
+		return []*volume.Volume{{Name: VolumeName(c.Connection, c.Intercept, 0), Driver: c.PluginName,
+			Options: c.pluginOptions(m, true), Labels: c.labels(m, true, Plugin)}}
+	}
+	res := reusable(context.Background(), volumeLister{vols: made(cfg)}, cfg)
+	if res == nil || len(res.Volumes) != 1 || res.Volumes[0].Path != "/etc/config" || !res.Volumes[0].ReadOnly {
+		t.Fatalf("same options: %+v, want the volume reused", res)
+	}
+	other := cfg
+	other.Token = "t2" // a new daemon
+	if res := reusable(context.Background(), volumeLister{vols: made(other)}, cfg); res != nil {
+		t.Errorf("volumes of another token reused: %+v", res)
+	}
+	if res := reusable(context.Background(), volumeLister{}, cfg); res != nil {
+		t.Errorf("nothing to reuse, got %+v", res)
+	}
+	copyCfg := cfg
+	copyCfg.Mode = Copy
+	if res := reusable(context.Background(), volumeLister{vols: made(cfg)}, copyCfg); res != nil {
+		t.Errorf("copy mode reused plugin volumes: %+v", res)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,9 @@ func Mount(dir string, r *Remote, root string, readOnly bool) (*fuse.Server, err
 			AllowOther:  true,
 			FsName:      "teledock",
 			Name:        "teledock",
+			// Larger requests: each one is a round trip to the pod.
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
 		},
 	}
 	if readOnly {
@@ -51,6 +55,23 @@ type node struct {
 	gofs.Inode
 	r    *Remote
 	path string
+
+	// listed are the attributes of a folder's entries from its last Readdir: READDIRPLUS looks up
+	// every entry just after, and a round trip each would make listing a large folder slow.
+	mu       sync.Mutex
+	listed   map[string]os.FileInfo
+	listedAt time.Time
+}
+
+// fromListing returns what the last Readdir said of name, if it is fresh.
+func (n *node) fromListing(name string) os.FileInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if time.Since(n.listedAt) > cacheFor {
+		n.listed = nil
+		return nil
+	}
+	return n.listed[name]
 }
 
 var (
@@ -147,6 +168,9 @@ func (n *node) lstat(ctx context.Context, p string) (fi os.FileInfo, e syscall.E
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if fi := n.fromListing(name); fi != nil {
+		return n.child(ctx, name, fi, out), 0
+	}
 	fi, e := n.lstat(ctx, path.Join(n.path, name))
 	if e != 0 {
 		return nil, e
@@ -217,12 +241,17 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if e != 0 {
 		return nil, e
 	}
+	listed := make(map[string]os.FileInfo, len(list))
 	entries := make([]fuse.DirEntry, 0, len(list))
 	for _, fi := range list {
+		listed[fi.Name()] = fi
 		var a fuse.Attr
 		fillAttr(fi, &a)
 		entries = append(entries, fuse.DirEntry{Name: fi.Name(), Mode: a.Mode, Ino: ino(path.Join(n.path, fi.Name()))})
 	}
+	n.mu.Lock()
+	n.listed, n.listedAt = listed, time.Now()
+	n.mu.Unlock()
 	return gofs.NewListDirStream(entries), 0
 }
 
@@ -332,7 +361,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 type handle struct {
 	r *Remote
 	f *sftp.File
+
+	// ahead is what was read past the last read: sequential readers get it without a round trip,
+	// and one large read is many SFTP requests in flight instead of one at a time.
+	mu      sync.Mutex
+	ahead   []byte
+	aheadAt int64
 }
+
+// readAhead is how much one read fetches when it misses.
+const readAhead = 4 << 20
 
 var (
 	_ gofs.FileReader   = (*handle)(nil)
@@ -343,18 +381,37 @@ var (
 )
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off >= h.aheadAt && off < h.aheadAt+int64(len(h.ahead)) {
+		n := copy(dest, h.ahead[off-h.aheadAt:])
+		if n == len(dest) || h.aheadAt+int64(len(h.ahead)) < h.aheadAt+readAhead {
+			// All of it, or the buffer ends where the file did.
+			return fuse.ReadResultData(dest[:n]), 0
+		}
+	}
+	buf := h.ahead
+	if cap(buf) < max(len(dest), readAhead) {
+		buf = make([]byte, max(len(dest), readAhead))
+	}
+	buf = buf[:cap(buf)]
 	var n int
 	err := h.r.Do(ctx, func(*sftp.Client) (err error) {
-		n, err = h.f.ReadAt(dest, off)
+		n, err = h.f.ReadAt(buf, off)
 		return err
 	})
 	if err != nil && !errors.Is(err, io.EOF) {
+		h.ahead = nil
 		return nil, h.r.errno(h.f.Name(), err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	h.ahead, h.aheadAt = buf[:n], off
+	return fuse.ReadResultData(dest[:copy(dest, buf[:n])]), 0
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.mu.Lock()
+	h.ahead = nil // what was read ahead may be what this overwrites
+	h.mu.Unlock()
 	var n int
 	err := h.r.Do(ctx, func(*sftp.Client) (err error) {
 		n, err = h.f.WriteAt(data, off)

@@ -1,7 +1,9 @@
 package podfs
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -68,8 +70,30 @@ func TestFUSE(t *testing.T) {
 		t.Errorf("after the rename the pod has %q", got)
 	}
 	entries, err := os.ReadDir(data)
-	if err != nil || len(entries) != 3 { // a.txt, c.txt, dir
+	if err != nil || len(entries) != 3 { // a.txt, c.txt, dir (before big and many)
 		t.Errorf("readdir: %v, %v", entries, err)
+	}
+
+	// A file larger than the read-ahead, and one that ends inside it, read back whole; and a folder
+	// listed with every entry's type (READDIRPLUS, served from the listing).
+	for _, size := range []int{readAhead*2 + 12345, 1000} {
+		big := make([]byte, size)
+		for i := range big {
+			big[i] = byte(i * 7 / 5)
+		}
+		if err := os.WriteFile(filepath.Join(p.data, "big"), big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(data, "big"))
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("read %d of %d bytes through the mount (%v); equal: %v", len(got), size, err, bytes.Equal(got, big))
+		}
+	}
+	for i := range 50 {
+		write(t, filepath.Join(p.data, "many", fmt.Sprintf("f%02d", i)), "x")
+	}
+	if entries, err := os.ReadDir(filepath.Join(data, "many")); err != nil || len(entries) != 50 || !entries[0].Type().IsRegular() {
+		t.Errorf("listing: %d entries, %v", len(entries), err)
 	}
 
 	// The agent goes away: reads fail with EIO within the timeouts, not hang.

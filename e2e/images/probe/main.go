@@ -108,6 +108,20 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 			}
 		}
 		return nil
+	case "read":
+		// For volume benchmarks: read a file to its end and say how many bytes in how long.
+		start := time.Now()
+		f, err := os.Open(args[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		n, err := io.Copy(io.Discard, f)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%d %s\n", n, time.Since(start))
+		return nil
 	case "ls":
 		// For volume tests: how many entries a folder has, and how long listing it took.
 		start := time.Now()

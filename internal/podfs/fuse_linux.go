@@ -370,7 +370,7 @@ type handle struct {
 }
 
 // readAhead is how much one read fetches when it misses.
-const readAhead = 4 << 20
+const readAhead = 8 << 20
 
 var (
 	_ gofs.FileReader   = (*handle)(nil)

@@ -174,7 +174,9 @@ func dial(ctx context.Context, cfg Config) (*session, error) {
 	}
 	// The SFTP handshake has no timeout of its own; closing the tunnel ends it.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	client, err := sftp.NewClientPipe(conn, conn, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true))
+	client, err := sftp.NewClientPipe(conn, conn, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true),
+		// 8 MiB in flight per file (32 KiB packets): a read-ahead is one window, not several.
+		sftp.MaxConcurrentRequestsPerFile(256))
 	if !stop() || err != nil {
 		_ = conn.Close()
 		_ = gc.Close()

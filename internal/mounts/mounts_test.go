@@ -7,10 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -157,5 +164,108 @@ func TestReusable(t *testing.T) {
 	copyCfg.Mode = Copy
 	if res := reusable(context.Background(), volumeLister{vols: made(cfg)}, copyCfg); res != nil {
 		t.Errorf("copy mode reused plugin volumes: %+v", res)
+	}
+}
+
+// lockedDown is a Docker engine that refuses to enable plugins (rootless Docker, a locked-down
+// Docker Desktop) and otherwise works: volumes, containers, a helper that turns healthy.
+type lockedDown struct {
+	Docker
+	volumes      []string
+	helper       *container.Config
+	helperHost   *container.HostConfig
+	pluginsLeft  int
+	exportCalled bool
+}
+
+func (f *lockedDown) PluginInspectWithRaw(context.Context, string) (*types.Plugin, []byte, error) {
+	return nil, nil, cerrdefs.ErrNotFound
+}
+func (f *lockedDown) ContainerCreate(_ context.Context, c *container.Config, h *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {
+	if name != "" {
+		f.helper, f.helperHost = c, h
+	}
+	return container.CreateResponse{ID: "id-" + name}, nil
+}
+func (f *lockedDown) ContainerExport(context.Context, string) (io.ReadCloser, error) {
+	f.exportCalled = true
+	var b bytes.Buffer
+	_ = tar.NewWriter(&b).Close()
+	return io.NopCloser(&b), nil
+}
+func (f *lockedDown) ContainerRemove(context.Context, string, container.RemoveOptions) error {
+	return nil
+}
+func (f *lockedDown) PluginCreate(_ context.Context, r io.Reader, _ types.PluginCreateOptions) error {
+	_, err := io.Copy(io.Discard, r)
+	f.pluginsLeft++
+	return err
+}
+func (f *lockedDown) PluginEnable(context.Context, string, types.PluginEnableOptions) error {
+	return errors.New("plugins are disabled in this engine")
+}
+func (f *lockedDown) PluginRemove(context.Context, string, types.PluginRemoveOptions) error {
+	f.pluginsLeft--
+	return nil
+}
+func (f *lockedDown) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	return nil, nil
+}
+func (f *lockedDown) VolumeList(context.Context, volume.ListOptions) (volume.ListResponse, error) {
+	return volume.ListResponse{}, nil
+}
+func (f *lockedDown) VolumeCreate(_ context.Context, o volume.CreateOptions) (volume.Volume, error) {
+	if o.Driver != "" {
+		return volume.Volume{}, errors.New("no plugin volumes here")
+	}
+	f.volumes = append(f.volumes, o.Name)
+	return volume.Volume{Name: o.Name}, nil
+}
+func (f *lockedDown) ContainerStart(context.Context, string, container.StartOptions) error {
+	return nil
+}
+func (f *lockedDown) ContainerInspect(context.Context, string) (container.InspectResponse, error) {
+	return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{
+		State: &container.State{Running: true, Health: &container.Health{Status: container.Healthy}}}}, nil
+}
+
+func TestAutoFallsBackToCopy(t *testing.T) {
+	f := &lockedDown{}
+	cfg := Config{Connection: "c", Intercept: "echo", Mode: Auto, Token: "t", DaemonContainer: "d1", DaemonAPIPort: "7777",
+		DaemonNetworkAddr: "172.17.0.2:7777", Image: "teledock/daemon:v1", PluginName: "teledock/volumes:v1",
+		Mounts: []Mount{{Path: "/etc/config", SFTPPath: "/app/etc/config", ReadOnly: true}, {Path: "/cache", SFTPPath: "/app/cache"}}}
+	res, err := Create(context.Background(), f, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != Copy || !strings.Contains(res.Notice, "plugins are disabled") {
+		t.Errorf("mode %q, notice %q; want copy, saying why", res.Mode, res.Notice)
+	}
+	if f.pluginsLeft != 0 || !f.exportCalled {
+		t.Errorf("the plugin was tried (%v) and must be removed again (%d left)", f.exportCalled, f.pluginsLeft)
+	}
+	if len(res.Volumes) != 2 || !res.Volumes[0].ReadOnly || res.Volumes[1].Path != "/cache" || len(f.volumes) != 2 {
+		t.Errorf("volumes %+v (made %q)", res.Volumes, f.volumes)
+	}
+	// The helper: in the daemon's network, no capabilities, the volumes mounted, the token and
+	// the mounts in its environment.
+	h, hc := f.helper, f.helperHost
+	if h == nil || string(hc.NetworkMode) != "container:d1" || len(hc.CapDrop) != 1 || hc.CapDrop[0] != "ALL" || len(hc.CapAdd) != 0 || hc.Privileged {
+		t.Fatalf("helper %+v / %+v", h, hc)
+	}
+	if len(hc.Mounts) != 2 || hc.Mounts[0].Source != "teledock-c-echo-0" {
+		t.Errorf("helper mounts %+v", hc.Mounts)
+	}
+	env := strings.Join(h.Env, "\n")
+	for _, want := range []string{"TELEDOCK_TOKEN=t", "TELEDOCK_VOLUMES_DAEMON=127.0.0.1:7777", `"from":"/app/cache"`} {
+		if !strings.Contains(env, want) {
+			t.Errorf("helper env lacks %s:\n%s", want, env)
+		}
+	}
+
+	// plugin mode says why instead of falling back.
+	cfg.Mode = Plugin
+	if _, err := Create(context.Background(), &lockedDown{}, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "plugins are disabled") {
+		t.Errorf("plugin mode on a locked-down engine: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -516,14 +515,15 @@ func exists(path string) bool {
 
 // generatedJSON is what `compose generate -o json` prints.
 type generatedJSON struct {
-	Project     string                 `json:"project"`
-	Connection  string                 `json:"connection"`
-	Container   string                 `json:"container"`
-	Override    string                 `json:"override"`
-	Command     []string               `json:"command"`
-	ComposeFile string                 `json:"compose_file"`
-	Services    []generatedServiceJSON `json:"services"`
-	Notices     []string               `json:"notices,omitempty"`
+	SchemaVersion int                    `json:"schemaVersion"`
+	Project       string                 `json:"project"`
+	Connection    string                 `json:"connection"`
+	Container     string                 `json:"container"`
+	Override      string                 `json:"override"`
+	Command       []string               `json:"command"`
+	ComposeFile   string                 `json:"compose_file"`
+	Services      []generatedServiceJSON `json:"services"`
+	Notices       []string               `json:"notices,omitempty"`
 }
 
 type generatedServiceJSON struct {
@@ -542,7 +542,7 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 	composeFile := strings.Join(files, string(os.PathListSeparator))
 	if output == "json" {
 		j := generatedJSON{
-			Project: plan.Project, Connection: plan.Connection, Container: plan.Container,
+			SchemaVersion: schemaVersion, Project: plan.Project, Connection: plan.Connection, Container: plan.Container,
 			Override: plan.Override, Command: command, ComposeFile: composeFile, Notices: plan.Notices,
 		}
 		for _, s := range plan.Services {
@@ -553,9 +553,7 @@ func writeGenerated(w io.Writer, plan *compose.Plan, res *generated, output stri
 			}
 			j.Services = append(j.Services, sj)
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(j)
+		return writeJSON(w, j)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Project %s: daemon service %q (container %s, connection %s)\n", plan.Project, compose.DaemonService, plan.Container, plan.Connection)

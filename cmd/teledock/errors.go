@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"os/exec"
+	"strings"
 
 	"github.com/docker/docker/client"
 
@@ -48,71 +49,70 @@ var (
 	errAgentNotReady = errors.New("the traffic-agent is not ready")
 )
 
-// hint tells the user what to do about err, or returns "". This is the one place where errors
-// become advice; commands only return (wrapped) errors.
-func hint(err error) string {
-	switch {
-	case errors.Is(err, errComposeMissing), errors.Is(err, errComposeTooOld):
-		return "Install the docker compose CLI plugin, 2.30 or newer (2.36 or newer for provider services)."
-	case errors.Is(err, errDirectUnavailable):
-		return "Install the traffic-manager with `teledock install --direct`, make sure a node's address is reachable from Docker\n" +
-			"containers, or connect with --transport auto (falls back to the port-forward)."
-	case errors.Is(err, errNoManager):
-		return "Install it with `teledock install`, or pass --manager-namespace if it runs in another namespace."
-	case errors.Is(err, launcher.ErrNoContext):
-		return "Pass --context NAME, or choose a current context with `kubectl config use-context NAME`."
-	case errors.Is(err, launcher.ErrContextNotFound):
-		return "Pass one of the contexts listed, or point --kubeconfig (or KUBECONFIG) at the right file."
-	case errors.Is(err, launcher.ErrInvalidKubeconfig) && errors.Is(err, fs.ErrNotExist):
-		return "Check --kubeconfig (or KUBECONFIG)."
-	case errors.Is(err, launcher.ErrInvalidKubeconfig):
-		return "Check the kubeconfig with `kubectl config view --minify`."
-	case errors.Is(err, launcher.ErrExecCredentials):
-		return "The daemon container cannot run credential plugins: use a context whose user has a token or a client certificate."
-	case errors.Is(err, launcher.ErrImageNotFound):
-		return "Load the daemon image into the local Docker engine, or pass --image."
-	case errors.Is(err, launcher.ErrNotDaemon):
-		return "Another container has the daemon's name: remove it, or pass another --name."
-	case errors.Is(err, launcher.ErrInvalidName):
-		return "Pass another --name."
-	case errors.Is(err, errConnectedElsewhere):
-		return "Run `teledock quit` (with --name) first, or pass another --name."
-	case errors.Is(err, errClusterAuth):
-		return "Check the kubeconfig's credentials and that they may list pods and create pods/portforward in the manager namespace."
-	case errors.Is(err, errBadImage):
-		return "Give the image as REPOSITORY:TAG."
-	case errors.Is(err, install.ErrNotReady):
-		return "The reason above comes from the traffic-manager's pods; `kubectl -n <manager-namespace> describe pods` shows more."
-	case errors.Is(err, errNotConnected):
-		return "Run `teledock connect` first."
-	case errors.Is(err, errUnknownWorkload):
-		return "`teledock list` shows the workloads that can be intercepted in the connection's namespace; pass -w/--workload when the intercept is not named after its workload."
-	case errors.Is(err, errNoSuchIntercept):
-		return "`teledock status` lists this connection's intercepts; pass --name for another connection."
-	case errors.Is(err, errPrecondition):
-		return "When several services select the workload, pass --service; when the port is not found, pass --port LOCAL:SVCPORT with a port of the service; when another client intercepts the workload, `teledock list` shows who."
-	case errors.Is(err, errAlreadyExists):
-		return "Another client has an intercept of that name: choose another name (and -w/--workload), or ask its owner to leave it (`teledock list` shows the owner)."
-	case errors.Is(err, errAgentNotReady):
-		return "The traffic-agent did not become ready in time; the reason above comes from the cluster (`kubectl describe pod` shows more). Retry with a longer --timeout once it is fixed."
-	case errors.Is(err, errLocalPortInUse):
-		return "Pass another --port LOCAL, or `teledock leave` the intercept that uses it."
-	case errors.Is(err, errToPodPortInUse):
-		return "Something in the daemon's network namespace (a handler container, another intercept's --to-pod) already listens there."
-	case errors.Is(err, errManagerUnreachable):
-		return "`teledock status` shows the connection's state; the daemon reconnects by itself."
-	case errors.Is(err, errUnsupported):
-		return "The daemon or the traffic-manager is older than this CLI: reconnect (`teledock quit`, then `teledock connect`) or upgrade the traffic-manager (`teledock install`)."
-	case errors.Is(err, errAddressNetwork):
-		return "Attach the container to the daemon container's network (`docker network connect NETWORK CONTAINER`), or give --address an IP."
-	case errors.Is(err, errDaemonAuth):
-		return "The connection file does not match the daemon: `teledock quit` and connect again."
-	case errors.Is(err, errDaemonExited), errors.Is(err, errConnectTimeout), errors.Is(err, errNetwork):
-		return "The daemon's last log lines are above; TELEDOCK_DEBUG=1 makes the daemon log more."
-	case client.IsErrConnectionFailed(err):
-		return "Is Docker running? teledock needs access to the Docker engine."
-	case errors.Is(err, exec.ErrNotFound):
-		return "`teledock run` needs the docker CLI on PATH."
-	}
-	return ""
+// errorKind is one kind of error the user can do something about: a stable code for programs
+// (-o json), and the hint that says what to do.
+type errorKind struct {
+	code string
+	is   func(error) bool
+	hint string
 }
+
+// reason is the kind in words, from its code.
+func (k errorKind) reason() string {
+	return strings.ToLower(strings.ReplaceAll(k.code, "_", " "))
+}
+
+// errorKinds are checked in order; the first that matches an error is its kind. This is the one
+// place where errors become advice; commands only return (wrapped) errors.
+var errorKinds = []errorKind{
+	{"COMPOSE_MISSING", func(err error) bool { return errors.Is(err, errComposeMissing) || errors.Is(err, errComposeTooOld) }, "Install the docker compose CLI plugin, 2.30 or newer (2.36 or newer for provider services)."},
+	{"DIRECT_UNAVAILABLE", func(err error) bool { return errors.Is(err, errDirectUnavailable) }, "Install the traffic-manager with `teledock install --direct`, make sure a node's address is reachable from Docker\n" +
+		"containers, or connect with --transport auto (falls back to the port-forward)."},
+	{"NO_MANAGER", func(err error) bool { return errors.Is(err, errNoManager) }, "Install it with `teledock install`, or pass --manager-namespace if it runs in another namespace."},
+	{"NO_CONTEXT", func(err error) bool { return errors.Is(err, launcher.ErrNoContext) }, "Pass --context NAME, or choose a current context with `kubectl config use-context NAME`."},
+	{"CONTEXT_NOT_FOUND", func(err error) bool { return errors.Is(err, launcher.ErrContextNotFound) }, "Pass one of the contexts listed, or point --kubeconfig (or KUBECONFIG) at the right file."},
+	{"KUBECONFIG_NOT_FOUND", func(err error) bool {
+		return errors.Is(err, launcher.ErrInvalidKubeconfig) && errors.Is(err, fs.ErrNotExist)
+	}, "Check --kubeconfig (or KUBECONFIG)."},
+	{"INVALID_KUBECONFIG", func(err error) bool { return errors.Is(err, launcher.ErrInvalidKubeconfig) }, "Check the kubeconfig with `kubectl config view --minify`."},
+	{"EXEC_CREDENTIALS", func(err error) bool { return errors.Is(err, launcher.ErrExecCredentials) }, "The daemon container cannot run credential plugins: use a context whose user has a token or a client certificate."},
+	{"IMAGE_NOT_FOUND", func(err error) bool { return errors.Is(err, launcher.ErrImageNotFound) }, "Load the daemon image into the local Docker engine, or pass --image."},
+	{"NAME_TAKEN", func(err error) bool { return errors.Is(err, launcher.ErrNotDaemon) }, "Another container has the daemon's name: remove it, or pass another --name."},
+	{"INVALID_NAME", func(err error) bool { return errors.Is(err, launcher.ErrInvalidName) }, "Pass another --name."},
+	{"CONNECTED_ELSEWHERE", func(err error) bool { return errors.Is(err, errConnectedElsewhere) }, "Run `teledock quit` (with --name) first, or pass another --name."},
+	{"CLUSTER_AUTH", func(err error) bool { return errors.Is(err, errClusterAuth) }, "Check the kubeconfig's credentials and that they may list pods and create pods/portforward in the manager namespace."},
+	{"BAD_IMAGE", func(err error) bool { return errors.Is(err, errBadImage) }, "Give the image as REPOSITORY:TAG."},
+	{"MANAGER_NOT_READY", func(err error) bool { return errors.Is(err, install.ErrNotReady) }, "The reason above comes from the traffic-manager's pods; `kubectl -n <manager-namespace> describe pods` shows more."},
+	{"NOT_CONNECTED", func(err error) bool { return errors.Is(err, errNotConnected) }, "Run `teledock connect` first."},
+	{"NO_SUCH_WORKLOAD", func(err error) bool { return errors.Is(err, errUnknownWorkload) }, "`teledock list` shows the workloads that can be intercepted in the connection's namespace; pass -w/--workload when the intercept is not named after its workload."},
+	{"NO_SUCH_INTERCEPT", func(err error) bool { return errors.Is(err, errNoSuchIntercept) }, "`teledock status` lists this connection's intercepts; pass --name for another connection."},
+	{"REFUSED", func(err error) bool { return errors.Is(err, errPrecondition) }, "When several services select the workload, pass --service; when the port is not found, pass --port LOCAL:SVCPORT with a port of the service; when another client intercepts the workload, `teledock list` shows who."},
+	{"ALREADY_EXISTS", func(err error) bool { return errors.Is(err, errAlreadyExists) }, "Another client has an intercept of that name: choose another name (and -w/--workload), or ask its owner to leave it (`teledock list` shows the owner)."},
+	{"AGENT_NOT_READY", func(err error) bool { return errors.Is(err, errAgentNotReady) }, "The traffic-agent did not become ready in time; the reason above comes from the cluster (`kubectl describe pod` shows more). Retry with a longer --timeout once it is fixed."},
+	{"LOCAL_PORT_IN_USE", func(err error) bool { return errors.Is(err, errLocalPortInUse) }, "Pass another --port LOCAL, or `teledock leave` the intercept that uses it."},
+	{"TO_POD_PORT_IN_USE", func(err error) bool { return errors.Is(err, errToPodPortInUse) }, "Something in the daemon's network namespace (a handler container, another intercept's --to-pod) already listens there."},
+	{"MANAGER_UNREACHABLE", func(err error) bool { return errors.Is(err, errManagerUnreachable) }, "`teledock status` shows the connection's state; the daemon reconnects by itself."},
+	{"UNSUPPORTED", func(err error) bool { return errors.Is(err, errUnsupported) }, "The daemon or the traffic-manager is older than this CLI: reconnect (`teledock quit`, then `teledock connect`) or upgrade the traffic-manager (`teledock install`)."},
+	{"ADDRESS_NETWORK", func(err error) bool { return errors.Is(err, errAddressNetwork) }, "Attach the container to the daemon container's network (`docker network connect NETWORK CONTAINER`), or give --address an IP."},
+	{"DAEMON_AUTH", func(err error) bool { return errors.Is(err, errDaemonAuth) }, "The connection file does not match the daemon: `teledock quit` and connect again."},
+	{"DAEMON_FAILED", func(err error) bool {
+		return errors.Is(err, errDaemonExited) || errors.Is(err, errConnectTimeout) || errors.Is(err, errNetwork)
+	}, "The daemon's last log lines are above; TELEDOCK_DEBUG=1 makes the daemon log more."},
+	{"DOCKER_UNAVAILABLE", func(err error) bool { return client.IsErrConnectionFailed(err) }, "Is Docker running? teledock needs access to the Docker engine."},
+	{"DOCKER_CLI_MISSING", func(err error) bool { return errors.Is(err, exec.ErrNotFound) }, "`teledock run` needs the docker CLI on PATH."},
+}
+
+// otherError is the kind of an error no errorKind matches.
+var otherError = errorKind{code: "ERROR"}
+
+func kindOf(err error) errorKind {
+	for _, k := range errorKinds {
+		if k.is(err) {
+			return k
+		}
+	}
+	return otherError
+}
+
+// hint tells the user what to do about err, or returns "".
+func hint(err error) string { return kindOf(err).hint }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -422,12 +421,11 @@ func leaveQuietly(d deps, client *daemonClient, name string) {
 func writeIntercept(w io.Writer, info *managerv1.InterceptInfo, vols *mountReport, output string) error {
 	if output == "json" {
 		j := newInterceptJSON(info)
+		j.SchemaVersion = schemaVersion
 		if vols != nil {
 			j.VolumeMountError, j.MountMode, j.Volumes = vols.Error, string(vols.Mode), vols.Volumes
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(j)
+		return writeJSON(w, j)
 	}
 	text := renderIntercept(info)
 	if vols != nil && vols.Error != "" {
@@ -495,6 +493,8 @@ func intercepting(info *managerv1.InterceptInfo) string {
 // interceptJSON is what `intercept -o json` prints. The environment is left out: -e and -j write
 // it to files, so that secrets do not end up in terminals and logs.
 type interceptJSON struct {
+	// SchemaVersion is set when the intercept is the document, not part of one.
+	SchemaVersion         int             `json:"schemaVersion,omitempty"`
 	Name                  string          `json:"name"`
 	ID                    string          `json:"id"`
 	State                 string          `json:"state"`

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -54,9 +53,7 @@ func runList(ctx context.Context, d deps, opts listOptions) error {
 	workloads := slices.Clone(resp.GetWorkloads())
 	slices.SortFunc(workloads, func(a, b *managerv1.WorkloadInfo) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	if opts.output == "json" {
-		enc := json.NewEncoder(d.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(newWorkloadsJSON(workloads))
+		return writeJSON(d.stdout, workloadsJSON{SchemaVersion: schemaVersion, Workloads: newWorkloadsJSON(workloads)})
 	}
 	_, err = io.WriteString(d.stdout, renderWorkloads(workloads))
 	return err
@@ -96,6 +93,12 @@ type workloadInterceptJ struct {
 	Name  string `json:"name"`
 	State string `json:"state"`
 	Owner string `json:"owner"`
+}
+
+// workloadsJSON is what `list -o json` prints.
+type workloadsJSON struct {
+	SchemaVersion int            `json:"schemaVersion"`
+	Workloads     []workloadJSON `json:"workloads"`
 }
 
 func newWorkloadsJSON(workloads []*managerv1.WorkloadInfo) []workloadJSON {

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/spf13/cobra"
 
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/mounts"
@@ -93,20 +94,34 @@ func main() {
 		connections: launcher.NewStore(configDir),
 	}
 	root := newRootCmd(d)
-	if err := root.ExecuteContext(ctx); err != nil {
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
 			// The code is the `run` container's own; its output already said what happened.
 			os.Exit(ee.code)
 		}
-		fmt.Fprintln(d.stderr, "teledock:", err)
-		if h := hint(err); h != "" {
-			fmt.Fprintln(d.stderr, h)
-		}
+		reportError(d, cmd, err)
 		if ctx.Err() != nil {
 			os.Exit(130)
 		}
 		os.Exit(1)
+	}
+}
+
+// reportError is the CLI's one error boundary: the error and its hint on stderr, or, for a command
+// run with -o json, a JSON error document on stdout (docs/json.md).
+func reportError(d deps, cmd *cobra.Command, err error) {
+	if cmd != nil {
+		if f := cmd.Flags().Lookup("output"); f != nil && f.Value.String() == "json" {
+			if werr := writeJSON(d.stdout, newErrorJSON(err)); werr == nil {
+				return
+			}
+		}
+	}
+	fmt.Fprintln(d.stderr, "teledock:", err)
+	if h := hint(err); h != "" {
+		fmt.Fprintln(d.stderr, h)
 	}
 }
 

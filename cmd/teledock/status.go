@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +84,7 @@ func collectStatus(ctx context.Context, d deps, name string) (statusInfo, error)
 
 // statusInfo is what `status -o json|yaml` and `connect -o json` print.
 type statusInfo struct {
+	SchemaVersion  int                   `json:"schemaVersion" yaml:"schemaVersion"`
 	Daemon         daemonStatus          `json:"daemon"`
 	TrafficManager *trafficManagerStatus `json:"traffic_manager,omitempty"`
 }
@@ -167,7 +167,7 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 			ds.DNS.Timeout = (time.Duration(ms) * time.Millisecond).String()
 		}
 	}
-	info := statusInfo{Daemon: ds}
+	info := statusInfo{SchemaVersion: schemaVersion, Daemon: ds}
 	if m := st.GetManager(); m != nil {
 		info.TrafficManager = &trafficManagerStatus{Connected: m.GetConnected(), Version: m.GetVersion(), AgentImage: m.GetAgentImage()}
 	}
@@ -177,9 +177,7 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 func writeStatus(w io.Writer, info statusInfo, output string) error {
 	switch output {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(info)
+		return writeJSON(w, info)
 	case "yaml":
 		b, err := yaml.Marshal(info)
 		if err != nil {

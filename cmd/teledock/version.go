@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime"
 
@@ -19,10 +18,11 @@ type versionOptions struct {
 // versionInfo is what `teledock version -o json` prints. Daemon and manager are empty when no
 // connection runs (they are only known through the daemon).
 type versionInfo struct {
-	Client  string `json:"client"`
-	Go      string `json:"go"`
-	Daemon  string `json:"daemon,omitempty"`
-	Manager string `json:"traffic_manager,omitempty"`
+	SchemaVersion int    `json:"schemaVersion"`
+	Client        string `json:"client"`
+	Go            string `json:"go"`
+	Daemon        string `json:"daemon,omitempty"`
+	Manager       string `json:"traffic_manager,omitempty"`
 }
 
 func newVersionCmd(d deps) *cobra.Command {
@@ -55,9 +55,8 @@ func runVersion(ctx context.Context, d deps, opts versionOptions) error {
 		}
 	}
 	if opts.output == "json" {
-		enc := json.NewEncoder(d.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(info)
+		info.SchemaVersion = schemaVersion
+		return writeJSON(d.stdout, info)
 	}
 	fmt.Fprintf(d.stdout, "Client         : %s (%s)\n", info.Client, info.Go)
 	fmt.Fprintf(d.stdout, "Daemon         : %s\n", orNotConnected(info.Daemon))

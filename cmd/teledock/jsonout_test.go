@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+func TestErrorKinds(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code string
+	}{
+		{fmt.Errorf("%w (connection %q)", errNotConnected, "default"), "NOT_CONNECTED"},
+		{fmt.Errorf("intercept x: %w", refine(errUnknownWorkload, errors.New("no workload x"))), "NO_SUCH_WORKLOAD"},
+		{fmt.Errorf("intercept x: %w", refine(errAgentNotReady, errors.New("deadline"))), "AGENT_NOT_READY"},
+		{errors.New("something else"), "ERROR"},
+	} {
+		k := kindOf(tc.err)
+		if k.code != tc.code {
+			t.Errorf("kindOf(%v) = %s, want %s", tc.err, k.code, tc.code)
+		}
+		if tc.code != "ERROR" && k.hint == "" {
+			t.Errorf("%s has no hint", tc.code)
+		}
+	}
+	// Codes are unique: a program tells kinds apart by them.
+	seen := map[string]bool{}
+	for _, k := range errorKinds {
+		if seen[k.code] {
+			t.Errorf("code %s twice", k.code)
+		}
+		seen[k.code] = true
+	}
+}
+
+func TestReportError(t *testing.T) {
+	newCmd := func(output string) *cobra.Command {
+		c := &cobra.Command{Use: "x"}
+		c.Flags().StringP("output", "o", "", "")
+		_ = c.Flags().Set("output", output)
+		return c
+	}
+	err := fmt.Errorf("%w (connection %q)", errNotConnected, "default")
+
+	var stdout, stderr strings.Builder
+	d := deps{stdout: &stdout, stderr: &stderr, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	reportError(d, newCmd("json"), err)
+	var got errorJSON
+	if jerr := json.Unmarshal([]byte(stdout.String()), &got); jerr != nil {
+		t.Fatalf("-o json error is not JSON: %v\n%s", jerr, stdout.String())
+	}
+	if got.SchemaVersion != schemaVersion || got.Error.Code != "NOT_CONNECTED" || got.Error.Reason != "not connected" ||
+		got.Error.Message != err.Error() || !strings.Contains(got.Error.Hint, "teledock connect") {
+		t.Errorf("error JSON = %+v", got)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr with -o json: %q", stderr.String())
+	}
+
+	stdout.Reset()
+	reportError(d, newCmd(""), err)
+	if stdout.Len() != 0 || !strings.HasPrefix(stderr.String(), "teledock: not connected") || !strings.Contains(stderr.String(), "Run `teledock connect` first.") {
+		t.Errorf("text error: stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+}

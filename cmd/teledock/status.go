@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +21,9 @@ import (
 type statusOptions struct {
 	output string
 	name   string
+	watch  bool
+	// every is how often --watch asks; a variable for tests.
+	every time.Duration
 }
 
 func newStatusCmd(d deps) *cobra.Command {
@@ -32,6 +38,7 @@ func newStatusCmd(d deps) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: json or yaml")
 	cmd.Flags().StringVar(&opts.name, "name", "default", "connection name")
+	cmd.Flags().BoolVarP(&opts.watch, "watch", "w", false, "print the status again whenever it changes, until interrupted (with -o json: one JSON object per line)")
 	return cmd
 }
 
@@ -39,11 +46,61 @@ func runStatus(ctx context.Context, d deps, opts statusOptions) error {
 	if err := checkOutput(opts.output, "json", "yaml"); err != nil {
 		return err
 	}
+	if opts.watch {
+		return watchStatus(ctx, d, opts)
+	}
 	info, err := collectStatus(ctx, d, opts.name)
 	if err != nil {
 		return err
 	}
 	return writeStatus(d.stdout, info, opts.output)
+}
+
+// watchStatus prints the status, then again each time it changes, until ctx ends (Ctrl-C), which
+// is a normal end. The daemon has no change feed, so it asks every second: a local call that costs
+// little, and it also sees the container come and go, which the daemon cannot report.
+func watchStatus(ctx context.Context, d deps, opts statusOptions) error {
+	every := cmp.Or(opts.every, time.Second)
+	var last []byte
+	for {
+		info, err := collectStatus(ctx, d, opts.name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		info.SchemaVersion = schemaVersion
+		b, err := json.Marshal(info)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, last) {
+			last = b
+			switch opts.output {
+			case "json":
+				_, err = d.stdout.Write(append(b, '\n'))
+			case "yaml":
+				err = writeStatus(d.stdout, info, "yaml")
+				if err == nil {
+					_, err = io.WriteString(d.stdout, "---\n")
+				}
+			default:
+				err = writeStatus(d.stdout, info, "")
+				if err == nil {
+					_, err = io.WriteString(d.stdout, "\n")
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
 }
 
 // collectStatus gathers what Docker and the daemon know. Only Docker being unusable is an error;
@@ -175,6 +232,7 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 }
 
 func writeStatus(w io.Writer, info statusInfo, output string) error {
+	info.SchemaVersion = schemaVersion
 	switch output {
 	case "json":
 		return writeJSON(w, info)

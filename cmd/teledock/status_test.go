@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
+	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
@@ -214,4 +218,72 @@ func lookup(doc map[string]any, path string) any {
 		cur = m[k]
 	}
 	return cur
+}
+
+// lineWriter sends each line written to it.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   []byte
+	lines chan string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.lines <- string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+}
+
+func TestStatusWatchJSON(t *testing.T) {
+	icpt := &fakeIntercepts{}
+	env := startTestDaemon(t, icpt)
+	out := &lineWriter{lines: make(chan string, 10)}
+	d := env.d
+	d.stdout = out
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runStatus(ctx, d, statusOptions{output: "json", name: "default", watch: true, every: 20 * time.Millisecond})
+	}()
+	next := func() statusInfo {
+		t.Helper()
+		select {
+		case l := <-out.lines:
+			var s statusInfo
+			if err := json.Unmarshal([]byte(l), &s); err != nil {
+				t.Fatalf("line %q: %v", l, err)
+			}
+			return s
+		case <-time.After(10 * time.Second):
+			t.Fatal("no status line")
+		}
+		return statusInfo{}
+	}
+	first := next()
+	if first.SchemaVersion != schemaVersion || !first.Daemon.Running || first.Daemon.Intercepts != 0 {
+		t.Errorf("first status %+v", first)
+	}
+	// Nothing changes: nothing more is printed.
+	select {
+	case l := <-out.lines:
+		t.Errorf("a line without a change: %s", l)
+	case <-time.After(150 * time.Millisecond):
+	}
+	icpt.mu.Lock()
+	icpt.list = append(icpt.list, &managerv1.InterceptInfo{Name: "echo", Client: "ann@laptop"})
+	icpt.mu.Unlock()
+	if second := next(); second.Daemon.Intercepts != 1 || second.Daemon.InterceptList[0].Name != "echo" {
+		t.Errorf("status after the intercept: %+v", second.Daemon)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("watch ended with %v, want nil on interrupt", err)
+	}
 }

@@ -23,6 +23,7 @@ func newRootCmd(d deps) *cobra.Command {
 		newInstallCmd(d),
 		newUninstallCmd(d),
 		newComposeCmd(d),
+		newContextsCmd(d),
 	)
 	return root
 }

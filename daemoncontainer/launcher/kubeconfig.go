@@ -163,3 +163,38 @@ func isLoopback(host string) bool {
 	addr, err := netip.ParseAddr(h)
 	return err == nil && addr.Unmap().IsLoopback()
 }
+
+// ContextInfo is one context of a kubeconfig, as `teledock contexts` lists it.
+type ContextInfo struct {
+	Name      string `json:"name"`
+	Cluster   string `json:"cluster"`
+	Server    string `json:"server,omitempty"`
+	Namespace string `json:"namespace,omitempty"` // the context's own; empty means "default"
+	Current   bool   `json:"current,omitempty"`
+}
+
+// Contexts lists the contexts of the kubeconfig at path ("" as kubectl: $KUBECONFIG, then
+// ~/.kube/config), sorted by name.
+func Contexts(path string) ([]ContextInfo, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidKubeconfig, err)
+		}
+		rules.ExplicitPath = path
+	}
+	raw, err := rules.Load()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKubeconfig, err)
+	}
+	out := make([]ContextInfo, 0, len(raw.Contexts))
+	for name, c := range raw.Contexts {
+		ci := ContextInfo{Name: name, Cluster: c.Cluster, Namespace: c.Namespace, Current: name == raw.CurrentContext}
+		if cl := raw.Clusters[c.Cluster]; cl != nil {
+			ci.Server = cl.Server
+		}
+		out = append(out, ci)
+	}
+	slices.SortFunc(out, func(a, b ContextInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}

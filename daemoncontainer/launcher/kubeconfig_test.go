@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -178,5 +179,38 @@ func TestPrepareNoContext(t *testing.T) {
 	cfg := clientcmdapi.NewConfig()
 	if _, err := prepare(cfg, KubeconfigOptions{}); !errors.Is(err, ErrNoContext) {
 		t.Errorf("err = %v, want ErrNoContext", err)
+	}
+}
+
+func TestContexts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config")
+	kc := `apiVersion: v1
+kind: Config
+current-context: b
+clusters:
+- name: c1
+  cluster: {server: "https://127.0.0.1:6443"}
+contexts:
+- name: b
+  context: {cluster: c1, user: u, namespace: apps}
+- name: a
+  context: {cluster: missing, user: u}
+users:
+- name: u
+  user: {token: x}
+`
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Contexts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ContextInfo{{Name: "a", Cluster: "missing"}, {Name: "b", Cluster: "c1", Server: "https://127.0.0.1:6443", Namespace: "apps", Current: true}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Contexts = %+v, want %+v", got, want)
+	}
+	if _, err := Contexts(filepath.Join(t.TempDir(), "none")); !errors.Is(err, ErrInvalidKubeconfig) {
+		t.Errorf("missing file: %v", err)
 	}
 }

@@ -24,6 +24,7 @@ func newRootCmd(d deps) *cobra.Command {
 		newUninstallCmd(d),
 		newComposeCmd(d),
 		newContextsCmd(d),
+		newNamespacesCmd(d),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,5 +69,35 @@ func TestReportError(t *testing.T) {
 	reportError(d, newCmd(""), err)
 	if stdout.Len() != 0 || !strings.HasPrefix(stderr.String(), "teledock: not connected") || !strings.Contains(stderr.String(), "Run `teledock connect` first.") {
 		t.Errorf("text error: stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+func TestEnvCommand(t *testing.T) {
+	icpt := &fakeIntercepts{env: map[string]string{"DB_HOST": "db.app", "TOKEN": "s3cr3t"}}
+	env := startTestDaemon(t, icpt)
+	if err := runIntercept(context.Background(), env.d, interceptOpts("echo")); err != nil {
+		t.Fatal(err)
+	}
+	env.stdout.Reset()
+	if err := runEnv(context.Background(), env.d, envOptions{intercept: "echo", connection: "default", output: "json"}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		SchemaVersion int
+		Intercept     string
+		Environment   map[string]string
+	}
+	if err := json.Unmarshal(env.stdout.Bytes(), &got); err != nil || got.Environment["TOKEN"] != "s3cr3t" || got.Intercept != "echo" {
+		t.Errorf("env -o json: %v %s", err, env.stdout.String())
+	}
+	env.stdout.Reset()
+	if err := runEnv(context.Background(), env.d, envOptions{intercept: "echo", connection: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(env.stdout.String(), "DB_HOST=db.app\n") {
+		t.Errorf("env: %q", env.stdout.String())
+	}
+	if err := runEnv(context.Background(), env.d, envOptions{intercept: "nope", connection: "default"}); !errors.Is(err, errNoSuchIntercept) {
+		t.Errorf("env of an unknown intercept: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ func newRootCmd(d deps) *cobra.Command {
 		newComposeCmd(d),
 		newContextsCmd(d),
 		newNamespacesCmd(d),
+		newEnvCmd(d),
 	)
 	return root
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 	"time"
 
+	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/mounts"
@@ -120,20 +122,52 @@ func removeVolumes(d deps, connection, intercept string) {
 	}
 }
 
-// interceptVolumeFlags are the docker run flags that give a container an intercept's volumes.
-func interceptVolumeFlags(ctx context.Context, d deps, connection, intercept string) ([]string, error) {
+// interceptRunFlags are the docker run flags that give a container an intercept's environment (an
+// env file, which cleanup removes once docker has read it) and its volumes, if it has any.
+func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, intercept string) (flags []string, cleanup func(), err error) {
+	client, err := dialDaemon(d, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer client.Close()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := client.ListIntercepts(lctx, &daemonv1.ListInterceptsRequest{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list intercepts: %w", fromDaemon(err))
+	}
+	var info *managerv1.InterceptInfo
+	for _, ic := range list.GetIntercepts() {
+		if ic.GetName() == intercept {
+			info = ic
+		}
+	}
+	if info == nil {
+		return nil, nil, fmt.Errorf("run --intercept: %w %q in connection %s", errNoSuchIntercept, intercept, c.Connection)
+	}
+	envPath, skipped, err := tempEnvFile(info.GetEnvironment())
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(skipped) > 0 {
+		d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
+	}
+	cleanup = func() { _ = os.Remove(envPath) }
+	flags = []string{"--env-file", envPath}
 	docker, err := d.mountsDocker()
 	if err != nil {
-		return nil, err
+		cleanup()
+		return nil, nil, err
 	}
-	vols, err := mounts.List(ctx, docker, connection, intercept)
+	vols, err := mounts.List(ctx, docker, c.Connection, intercept)
 	if err != nil {
-		return nil, err
+		cleanup()
+		return nil, nil, err
 	}
-	if len(vols) == 0 {
-		return nil, fmt.Errorf("%w: intercept %s of connection %s has no volumes (is it active, with --mount?)", errNoSuchIntercept, intercept, connection)
+	if len(vols) > 0 {
+		flags = append(flags, mounts.RunFlags(vols, "/")...)
 	}
-	return mounts.RunFlags(vols, "/"), nil
+	return flags, cleanup, nil
 }
 
 func (d deps) mountsDocker() (mounts.Docker, error) {

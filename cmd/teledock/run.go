@@ -31,8 +31,8 @@ func newRunCmd(d deps) *cobra.Command {
 			"Flags are docker run's (-d, --rm, -e, -v, --name, -it, ...). Network flags (--network, -p,\n" +
 			"--dns, --hostname, ...) are refused: the network is the daemon's. --connection NAME (first,\n" +
 			"or TELEDOCK_CONNECTION) picks the connection; the default is \"default\". --intercept NAME\n" +
-			"gives the container that intercept's volumes at the pod's paths, and TELEDOCK_ROOT/_MOUNTS\n" +
-			"(and TELEPRESENCE_ROOT/_MOUNTS) in its environment.\n" +
+			"gives the container that intercept's environment and volumes (at the pod's paths), as\n" +
+			"intercept --docker-run does.\n" +
 			"The exit code is the container's.",
 		// docker run's flags are passed through untouched; they are parsed only to find the image
 		// and to refuse the network flags.
@@ -62,10 +62,11 @@ func runRun(ctx context.Context, d deps, opts runOptions) error {
 	interrupt := func(cmd *exec.Cmd) error { return cmd.Process.Signal(os.Interrupt) }
 	args := opts.dockerArgs
 	if opts.intercept != "" {
-		flags, err := interceptVolumeFlags(ctx, d, opts.connection, opts.intercept)
+		flags, cleanup, err := interceptRunFlags(ctx, d, c, opts.intercept)
 		if err != nil {
 			return err
 		}
+		defer cleanup()
 		args = append(flags, args...)
 	}
 	return dockerRun(ctx, d, c.Name, args, interrupt)

@@ -19,6 +19,7 @@ PROTOC_BIN := $(TELEDOCK_CACHE)/tools/protoc-gen-$(PROTOC_GEN_GO_VERSION)-$(PROT
 KUBECTL := $(K8S_BIN)/kubectl
 HELM := $(TELEDOCK_CACHE)/tools/helm-$(HELM_VERSION)/helm
 KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
+CHROMIUM ?= /usr/bin/chromium
 
 # Static binaries that go into images (name=package).
 IMAGE_BINARIES := teledock-daemon=./cmd/teledock-daemon traffic-manager=./cmd/traffic-manager \
@@ -71,10 +72,17 @@ cluster-status: ## say what of the local test cluster runs
 test-unit: ## unit tests
 	go test -count=1 ./...
 
+.PHONY: ui
+ui: ## the Desktop extension's UI: npm ci (when the lockfile changed), unit tests, build
+	cd desktop/ui && if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  npm ci --no-audit --no-fund --loglevel=error; fi
+	cd desktop/ui && npm test --silent && node build.mjs
+
 .PHONY: test-e2e
-test-e2e: cluster-up ## end-to-end tests against the local cluster and Docker
+test-e2e: cluster-up ui ## end-to-end tests against the local cluster and Docker (and the UI in Chromium)
 	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
 	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) TELEDOCK_E2E_HELM=$(HELM) \
+	TELEDOCK_E2E_CHROMIUM=$(CHROMIUM) \
 	  go test -tags e2e -count=1 -timeout 30m -v ./e2e/...
 
 .PHONY: test

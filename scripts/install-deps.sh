@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what teledock's build, tests and test cluster need on a fresh Debian machine with Go:
-# Debian packages (Docker engine, containerd, runc, CNI plugins, iptables, protoc) and Go-built tools
+# Debian packages (Docker engine, containerd, runc, CNI plugins, iptables, protoc, Node.js, Chromium)
+# and Go-built tools
 # (Kubernetes, etcd, CoreDNS, buildx, helm, protoc plugins). Idempotent; built tools are cached under
 # $TELEDOCK_CACHE, keyed by version, so a second run and a fresh clone on the same machine reuse them.
 #
@@ -11,13 +12,16 @@ set -euo pipefail
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 apt_packages=(docker.io containerd runc containernetworking-plugins iptables iproute2 conntrack
-  socat openssl protobuf-compiler ca-certificates dnsutils curl)
+  socat openssl protobuf-compiler ca-certificates dnsutils curl
+  nodejs chromium)  # the Desktop extension's UI: its build, and its tests in a real browser
 
 install_apt() {
   local missing=()
   for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Node.js from elsewhere (NodeSource) brings its own npm; Debian's nodejs needs the npm package.
+  command -v npm >/dev/null || missing+=(npm)
   [ ${#missing[@]} -eq 0 ] && { log "debian packages present"; return; }
   [ "$(id -u)" -eq 0 ] || die "installing ${missing[*]} needs root: run 'sudo $0 apt'"
   log "installing debian packages: ${missing[*]}"

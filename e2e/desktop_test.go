@@ -195,11 +195,18 @@ func TestDesktopExtensionStory(t *testing.T) {
 				return nil
 			})
 			_, _ = io.WriteString(stdin, "go on\n")
+			_ = stdin.Close()
 		case strings.HasPrefix(line, "REVEALED "):
 			if got := strings.TrimPrefix(line, "REVEALED "); got != app.Text {
 				t.Errorf("the revealed ECHO_TEXT is %q, want the pod's %q", got, app.Text)
 			}
 		case line == "LEFT":
+			eventually(t, 30*time.Second, "the handler container the UI started is gone", func() error {
+				if r := docker(t, "inspect", "echo-handler"); r.err == nil {
+					return fmt.Errorf("echo-handler still exists")
+				}
+				return nil
+			})
 			eventually(t, 60*time.Second, "the cluster's traffic back at the workload", func() error {
 				r := httpGet("http://" + clusterIP + "/")
 				if r.err != nil || !strings.Contains(r.stdout, " from echo-") {

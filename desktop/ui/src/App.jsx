@@ -178,7 +178,8 @@ function InterceptDialog({ teledock, workload, onClose }) {
             <Alert severity="info">Mark the service with <code>x-teledock: {"{"}intercept: {workload.name}{"}"}</code> and run <code>teledock compose up</code> in the project's folder.</Alert>
           )}
           <FormControlLabel control={<Switch checked={form.mounts} onChange={set("mounts")} />} label="The pod's environment and volumes in the handler" />
-          <TextField label="Equivalent command" value={commandLine(args)} InputProps={{ readOnly: true }} multiline />
+          <TextField label="Equivalent command" InputProps={{ readOnly: true }} multiline
+            value={commandLine(args) + (form.handler === "image" && form.image ? "\n" + commandLine(handlerArgs(form, CONNECTION)) : "")} />
           <ErrorBox error={error} />
         </Stack>
       </DialogContent>
@@ -197,9 +198,10 @@ function InterceptsView({ teledock, status, handlers }) {
   const leave = async (name) => {
     setError(null);
     try {
-      await teledock.leave(name);
+      // The handler first: its container uses the intercept's volumes, which leave removes.
       const c = handlers[name];
       if (c) await teledock.removeContainer(c);
+      await teledock.leave(name);
     } catch (e) {
       setError(e);
     }

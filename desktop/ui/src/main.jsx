@@ -1,14 +1,14 @@
 import { createRoot } from "react-dom/client";
 import { CssBaseline } from "@mui/material";
-import { DockerMuiThemeProvider } from "@docker/docker-mui-theme";
+import { DockerMuiV6ThemeProvider } from "@docker/docker-mui-theme";
 import { createDockerDesktopClient } from "@docker/extension-api-client";
 import { App } from "./App.jsx";
 import { makeTeledock } from "./teledock.js";
 
 const dd = createDockerDesktopClient();
 createRoot(document.getElementById("root")).render(
-  <DockerMuiThemeProvider>
+  <DockerMuiV6ThemeProvider>
     <CssBaseline />
     <App teledock={makeTeledock(dd)} />
-  </DockerMuiThemeProvider>,
+  </DockerMuiV6ThemeProvider>,
 );

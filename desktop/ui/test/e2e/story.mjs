@@ -39,6 +39,8 @@ function ddClientShim(bridge) {
     })();
     return { close: () => ctl.abort() };
   }
+  // Desktop also injects its MUI theme options; plain light/dark modes stand in for them.
+  window.__ddMuiV6Themes = { light: { palette: { mode: "light" } }, dark: { palette: { mode: "dark" } } };
   window.ddClient = {
     extension: { host: { cli: { exec: (cmd, args, opts) => (opts && opts.stream ? stream(cmd, args, opts.stream) : exec("host", cmd, args)) } } },
     docker: { cli: { exec: (cmd, args) => exec("docker", cmd, args) } },
@@ -52,6 +54,7 @@ const browser = await chromium.launch({
 let step = "start";
 const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
 page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+page.on("console", (m) => console.log(`console: ${m.text()}`));
 try {
   await page.addInitScript(ddClientShim, BRIDGE);
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
@@ -88,6 +91,7 @@ try {
   await page.getByRole("button", { name: `Leave ${WORKLOAD}` }).waitFor({ timeout: 30_000 });
   // The Go side checks that the cluster's request reaches the handler; it answers on stdin.
   await new Promise((resolve) => process.stdin.once("data", resolve));
+  process.stdin.destroy(); // an open stdin would keep node running after the story
 
   go("env");
   await page.getByRole("button", { name: `Environment of ${WORKLOAD}` }).click();

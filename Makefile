@@ -78,8 +78,23 @@ ui: ## the Desktop extension's UI: npm ci (when the lockfile changed), unit test
 	  npm ci --no-audit --no-fund --loglevel=error; fi
 	cd desktop/ui && npm test --silent && node build.mjs
 
+# The CLI for the extension's host binaries: each OS, for these architectures (a release sets both).
+EXT_ARCHES ?= $(shell go env GOARCH)
+
+.PHONY: extension
+extension: ui ## the Docker Desktop extension image teledock/desktop-extension:VERSION
+	@for arch in $(EXT_ARCHES); do for os in darwin linux windows; do \
+	  case $$os in windows) ext=.exe;; *) ext=;; esac; out=build/desktop-bin/$$arch/$$os/teledock$$ext; \
+	  echo "go build ./cmd/teledock -> $$out"; \
+	  GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $$out ./cmd/teledock || exit 1; \
+	done; done
+	rm -rf build/desktop-context && mkdir -p build/desktop-context
+	cp -r desktop/metadata.json desktop/teledock.svg desktop/ui/build/ui build/desktop-bin build/desktop-context/
+	scripts/docker-up.sh
+	VERSION=$(VERSION) docker buildx bake --progress plain -f docker-bake.hcl desktop-extension
+
 .PHONY: test-e2e
-test-e2e: cluster-up ui ## end-to-end tests against the local cluster and Docker (and the UI in Chromium)
+test-e2e: cluster-up extension ## end-to-end tests against the local cluster and Docker (and the UI in Chromium)
 	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
 	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) TELEDOCK_E2E_HELM=$(HELM) \
 	TELEDOCK_E2E_CHROMIUM=$(CHROMIUM) \

@@ -45,3 +45,20 @@ target "echo" {
   dockerfile = "../../e2e/images/echo/Dockerfile"
   tags       = ["teledock/echo:${VERSION}"]
 }
+
+# The Docker Desktop extension (make extension): the UI and the CLI for the host, for the platform
+# of the engine it is loaded into; a release sets PLATFORMS and pushes.
+variable "PLATFORMS" {
+  default = ""
+}
+
+target "desktop-extension" {
+  # make extension puts metadata.json, the icon, ui/ and desktop-bin/ARCH/OS/ here.
+  context    = "build/desktop-context"
+  dockerfile = "../../desktop/Dockerfile"
+  args = {
+    VERSION = "${VERSION}"
+  }
+  platforms = PLATFORMS == "" ? [] : split(",", PLATFORMS)
+  tags      = ["teledock/desktop-extension:${VERSION}"]
+}

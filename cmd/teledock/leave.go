@@ -14,6 +14,7 @@ import (
 type leaveOptions struct {
 	intercept  string
 	connection string
+	output     string
 }
 
 func newLeaveCmd(d deps) *cobra.Command {
@@ -31,10 +32,14 @@ func newLeaveCmd(d deps) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opts.connection, "name", "default", "connection name")
+	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: json")
 	return cmd
 }
 
 func runLeave(ctx context.Context, d deps, opts leaveOptions) error {
+	if err := checkOutput(opts.output, "json"); err != nil {
+		return err
+	}
 	_, client, err := openDaemon(ctx, d, opts.connection)
 	if err != nil {
 		return err
@@ -51,6 +56,12 @@ func runLeave(ctx context.Context, d deps, opts leaveOptions) error {
 			return fmt.Errorf("leave: %w %q in connection %s", errNoSuchIntercept, opts.intercept, opts.connection)
 		}
 		return fmt.Errorf("leave %s: %w", opts.intercept, err)
+	}
+	if opts.output == "json" {
+		return writeJSON(d.stdout, struct {
+			SchemaVersion int    `json:"schemaVersion"`
+			Left          string `json:"left"`
+		}{schemaVersion, opts.intercept})
 	}
 	fmt.Fprintf(d.stdout, "Left intercept %s\n", opts.intercept)
 	return nil

@@ -124,7 +124,7 @@ func removeVolumes(d deps, connection, intercept string) {
 
 // interceptRunFlags are the docker run flags that give a container an intercept's environment (an
 // env file, which cleanup removes once docker has read it) and its volumes, if it has any.
-func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, intercept string) (flags []string, cleanup func(), err error) {
+func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, intercept string, withEnv bool) (flags []string, cleanup func(), err error) {
 	client, err := dialDaemon(d, c)
 	if err != nil {
 		return nil, nil, err
@@ -145,15 +145,18 @@ func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, inter
 	if info == nil {
 		return nil, nil, fmt.Errorf("run --intercept: %w %q in connection %s", errNoSuchIntercept, intercept, c.Connection)
 	}
-	envPath, skipped, err := tempEnvFile(info.GetEnvironment())
-	if err != nil {
-		return nil, nil, err
+	cleanup = func() {}
+	if withEnv {
+		envPath, skipped, err := tempEnvFile(info.GetEnvironment())
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(skipped) > 0 {
+			d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
+		}
+		cleanup = func() { _ = os.Remove(envPath) }
+		flags = []string{"--env-file", envPath}
 	}
-	if len(skipped) > 0 {
-		d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
-	}
-	cleanup = func() { _ = os.Remove(envPath) }
-	flags = []string{"--env-file", envPath}
 	docker, err := d.mountsDocker()
 	if err != nil {
 		cleanup()

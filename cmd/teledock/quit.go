@@ -13,7 +13,27 @@ import (
 )
 
 type quitOptions struct {
-	name string
+	name   string
+	output string
+}
+
+// quitJSON is what `quit -o json` prints.
+type quitJSON struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Connection    string `json:"connection"`
+	WasConnected  bool   `json:"was_connected"`
+}
+
+func (o quitOptions) done(d deps, wasConnected bool) error {
+	if o.output == "json" {
+		return writeJSON(d.stdout, quitJSON{schemaVersion, o.name, wasConnected})
+	}
+	if wasConnected {
+		_, err := fmt.Fprintln(d.stdout, "Disconnected")
+		return err
+	}
+	_, err := fmt.Fprintln(d.stdout, "Not connected")
+	return err
 }
 
 func newQuitCmd(d deps) *cobra.Command {
@@ -27,10 +47,14 @@ func newQuitCmd(d deps) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return runQuit(cmd.Context(), d, opts) },
 	}
 	cmd.Flags().StringVar(&opts.name, "name", "default", "connection name")
+	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: json")
 	return cmd
 }
 
 func runQuit(ctx context.Context, d deps, opts quitOptions) error {
+	if err := checkOutput(opts.output, "json"); err != nil {
+		return err
+	}
 	if err := launcher.ValidateName(opts.name); err != nil {
 		return err
 	}
@@ -47,8 +71,7 @@ func runQuit(ctx context.Context, d deps, opts quitOptions) error {
 		if err := d.connections.Remove(opts.name); err != nil {
 			return err
 		}
-		fmt.Fprintln(d.stdout, "Not connected")
-		return nil
+		return opts.done(d, false)
 	case err != nil:
 		return err
 	}
@@ -65,8 +88,7 @@ func runQuit(ctx context.Context, d deps, opts quitOptions) error {
 	if err := d.connections.Remove(opts.name); err != nil {
 		return err
 	}
-	fmt.Fprintln(d.stdout, "Disconnected")
-	return nil
+	return opts.done(d, true)
 }
 
 // quitDaemon asks the daemon to depart. Failure is only logged: the container goes anyway.

@@ -17,14 +17,15 @@ import (
 
 type runOptions struct {
 	connection string
-	intercept  string   // --intercept NAME: the intercept whose volumes the container gets
+	intercept  string   // --intercept NAME: the intercept whose env and volumes the container gets
+	noPodEnv   bool     // --no-pod-env: with --intercept, the volumes only
 	dockerArgs []string // everything after `run`, for `docker run`
 	help       bool
 }
 
 func newRunCmd(d deps) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run [--connection NAME] [--intercept NAME] [docker run flags] IMAGE [COMMAND] [ARG...]",
+		Use:   "run [--connection NAME] [--intercept NAME [--no-pod-env]] [docker run flags] IMAGE [COMMAND] [ARG...]",
 		Short: "Run a container in the connection's network: it resolves and reaches the cluster",
 		Long: "Run a container with `docker run`, joined to the daemon container's network namespace:\n" +
 			"it resolves cluster names and reaches pods and services.\n\n" +
@@ -32,7 +33,7 @@ func newRunCmd(d deps) *cobra.Command {
 			"--dns, --hostname, ...) are refused: the network is the daemon's. --connection NAME (first,\n" +
 			"or TELEDOCK_CONNECTION) picks the connection; the default is \"default\". --intercept NAME\n" +
 			"gives the container that intercept's environment and volumes (at the pod's paths), as\n" +
-			"intercept --docker-run does.\n" +
+			"intercept --docker-run does (--no-pod-env: the volumes only).\n" +
 			"The exit code is the container's.",
 		// docker run's flags are passed through untouched; they are parsed only to find the image
 		// and to refuse the network flags.
@@ -62,7 +63,7 @@ func runRun(ctx context.Context, d deps, opts runOptions) error {
 	interrupt := func(cmd *exec.Cmd) error { return cmd.Process.Signal(os.Interrupt) }
 	args := opts.dockerArgs
 	if opts.intercept != "" {
-		flags, cleanup, err := interceptRunFlags(ctx, d, c, opts.intercept)
+		flags, cleanup, err := interceptRunFlags(ctx, d, c, opts.intercept, !opts.noPodEnv)
 		if err != nil {
 			return err
 		}
@@ -158,6 +159,9 @@ func parseRunArgs(args []string, envConnection string) (runOptions, error) {
 	for len(args) > 0 {
 		var flag, value string
 		switch a := args[0]; {
+		case a == "--no-pod-env":
+			opts.noPodEnv, args = true, args[1:]
+			continue
 		case a == "--connection" || a == "--intercept":
 			if len(args) < 2 {
 				return opts, fmt.Errorf("%s needs a%s name", a, map[bool]string{true: " connection", false: "n intercept"}[a == "--connection"])

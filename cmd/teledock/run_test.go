@@ -89,3 +89,10 @@ func TestParseRunArgsIntercept(t *testing.T) {
 		t.Error("an empty --intercept was accepted")
 	}
 }
+
+func TestParseRunArgsNoPodEnv(t *testing.T) {
+	opts, err := parseRunArgs([]string{"--intercept", "echo", "--no-pod-env", "alpine"}, "")
+	if err != nil || !opts.noPodEnv || opts.intercept != "echo" || len(opts.dockerArgs) != 1 {
+		t.Errorf("got %+v, %v", opts, err)
+	}
+}

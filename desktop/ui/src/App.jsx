@@ -139,7 +139,7 @@ function WorkloadsView({ teledock, onHandler }) {
 }
 
 function InterceptDialog({ teledock, workload, onClose }) {
-  const [form, setForm] = useState({ workload: workload.name, name: workload.name, localPort: "8080", servicePort: "", handler: "image", image: "", container: "", mounts: true });
+  const [form, setForm] = useState({ workload: workload.name, name: workload.name, localPort: "8080", servicePort: "", handler: "image", image: "", container: "", env: true, mounts: true });
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
   const set = (k) => (e) => setForm({ ...form, [k]: e.target.type === "checkbox" ? e.target.checked : e.target.value });
@@ -177,7 +177,8 @@ function InterceptDialog({ teledock, workload, onClose }) {
           {form.handler === "compose" && (
             <Alert severity="info">Mark the service with <code>x-teledock: {"{"}intercept: {workload.name}{"}"}</code> and run <code>teledock compose up</code> in the project's folder.</Alert>
           )}
-          <FormControlLabel control={<Switch checked={form.mounts} onChange={set("mounts")} />} label="The pod's environment and volumes in the handler" />
+          <FormControlLabel control={<Switch checked={form.env} onChange={set("env")} />} label="Import the pod's environment into the handler" />
+          <FormControlLabel control={<Switch checked={form.mounts} onChange={set("mounts")} />} label="Mount the pod's volumes in the handler" />
           <TextField label="Equivalent command" InputProps={{ readOnly: true }} multiline
             value={commandLine(args) + (form.handler === "image" && form.image ? "\n" + commandLine(handlerArgs(form, CONNECTION)) : "")} />
           <ErrorBox error={error} />

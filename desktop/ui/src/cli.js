@@ -99,12 +99,15 @@ export function interceptArgs(form, connection) {
   return args;
 }
 
-// handlerArgs is the `teledock run` that starts an image as the intercept's handler: in the
-// connection's network, with the pod's environment and (with mounts on) its volumes.
+// handlerArgs is the `teledock run` that starts an image as the intercept's handler, in the
+// connection's network, with the pod's environment (env on) and volumes (mounts on).
 export function handlerArgs(form, connection) {
   const args = ["run", "--connection", connection];
-  if (form.mounts) {
+  if (form.env || form.mounts) {
     args.push("--intercept", form.name || form.workload);
+    if (!form.env) {
+      args.push("--no-pod-env");
+    }
   }
   args.push("-d", "--rm", "--name", handlerName(form));
   if (form.localPort) {

@@ -22,23 +22,10 @@ export function makeTeledock(dd) {
     connect: (context, namespace) =>
       run(["connect", "--name", CONNECTION, ...(context ? ["--context", context] : []), ...(namespace ? ["-n", namespace] : [])]),
     install: (context) => run(["install", ...(context ? ["--context", context] : [])]),
-    quit: async () => {
-      // quit has no JSON document: it prints a line; its failure is what matters.
-      try {
-        await host.exec("teledock", ["quit", "--name", CONNECTION]);
-      } catch (e) {
-        throw new CliError({ message: (e.stderr || "").trim() || "quit failed" });
-      }
-    },
+    quit: () => run(["quit", "--name", CONNECTION]),
     list: () => run(["list", "--name", CONNECTION]),
     env: (name) => run(["env", name, "--name", CONNECTION]),
-    leave: async (name) => {
-      try {
-        await host.exec("teledock", ["leave", name, "--name", CONNECTION]);
-      } catch (e) {
-        throw new CliError({ message: (e.stderr || "").trim() || "leave failed" });
-      }
-    },
+    leave: (name) => run(["leave", name, "--name", CONNECTION]),
     // startHandler runs `teledock run ... -d`: it prints the container ID, not JSON.
     startHandler: async (args) => {
       try {

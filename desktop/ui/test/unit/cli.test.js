@@ -40,9 +40,11 @@ test("health from a status document", () => {
 });
 
 test("the intercept dialog's command", () => {
-  const form = { workload: "echo", name: "", localPort: 8080, servicePort: "http", handler: "image", image: "my/img:1", mounts: true };
+  const form = { workload: "echo", name: "", localPort: 8080, servicePort: "http", handler: "image", image: "my/img:1", env: true, mounts: true };
   assert.deepEqual(interceptArgs(form, "default"), ["intercept", "echo", "--port", "8080:http", "--name", "default"]);
   assert.deepEqual(handlerArgs(form, "default"), ["run", "--connection", "default", "--intercept", "echo", "-d", "--rm", "--name", "echo-handler", "-e", "PORT=8080", "my/img:1"]);
+  assert.deepEqual(handlerArgs({ ...form, env: false }, "default").slice(3, 6), ["--intercept", "echo", "--no-pod-env"]);
+  assert.ok(!handlerArgs({ ...form, env: false, mounts: false }, "default").includes("--intercept"));
   const other = { ...form, name: "mine", handler: "container", container: "web", mounts: false, servicePort: "" };
   assert.deepEqual(interceptArgs(other, "c2"), ["intercept", "mine", "--workload", "echo", "--port", "8080", "--address", "web", "--mount=false", "--name", "c2"]);
   assert.equal(commandLine(["intercept", "a b", "--port", "80"]), "teledock intercept 'a b' --port 80");

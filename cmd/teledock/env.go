@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
+	managerv1 "teledock.dev/teledock/api/manager/v1"
 )
 
 type envOptions struct {
@@ -44,30 +45,39 @@ func runEnv(ctx context.Context, d deps, opts envOptions) error {
 		return err
 	}
 	defer client.Close()
+	info, err := findIntercept(ctx, client, opts.intercept)
+	if err != nil {
+		return fmt.Errorf("env: %w in connection %s", err, opts.connection)
+	}
+	env := info.GetEnvironment()
+	if env == nil {
+		env = map[string]string{}
+	}
+	if opts.output == "json" {
+		return writeJSON(d.stdout, struct {
+			SchemaVersion int               `json:"schemaVersion"`
+			Intercept     string            `json:"intercept"`
+			Environment   map[string]string `json:"environment"`
+		}{schemaVersion, opts.intercept, env})
+	}
+	data, _ := envFileLines(env)
+	_, err = d.stdout.Write(data)
+	return err
+}
+
+// findIntercept returns the connection's intercept of that name, as the daemon keeps it (with the
+// pod's environment), or an error wrapping errNoSuchIntercept.
+func findIntercept(ctx context.Context, client *daemonClient, name string) (*managerv1.InterceptInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	list, err := client.ListIntercepts(ctx, &daemonv1.ListInterceptsRequest{})
 	if err != nil {
-		return fmt.Errorf("env: %w", fromDaemon(err))
+		return nil, fmt.Errorf("list intercepts: %w", fromDaemon(err))
 	}
 	for _, ic := range list.GetIntercepts() {
-		if ic.GetName() != opts.intercept {
-			continue
+		if ic.GetName() == name {
+			return ic, nil
 		}
-		env := ic.GetEnvironment()
-		if env == nil {
-			env = map[string]string{}
-		}
-		if opts.output == "json" {
-			return writeJSON(d.stdout, struct {
-				SchemaVersion int               `json:"schemaVersion"`
-				Intercept     string            `json:"intercept"`
-				Environment   map[string]string `json:"environment"`
-			}{schemaVersion, opts.intercept, env})
-		}
-		data, _ := envFileLines(env)
-		_, err := d.stdout.Write(data)
-		return err
 	}
-	return fmt.Errorf("env: %w %q in connection %s", errNoSuchIntercept, opts.intercept, opts.connection)
+	return nil, fmt.Errorf("%w %q", errNoSuchIntercept, name)
 }

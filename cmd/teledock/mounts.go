@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/mounts"
@@ -130,20 +129,9 @@ func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, inter
 		return nil, nil, err
 	}
 	defer client.Close()
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	list, err := client.ListIntercepts(lctx, &daemonv1.ListInterceptsRequest{})
+	info, err := findIntercept(ctx, client, intercept)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list intercepts: %w", fromDaemon(err))
-	}
-	var info *managerv1.InterceptInfo
-	for _, ic := range list.GetIntercepts() {
-		if ic.GetName() == intercept {
-			info = ic
-		}
-	}
-	if info == nil {
-		return nil, nil, fmt.Errorf("run --intercept: %w %q in connection %s", errNoSuchIntercept, intercept, c.Connection)
+		return nil, nil, fmt.Errorf("run --intercept: %w in connection %s", err, c.Connection)
 	}
 	cleanup = func() {}
 	if withEnv {

@@ -26,6 +26,7 @@ import (
 	"teledock.dev/teledock/daemoncontainer/netstack"
 	"teledock.dev/teledock/daemoncontainer/session"
 	"teledock.dev/teledock/internal/podfs"
+	"teledock.dev/teledock/internal/pprofserver"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -105,6 +106,13 @@ func main() {
 	if cfg.hostname == "" {
 		cfg.hostname, _ = os.Hostname()
 	}
+
+	stopProfiler, err := pprofserver.Start(os.Getenv(pprofserver.Env), log)
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		os.Exit(2)
+	}
+	defer stopProfiler()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -16,6 +16,7 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/pprofserver"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -114,8 +115,15 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 		User:             d.username,
 		Transport:        opts.transport,
 	}
-	if v := d.getenv("TELEDOCK_DEBUG"); v != "" {
-		spec.Env = map[string]string{"TELEDOCK_DEBUG": v}
+	// Passed on to the daemon: more logging, and the opt-in profiler (on the daemon's loopback,
+	// which `teledock run` containers share).
+	for _, k := range []string{"TELEDOCK_DEBUG", pprofserver.Env} {
+		if v := d.getenv(k); v != "" {
+			if spec.Env == nil {
+				spec.Env = map[string]string{}
+			}
+			spec.Env[k] = v
+		}
 	}
 	fmt.Fprintf(d.stderr, "Starting daemon container %s (%s)\n", launcher.ContainerName(opts.name), opts.image)
 	c, err = l.Start(ctx, spec)

@@ -28,6 +28,7 @@ import (
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/manager"
+	"teledock.dev/teledock/internal/pprofserver"
 	"teledock.dev/teledock/internal/version"
 	"teledock.dev/teledock/tunnel"
 )
@@ -129,6 +130,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	stopProfiler, err := pprofserver.Start(getenv(pprofserver.Env), log)
+	if err != nil {
+		return err
+	}
+	defer stopProfiler()
 
 	restCfg, err := restConfig(o.kubeconfig)
 	if err != nil {

@@ -283,16 +283,17 @@ func Remove(ctx context.Context, docker Docker, connection, intercept string) er
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	// One deadline for all: a container that keeps using them should not cost 10 s per volume.
+	deadline := time.Now().Add(10 * time.Second)
 	for _, v := range vols {
-		if err := removeVolume(ctx, docker, v.Name); err != nil {
+		if err := removeVolume(ctx, docker, v.Name, deadline); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func removeVolume(ctx context.Context, docker Docker, name string) error {
-	deadline := time.Now().Add(10 * time.Second)
+func removeVolume(ctx context.Context, docker Docker, name string, deadline time.Time) error {
 	for {
 		err := docker.VolumeRemove(ctx, name, false)
 		switch {

@@ -269,3 +269,30 @@ func TestAutoFallsBackToCopy(t *testing.T) {
 		t.Errorf("plugin mode on a locked-down engine: %v", err)
 	}
 }
+
+// racedInstall is an engine where another teledock installs the plugin between our inspect and
+// our create.
+type racedInstall struct {
+	lockedDown
+	inspects int
+}
+
+func (f *racedInstall) PluginInspectWithRaw(context.Context, string) (*types.Plugin, []byte, error) {
+	f.inspects++
+	if f.inspects == 1 {
+		return nil, nil, cerrdefs.ErrNotFound
+	}
+	return &types.Plugin{Enabled: true}, nil, nil
+}
+
+func (f *racedInstall) PluginCreate(_ context.Context, r io.Reader, _ types.PluginCreateOptions) error {
+	_, _ = io.Copy(io.Discard, r)
+	return errors.New("plugin teledock/volumes:v1 already exists")
+}
+
+func TestEnsurePluginInstalledMeanwhile(t *testing.T) {
+	f := &racedInstall{}
+	if err := EnsurePlugin(context.Background(), f, "teledock/volumes:v1", "teledock/daemon:v1", slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Errorf("a plugin installed meanwhile: %v", err)
+	}
+}

@@ -52,6 +52,13 @@ func EnsurePlugin(ctx context.Context, docker Docker, name, image string, log *s
 	}
 	log.Debug("installing the volume plugin", "plugin", name, "image", image)
 	if err := create(ctx, docker, name, image); err != nil {
+		// Another teledock may have installed it meanwhile (two first intercepts at once).
+		if p, _, ierr := docker.PluginInspectWithRaw(ctx, name); ierr == nil {
+			if p.Enabled {
+				return nil
+			}
+			return enable(ctx, docker, name)
+		}
 		return err
 	}
 	if err := enable(ctx, docker, name); err != nil {

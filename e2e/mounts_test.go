@@ -217,6 +217,18 @@ func TestInterceptMounts(t *testing.T) {
 		}
 	})
 
+	t.Run("uninstall --agents removes the cluster's volumes", func(t *testing.T) {
+		must(t, teledock(t, "intercept", "vols", "--port", "8080", "--name", conn), "intercept with volumes")
+		if vols := volumesOf(t, conn); len(vols) != 8 {
+			t.Fatalf("volumes %q, want 4", vols)
+		}
+		must(t, teledock(t, "uninstall", "--agents", "--kubeconfig", cfg.kubeconfig, "--manager-namespace", managerNamespace), "uninstall --agents")
+		if vols := volumesOf(t, conn); len(vols) != 0 {
+			t.Errorf("volumes after uninstall --agents: %q", vols)
+		}
+		teledock(t, "leave", "vols", "--name", conn)
+	})
+
 	t.Run("bad flags", func(t *testing.T) {
 		r := teledock(t, "intercept", "vols", "--name", conn, "--mount-mode", "nfs")
 		if r.err == nil || !strings.Contains(r.stderr, "auto, plugin or copy") {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/spf13/cobra"
 
 	"teledock.dev/teledock/cluster/install"
+	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
 type uninstallOptions struct {
@@ -23,7 +26,9 @@ func newUninstallCmd(d deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove the traffic-manager and everything it installed from the cluster",
-		Long: "Remove the traffic-manager release, and its namespace when `teledock install` created it.\n\n" +
+		Long: "Remove the traffic-manager release, and its namespace when `teledock install` created it.\n" +
+			"The traffic-agents go first, and with them the Docker volumes of the intercepts of this\n" +
+			"cluster's connections.\n\n" +
 			"Uninstall is idempotent: uninstalling what is not installed succeeds.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUninstall(cmd.Context(), d, opts) },
@@ -51,6 +56,8 @@ func runUninstall(ctx context.Context, d deps, opts uninstallOptions) error {
 	if err := install.RemoveAgents(ctx, cfg); err != nil {
 		return fmt.Errorf("remove the traffic-agents: %w", err)
 	}
+	// The agents served the intercepts' volumes: those of this cluster's connections are dead now.
+	removeClusterVolumes(ctx, d, opts)
 	if opts.agents {
 		fmt.Fprintln(d.stdout, "Traffic agents removed; the traffic-manager stays")
 		return nil
@@ -60,4 +67,34 @@ func runUninstall(ctx context.Context, d deps, opts uninstallOptions) error {
 	}
 	fmt.Fprintf(d.stdout, "Traffic Manager uninstalled from namespace %s\n", opts.managerNamespace)
 	return nil
+}
+
+// removeClusterVolumes removes the intercept volumes of the connections whose daemon talks to the
+// cluster of opts (by API server URL). Failures are only logged: uninstall itself worked.
+func removeClusterVolumes(ctx context.Context, d deps, opts uninstallOptions) {
+	contexts, err := launcher.Contexts(opts.kubeconfig)
+	if err != nil {
+		return
+	}
+	server := ""
+	for _, c := range contexts {
+		if c.Name == opts.context || (opts.context == "" && c.Current) {
+			server = c.Server
+		}
+	}
+	docker, err := d.docker()
+	if server == "" || err != nil {
+		return
+	}
+	daemons, err := docker.ContainerList(ctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", launcher.LabelServer+"="+server))})
+	if err != nil {
+		d.log.Debug("volumes of the cluster's connections not removed", "err", err)
+		return
+	}
+	for _, c := range daemons {
+		if name := c.Labels[launcher.LabelName]; name != "" {
+			removeVolumes(d, name, "")
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 
 	"teledock.dev/teledock/agent/agentconfig"
@@ -100,4 +99,4 @@ func (s *volumeServer) close() {
 	s.fs.Close()
 }
 
-func volumesAddr() string { return "127.0.0.1:" + strconv.Itoa(agentconfig.VolumesPort) }
+func volumesAddr() string { return agentconfig.VolumesAddr.String() }

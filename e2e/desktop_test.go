@@ -28,12 +28,10 @@ import (
 // ddClient asks, from an allowlist: the teledock binary (against the built-in cluster's
 // kubeconfig), and `docker logs` / `docker rm -f`.
 type bridge struct {
-	t       *testing.T
-	uiDir   string
-	env     []string
-	mu      sync.Mutex
-	calls   []string // what the UI ran, for the test log
-	streams sync.WaitGroup
+	uiDir string
+	env   []string
+	mu    sync.Mutex
+	calls []string // what the UI ran, for the test log
 }
 
 type execRequest struct {
@@ -94,8 +92,6 @@ func (b *bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // stream copies the command's stdout to the response as it comes, until it exits or the page
 // closes the request (which kills it).
 func (b *bridge) stream(w http.ResponseWriter, cmd *exec.Cmd) {
-	b.streams.Add(1)
-	defer b.streams.Done()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -144,7 +140,7 @@ func TestDesktopExtensionStory(t *testing.T) {
 		teledock(t, "quit", "--name", "default")
 	})
 
-	b := &bridge{t: t, uiDir: uiDir, env: append(os.Environ(), "KUBECONFIG="+cfg.kubeconfig)}
+	b := &bridge{uiDir: uiDir, env: append(os.Environ(), "KUBECONFIG="+cfg.kubeconfig)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package agentconfig
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path"
 )
 
@@ -17,6 +18,10 @@ const (
 	// VolumesPort is the SFTP server's port on 127.0.0.1 in the pod, just below the health port.
 	VolumesPort = 9898
 )
+
+// VolumesAddr is the SFTP server's address as the pod sees it: where the agent listens, and the
+// only address the daemon's Volumes tunnel may ask for.
+var VolumesAddr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), VolumesPort)
 
 // Mount is one volume mount of an app container.
 type Mount struct {

@@ -35,6 +35,16 @@ func writeEnvJSON(path string, env map[string]string) error {
 	return nil
 }
 
+// handlerEnvFile is tempEnvFile for a container teledock starts: what the format cannot hold is
+// left out with a warning.
+func handlerEnvFile(d deps, env map[string]string) (string, error) {
+	path, skipped, err := tempEnvFile(env)
+	if len(skipped) > 0 {
+		d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
+	}
+	return path, err
+}
+
 // tempEnvFile writes env to a new private temporary file for a handler container and returns its
 // path; the caller removes it.
 func tempEnvFile(env map[string]string) (path string, skipped []string, err error) {

@@ -352,14 +352,11 @@ func writeEnv(d deps, opts interceptOptions, env map[string]string) error {
 // so end the intercept); the exit code is the container's.
 func runHandler(ctx context.Context, d deps, c *launcher.Container, info *managerv1.InterceptInfo, vols *mountReport, args []string, scanned dockerRunArgs) error {
 
-	envPath, skipped, err := tempEnvFile(info.GetEnvironment())
+	envPath, err := handlerEnvFile(d, info.GetEnvironment())
 	if err != nil {
 		return err
 	}
 	defer os.Remove(envPath)
-	if len(skipped) > 0 {
-		d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
-	}
 	docker, err := d.docker()
 	if err != nil {
 		return err

@@ -135,12 +135,9 @@ func interceptRunFlags(ctx context.Context, d deps, c *launcher.Container, inter
 	}
 	cleanup = func() {}
 	if withEnv {
-		envPath, skipped, err := tempEnvFile(info.GetEnvironment())
+		envPath, err := handlerEnvFile(d, info.GetEnvironment())
 		if err != nil {
 			return nil, nil, err
-		}
-		if len(skipped) > 0 {
-			d.log.Warn("environment variables docker --env-file cannot hold were left out", "names", skipped)
 		}
 		cleanup = func() { _ = os.Remove(envPath) }
 		flags = []string{"--env-file", envPath}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,9 +15,9 @@ import (
 	"teledock.dev/teledock/tunnel"
 )
 
-// volumesAddr is the one address a Volumes tunnel may ask for: the agent's SFTP server as the pod
-// sees it. The API is no general way into the pod's loopback.
-var volumesAddr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), agentconfig.VolumesPort).String()
+// volumesAddr is the one address a Volumes tunnel may ask for: the API is no general way into the
+// pod's loopback.
+var volumesAddr = agentconfig.VolumesAddr.String()
 
 // Volumes carries one tunnel to the SFTP server of an intercept's agent.
 func (d *Daemon) Volumes(stream daemonv1.Daemon_VolumesServer) error {

@@ -10,17 +10,12 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"teledock.dev/teledock/internal/podfs"
 )
-
-func volumeListByDriver(driver string) volume.ListOptions {
-	return volume.ListOptions{Filters: filters.NewArgs(filters.Arg("driver", driver))}
-}
 
 // createCopies makes plain local volumes and starts the helper that fills and refreshes them, then
 // waits for its first copy.

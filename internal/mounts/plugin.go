@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/volume"
 )
 
 // PluginPrefix names teledock's plugins: teledock/volumes:VERSION.
@@ -161,7 +162,7 @@ func RemovePlugins(ctx context.Context, docker Docker) error {
 		if !strings.HasPrefix(p.Name, PluginPrefix+":") {
 			continue
 		}
-		vols, err := docker.VolumeList(ctx, volumeListByDriver(p.Name))
+		vols, err := docker.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("driver", p.Name))})
 		if err != nil {
 			errs = append(errs, err)
 			continue

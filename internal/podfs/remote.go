@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -150,8 +149,6 @@ func (r *Remote) session(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-var volumesAddr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), agentconfig.VolumesPort)
-
 func dial(ctx context.Context, cfg Config) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
@@ -167,7 +164,7 @@ func dial(ctx context.Context, cfg Config) (*session, error) {
 		}
 		return s, nil
 	}
-	conn, err := tunnel.DialStream(ctx, open, &managerv1.Dial{InterceptId: cfg.Intercept}, "tcp", volumesAddr)
+	conn, err := tunnel.DialStream(ctx, open, &managerv1.Dial{InterceptId: cfg.Intercept}, "tcp", agentconfig.VolumesAddr)
 	if err != nil {
 		_ = gc.Close()
 		return nil, fmt.Errorf("volumes of %s: %w", cfg.Intercept, err)

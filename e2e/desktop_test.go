@@ -183,13 +183,16 @@ func TestDesktopExtensionStory(t *testing.T) {
 		case line == "INTERCEPTED":
 			// A request made inside the cluster (to the Service's ClusterIP, through kube-proxy) is
 			// answered by the handler the UI started: the pod's text, the handler's hostname.
-			eventually(t, 60*time.Second, "the cluster's request answered by the handler", func() error {
-				r := httpGet("http://" + clusterIP + "/")
-				if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from ") || strings.Contains(r.stdout, " from echo-") {
-					return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-				}
-				return nil
+			var last string
+			ok := poll(60*time.Second, func() bool {
+				r := httpGetVerbose("http://" + clusterIP + "/")
+				last = r
+				return strings.HasPrefix(r, "200 OK\n"+app.Text+" from ") && !strings.Contains(r, " from echo-")
 			})
+			if !ok {
+				logHandlerState(t, ns)
+				t.Fatalf("the cluster's request answered by the handler: not within 60s; the last answer: %q", last)
+			}
 			_, _ = io.WriteString(stdin, "go on\n")
 			_ = stdin.Close()
 		case strings.HasPrefix(line, "REVEALED "):
@@ -227,4 +230,54 @@ func TestDesktopExtensionStory(t *testing.T) {
 			t.Errorf("screenshot %s: %v", want, err)
 		}
 	}
+}
+
+// httpGetVerbose is "STATUS\nBODY", or "error: ..." — everything a failed check should show.
+func httpGetVerbose(url string) string {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	s := fmt.Sprintf("%s\n%s", resp.Status, b)
+	if err != nil {
+		s += " (read: " + err.Error() + ")"
+	}
+	if len(b) == 0 {
+		s += fmt.Sprintf(" [proto %s, headers %v]", resp.Proto, resp.Header)
+	}
+	return s
+}
+
+// poll calls f until it is true or the timeout ends.
+func poll(timeout time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !f() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return true
+}
+
+// logHandlerState logs what a failed handler check needs: the containers, the connection's
+// status and intercepts, the handler's and the daemon's logs.
+func logHandlerState(t *testing.T, ns string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}} {{.Status}} {{.Image}}"},
+		{"logs", "--tail", "50", "echo-handler"},
+		{"logs", "--tail", "80", "teledock-daemon-default"},
+	} {
+		r := docker(t, args...)
+		t.Logf("docker %s:\n%s%s", strings.Join(args, " "), r.stdout, r.stderr)
+	}
+	for _, args := range [][]string{{"status", "--name", "default", "-o", "json"}, {"list", "--name", "default", "-o", "json"}} {
+		r := teledock(t, args...)
+		t.Logf("teledock %s:\n%s%s", strings.Join(args, " "), r.stdout, r.stderr)
+	}
+	r := kubectl(t, "-n", ns, "get", "pods,endpoints", "-o", "wide")
+	t.Logf("kubectl get pods,endpoints:\n%s%s", r.stdout, r.stderr)
 }

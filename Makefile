@@ -108,10 +108,11 @@ demo: cluster-up ## the main job on the built-in cluster
 	KUBECTL=$(KUBECTL) KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK=$(CURDIR)/bin/teledock VERSION=$(VERSION) scripts/demo.sh
 
 .PHONY: bench
-bench: cluster-up ## benchmarks, printed as ratios against kubectl port-forward and direct access
+bench: cluster-up ## benchmarks as ratios to kubectl port-forward and direct access (BENCH=Paths: one; PROFILE=1: CPU profiles in build/profiles)
 	TELEDOCK_E2E_KUBECONFIG=$(KUBECONFIG_FILE) TELEDOCK_E2E_KUBECTL=$(KUBECTL) \
 	TELEDOCK_E2E_BINARY=$(CURDIR)/bin/teledock TELEDOCK_E2E_VERSION=$(VERSION) \
-	  TELEDOCK_BENCH=1 go test -tags e2e -count=1 -timeout 30m -run "^TestBench" -v ./e2e/...
+	  $(if $(PROFILE),TELEDOCK_PPROF=127.0.0.1:6060 TELEDOCK_BENCH_PROFILE=$(CURDIR)/build/profiles) \
+	  TELEDOCK_BENCH=1 go test -tags e2e -count=1 -timeout 30m -run "^TestBench$(BENCH)" -v ./e2e/...
 
 .PHONY: clean
 clean: ## remove build outputs (not the tool cache)

@@ -196,6 +196,7 @@ type benchPath struct {
 	name  string
 	base  string
 	probe prober
+	conn  string // the teledock connection the row goes through, if any (for PROFILE=1)
 }
 
 // pathResult is a benchPath measured, with the CPU the machine spent during each transfer.
@@ -219,7 +220,12 @@ func measurePaths(t testing.TB, paths []benchPath, load benchLoad) []pathResult 
 	best := make([]pathResult, len(paths))
 	for round := range rounds {
 		for i, p := range paths {
+			wait := func() {}
+			if round == 0 {
+				wait = profileRow(t, p.name, p.conn)
+			}
 			r := measure(t, p, load)
+			wait()
 			if round == 0 || best[i].err != nil {
 				best[i] = r
 				continue

@@ -56,14 +56,14 @@ func TestBenchPaths(t *testing.T) {
 	hostNet := dockerProbe("--network", "host")
 	bridge := dockerProbe("--add-host", "host.docker.internal:host-gateway")
 	paths := []benchPath{
-		{"direct host -> pod, host process", direct, hostProbe},
-		{"direct host -> pod, container (host net) [ref]", direct, hostNet},
-		{"kubectl port-forward, host process", "http://127.0.0.1:" + pf.port, hostProbe},
-		{"kubectl port-forward, container (host net) [ref]", "http://127.0.0.1:" + pf.port, hostNet},
-		{"kubectl port-forward, container (bridge)", "http://host.docker.internal:" + pf.port, bridge},
-		{"teledock run -> service echo", "http://echo", teledockProbe(conn)},
-		{"tunnel only, via kubectl port-forward, host process", "http://127.0.0.1:" + viaPF, hostProbe},
-		{"teledock run (direct transport) -> service echo", "http://echo", teledockProbe(directConn)},
+		{"direct host -> pod, host process", direct, hostProbe, ""},
+		{"direct host -> pod, container (host net) [ref]", direct, hostNet, ""},
+		{"kubectl port-forward, host process", "http://127.0.0.1:" + pf.port, hostProbe, ""},
+		{"kubectl port-forward, container (host net) [ref]", "http://127.0.0.1:" + pf.port, hostNet, ""},
+		{"kubectl port-forward, container (bridge)", "http://host.docker.internal:" + pf.port, bridge, ""},
+		{"teledock run -> service echo", "http://echo", teledockProbe(conn), conn},
+		{"tunnel only, via kubectl port-forward, host process", "http://127.0.0.1:" + viaPF, hostProbe, ""},
+		{"teledock run (direct transport) -> service echo", "http://echo", teledockProbe(directConn), directConn},
 	}
 	results := measurePaths(t, paths, pathsLoad)
 	const refDirect, refPF, teledockRow, directRow = 1, 3, 5, 7
@@ -197,11 +197,11 @@ func TestBenchDelayedPaths(t *testing.T) {
 
 	hostNet := dockerProbe("--network", "host")
 	paths := []benchPath{
-		{"direct host -> pod, container (host net) [ref]", "http://" + podIP + ":8080", hostNet},
-		{"kubectl port-forward +20ms, container (host net) [ref]", "http://127.0.0.1:" + pf.port, hostNet},
+		{"direct host -> pod, container (host net) [ref]", "http://" + podIP + ":8080", hostNet, ""},
+		{"kubectl port-forward +20ms, container (host net) [ref]", "http://127.0.0.1:" + pf.port, hostNet, ""},
 		{"kubectl port-forward +20ms, container (bridge)", "http://host.docker.internal:" + pf.port,
-			dockerProbe("--add-host", "host.docker.internal:host-gateway")},
-		{"teledock run +20ms -> service echo", "http://echo", teledockProbe(conn)},
+			dockerProbe("--add-host", "host.docker.internal:host-gateway"), ""},
+		{"teledock run +20ms -> service echo", "http://echo", teledockProbe(conn), conn},
 	}
 	results := measurePaths(t, paths, delayedLoad)
 	const refDirect, refPF, teledockRow = 0, 1, 3

@@ -225,8 +225,8 @@ func (c *Conn) recv() {
 		c.cancel()
 		return
 	}
-	// The payload was freshly allocated by the unmarshaller, so keeping it past the next RecvMsg
-	// (which allocates a new one) is safe.
+	// The codec decodes the next message into this payload's array (no allocation per chunk):
+	// Read receives again only once c.rest is used up.
 	c.rest = d.GetPayload()
 	if c.udp && c.rest == nil && !d.GetCloseWrite() {
 		c.rest = []byte{}

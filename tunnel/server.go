@@ -105,6 +105,57 @@ func (s *Server) Active() int64 { return s.active.Load() }
 // Serve serves one tunnel stream: it reads the Dial, dials, answers, and copies until the stream
 // ends (see Server).
 func (s *Server) Serve(stream ServerStream) error {
+	_, err := s.serve(stream)
+	return err
+}
+
+// AcceptStream is the acceptor's side of the manager's Accept call.
+type AcceptStream interface {
+	ServerStream
+	CloseSend() error
+}
+
+// Accept serves one paired connection (an intercepted connection, a --to-pod one) as its
+// acceptor: it opens a stream with open, names the connection with accept, serves the Dial the
+// manager forwards on it (Serve), and ends the stream. ctx ends the connection at any time.
+//
+// After a clean Serve (a refused dial, both TCP halves closed) what is still in flight — the
+// refusal, the last bytes, the half-close — would be reset by cancelling the stream at once, so
+// Accept closes its side and waits for the manager's status, at most lingerTimeout. A UDP flow
+// that went idle is the exception: Serve returned with its receive loop still waiting, which must
+// not be joined by a second reader, and an idle flow has nothing in flight, so the cancel ends it.
+func (s *Server) Accept(ctx context.Context, open func(context.Context) (AcceptStream, error), accept *managerv1.Accept) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := open(ctx)
+	if err != nil {
+		return fmt.Errorf("open accept stream: %w", err)
+	}
+	first := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: accept}}
+	if err := stream.Send(first); err != nil {
+		// Send reports a stream that is gone as io.EOF; Recv has the status.
+		if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+			err = rerr
+		}
+		return fmt.Errorf("send accept: %w", err)
+	}
+	udp, err := s.serve(stream)
+	if err != nil {
+		return err // the deferred cancel resets the stream
+	}
+	if err := stream.CloseSend(); err != nil || udp {
+		return nil
+	}
+	t := time.AfterFunc(lingerTimeout, cancel)
+	defer t.Stop()
+	var m managerv1.TunnelMessage
+	for stream.RecvMsg(&m) == nil {
+	}
+	return nil
+}
+
+// serve is Serve, and says whether the stream carried a UDP flow.
+func (s *Server) serve(stream ServerStream) (udp bool, err error) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	// ctx ends with the stream or with the session, whichever ends first.
@@ -113,16 +164,16 @@ func (s *Server) Serve(stream ServerStream) error {
 
 	first, err := stream.Recv()
 	if err != nil {
-		return fmt.Errorf("tunnel: receive dial: %w", err)
+		return false, fmt.Errorf("tunnel: receive dial: %w", err)
 	}
 	d := first.GetDial()
 	if d == nil {
-		return fmt.Errorf("tunnel: first message is %T, not a dial: %w", first.GetMsg(), ErrProtocol)
+		return false, fmt.Errorf("tunnel: first message is %T, not a dial: %w", first.GetMsg(), ErrProtocol)
 	}
 	if s.cfg.Authorize != nil {
 		life, err := s.cfg.Authorize(ctx, d.GetSessionId())
 		if err != nil {
-			return err
+			return false, err
 		}
 		if life != nil {
 			defer context.AfterFunc(life, func() { cancel(context.Cause(life)) })()
@@ -132,8 +183,9 @@ func (s *Server) Serve(stream ServerStream) error {
 
 	network, addr, err := s.target(d)
 	if err != nil {
-		return s.reject(stream, log, err)
+		return false, s.reject(stream, log, err)
 	}
+	udp = network == "udp"
 	timeout := s.cfg.DialTimeout
 	if d.GetTimeoutMs() > 0 {
 		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
@@ -143,9 +195,9 @@ func (s *Server) Serve(stream ServerStream) error {
 	dcancel()
 	if err != nil {
 		if ctx.Err() != nil && stream.Context().Err() == nil {
-			return context.Cause(ctx) // the session ended while dialing
+			return udp, context.Cause(ctx) // the session ended while dialing
 		}
-		return s.reject(stream, log, err)
+		return false, s.reject(stream, log, err) // no receive loop runs: Accept may linger
 	}
 	defer conn.Close()
 	// Closing the dialed connection is what unblocks the copy loops when the session ends.
@@ -153,12 +205,12 @@ func (s *Server) Serve(stream ServerStream) error {
 
 	ok := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}}
 	if err := stream.Send(ok); err != nil {
-		return fmt.Errorf("tunnel: send dial result: %w", err)
+		return udp, fmt.Errorf("tunnel: send dial result: %w", err)
 	}
 
 	start := time.Now()
 	var st stats
-	if network == "udp" {
+	if udp {
 		err = s.copyUDP(stream, conn, &st)
 	} else {
 		err = copyTCP(stream, conn, &st)
@@ -171,7 +223,7 @@ func (s *Server) Serve(stream ServerStream) error {
 		log.Debug("tunnel ended", "up", st.up.Load(), "down", st.down.Load(),
 			"duration", time.Since(start), "error", err)
 	}
-	return err
+	return udp, err
 }
 
 func (s *Server) target(d *managerv1.Dial) (string, string, error) {

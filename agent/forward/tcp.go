@@ -2,10 +2,10 @@ package forward
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"time"
+
+	"teledock.dev/teledock/internal/flow"
 )
 
 // serveTCP accepts connections until the listener is closed.
@@ -43,17 +43,17 @@ func (f *Forwarder) serveTCP(l *net.TCPListener, t Target) {
 func (f *Forwarder) handleTCP(client *net.TCPConn, t Target) {
 	defer f.wg.Done()
 	defer f.untrack(client)
-	flow := Flow{Target: t, Source: addrPort(client.RemoteAddr())}
-	up, dst, err := f.dial(flow)
-	log := f.log.With("target", t.Name, "src", flow.Source, "dst", dst.Name)
+	fl := Flow{Target: t, Source: addrPort(client.RemoteAddr())}
+	up, dst, err := f.dial(fl)
+	log := f.log.With("target", t.Name, "src", fl.Source, "dst", dst.Name)
 	if err != nil {
 		log.Warn("connection refused", "err", err)
-		abort(client)
+		flow.Reset(client)
 		return
 	}
 	if !f.track(up) {
 		up.Close()
-		abort(client)
+		flow.Reset(client)
 		return
 	}
 	defer f.untrack(up)
@@ -63,40 +63,12 @@ func (f *Forwarder) handleTCP(client *net.TCPConn, t Target) {
 	log.Debug("connection done", "err", err)
 }
 
-// join copies both ways, each direction in its own goroutine, and returns when both are done.
-// A flow ends in one of three ways:
-//   - both sides half-close: each EOF is passed on as a CloseWrite, and join returns nil;
-//   - either direction fails (a reset, a broken tunnel): both ends are aborted so that the
-//     other direction stops too, and the errors are returned tagged with their direction;
-//   - the Forwarder closes: it closes both ends, which shows up as the second case.
+// join copies both ways and returns when both are done (flow.Join): both sides' EOFs are passed
+// on as half-closes; a failure either way resets both ends, and the Forwarder closing shows up as
+// one.
 func join(client, upstream Conn) error {
-	errc := make(chan error, 2)
-	go func() { errc <- pipe(upstream, client, "client -> upstream") }()
-	go func() { errc <- pipe(client, upstream, "upstream -> client") }()
-	first := <-errc
-	if first != nil {
-		abort(client)
-		abort(upstream)
-	}
-	return errors.Join(first, <-errc)
-}
-
-// pipe copies src to dst until src ends, then half-closes dst.
-func pipe(dst, src Conn, dir string) error {
-	if _, err := io.Copy(dst, src); err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	if err := dst.CloseWrite(); err != nil {
-		return fmt.Errorf("%s: close write: %w", dir, err)
-	}
-	return nil
-}
-
-// abort closes c, with a TCP reset when c is a TCP connection, so that the peer learns the
-// stream failed instead of taking it for a complete answer.
-func abort(c io.Closer) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
-	c.Close()
+	return flow.Join(flow.Side{Name: "client", End: client}, flow.Side{Name: "upstream", End: upstream}, func() {
+		flow.Reset(client)
+		flow.Reset(upstream)
+	})
 }

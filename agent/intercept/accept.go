@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -22,10 +20,6 @@ import (
 // developer reach ports that only listen there, not use the pod as a hop into the cluster
 // (which the manager's own tunnel does, under its rules).
 var ErrNotLoopback = errors.New("--to-pod connections may only reach the pod's localhost")
-
-// lingerTimeout bounds how long a finished Accept stream waits for the manager to end it, so
-// that the last data and the half-close are delivered rather than cut by a cancel.
-const lingerTimeout = 5 * time.Second
 
 // Accepter opens Accept streams; managerv1.ManagerClient is one.
 type Accepter interface {
@@ -81,49 +75,14 @@ func (p *ToPod) Accept(session string, d *managerv1.IncomingDial) {
 	}()
 }
 
-// serve runs one Accept stream. It ends as tunnel.Server.Serve does, and at Close.
+// serve answers one --to-pod connection (tunnel.Server.Accept); it ends as that does, and at Close.
 func (p *ToPod) serve(log *slog.Logger, session, connID string) error {
-	ctx, cancel := context.WithCancel(p.ctx)
-	defer cancel()
-	// The protocol decides how the stream may end, below; Target is where it is first known.
-	var proto managerv1.Protocol
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{Target: func(d *managerv1.Dial) (string, string, error) {
-		proto = d.GetProtocol()
-		return LoopbackTarget(d)
-	}}, p.dial, log)
+	srv, err := tunnel.NewServer(tunnel.ServerConfig{Target: LoopbackTarget}, p.dial, log)
 	if err != nil {
 		return err
 	}
-	stream, err := p.mgr.Accept(ctx)
-	if err != nil {
-		return fmt.Errorf("open accept stream: %w", err)
-	}
-	first := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{SessionId: session, ConnId: connID}}}
-	if err := stream.Send(first); err != nil {
-		// Send reports a stream that is gone as io.EOF; Recv has the status.
-		if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
-			err = rerr
-		}
-		return fmt.Errorf("send accept: %w", err)
-	}
-	if err := srv.Serve(stream); err != nil {
-		return err
-	}
-	// Serve is done: the dial was answered with a refusal, both TCP halves are closed, or a UDP
-	// flow ended. The stream is ours to end. Cancelling it at once could reset what is still in
-	// flight (the refusal, the last bytes, the half-close), so close our side and let the manager
-	// end it, within lingerTimeout. A UDP flow that went idle is the exception: Serve returns with
-	// its receive loop still waiting, which must not be joined by a second reader, and an idle
-	// flow has nothing in flight, so the cancel ends it.
-	if err := stream.CloseSend(); err != nil || proto == managerv1.Protocol_PROTOCOL_UDP {
-		return nil
-	}
-	t := time.AfterFunc(lingerTimeout, cancel)
-	defer t.Stop()
-	var m managerv1.TunnelMessage
-	for stream.RecvMsg(&m) == nil {
-	}
-	return nil
+	open := func(ctx context.Context) (tunnel.AcceptStream, error) { return p.mgr.Accept(ctx) }
+	return srv.Accept(p.ctx, open, &managerv1.Accept{SessionId: session, ConnId: connID})
 }
 
 // Close ends every --to-pod connection and waits for them. It may be called more than once.

@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
-
-// lingerTimeout bounds how long a finished accepted connection waits for the manager to end the
-// stream, so that data still in flight toward the agent is delivered rather than reset.
-const lingerTimeout = 5 * time.Second
 
 // unimplementedBackoff is the wait before asking again a manager that has no WatchDials (one older
 // than intercepts): it will not grow one soon, but it may be upgraded.
@@ -113,47 +109,15 @@ func (m *Intercepts) watch(ctx context.Context, sessionID string, changed <-chan
 	}
 }
 
-// accept opens the Accept stream for one intercepted connection and serves it: the manager sends the
-// agent's Dial, the tunnel server dials the intercept's destination (see target) and copies both
-// ways until the connection ends (see tunnel.Server for how).
+// accept serves one intercepted connection as its acceptor (tunnel.Server.Accept): the manager
+// forwards the agent's Dial, the tunnel server dials the intercept's destination (see target) and
+// copies both ways until the connection ends. It lives with the intercepts, not with the
+// WatchDials stream that announced it.
 func (m *Intercepts) accept(sessionID string, in *managerv1.IncomingDial) {
-	log := m.log.With("conn", in.GetConnId(), "intercept", in.GetInterceptId())
-	// The stream lives with the intercepts, not with the WatchDials stream that announced it.
-	ctx, cancel := context.WithCancel(m.ctx)
-	defer cancel()
-	stream, err := m.sess.Manager().Accept(ctx)
+	open := func(ctx context.Context) (tunnel.AcceptStream, error) { return m.sess.Manager().Accept(ctx) }
+	err := m.server.Accept(m.ctx, open, &managerv1.Accept{SessionId: sessionID, ConnId: in.GetConnId()})
 	if err != nil {
-		log.Warn("accept: open stream", "err", err)
-		return
-	}
-	first := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{
-		SessionId: sessionID,
-		ConnId:    in.GetConnId(),
-	}}}
-	if err := stream.Send(first); err != nil {
-		// Send reports io.EOF when the stream is already gone; Recv has the status.
-		if _, rerr := stream.Recv(); rerr != nil {
-			err = rerr
-		}
-		log.Warn("accept: send accept", "err", err)
-		return
-	}
-	if err := m.server.Serve(stream); err != nil {
-		// cancel (deferred) resets the stream.
-		log.Debug("intercepted connection failed", "err", err)
-		return
-	}
-	// Done cleanly: end our side and wait for the manager's status before cancelling.
-	_ = stream.CloseSend()
-	t := time.AfterFunc(lingerTimeout, cancel)
-	defer t.Stop()
-	for {
-		if _, err := stream.Recv(); err != nil {
-			if log.Enabled(ctx, slog.LevelDebug) && !errors.Is(err, io.EOF) {
-				log.Debug("intercepted connection ended", "err", err)
-			}
-			return
-		}
+		m.log.Debug("intercepted connection failed", "conn", in.GetConnId(), "intercept", in.GetInterceptId(), "err", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/flow"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -177,41 +178,13 @@ func (m *Intercepts) forwardTCP(ctx context.Context, local *net.TCPConn, name st
 	m.log.Debug("--to-pod connection ended", "intercept", name, "port", port, "err", err)
 }
 
-// halfCloser is the write side of either end of a connection.
-type halfCloser interface {
-	io.Writer
-	CloseWrite() error
-}
-
 // pipe copies both ways with half-close and returns when both directions are done, with the errors
 // tagged by direction.
 func pipe(local *net.TCPConn, remote *tunnel.Conn) error {
-	var once sync.Once
-	abort := func() {
-		once.Do(func() {
-			_ = local.SetLinger(0) // a RST: the local client must not take a failure for a clean end
-			_ = local.Close()
-			_ = remote.Close()
-		})
-	}
-	up := make(chan error, 1)
-	go func() { up <- copyHalf(remote, local, "local -> pod", abort) }()
-	down := copyHalf(local, remote, "pod -> local", abort)
-	return errors.Join(<-up, down)
-}
-
-// copyHalf copies src to dst until src ends, then half-closes dst; on an error it aborts both
-// directions.
-func copyHalf(dst halfCloser, src io.Reader, dir string, abort func()) error {
-	_, err := io.Copy(dst, src)
-	if err == nil {
-		err = dst.CloseWrite()
-	}
-	if err != nil {
-		abort()
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	return nil
+	return flow.Join(flow.Side{Name: "local", End: local}, flow.Side{Name: "pod", End: remote}, func() {
+		flow.Reset(local) // the local client must not take a failure for a clean end
+		_ = remote.Close()
+	})
 }
 
 // udpFlow is the datagrams between one local source address and the pod's port.

@@ -2,9 +2,7 @@ package netstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -12,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"teledock.dev/teledock/internal/flow"
 )
 
 // TCP tuning. The leg between the kernel and this stack has a sub-millisecond RTT, so it is never
@@ -26,13 +26,7 @@ const (
 	// tcpMaxInFlight caps handshakes waiting on Dial. Past it the forwarder drops new SYNs and
 	// the clients retransmit them, which is the back-pressure we want when the tunnel is slow.
 	tcpMaxInFlight = 1024
-	// copyBufSize is the size of one read in each direction: large enough that a flow moves
-	// several segments per syscall on the tunnel side.
-	copyBufSize = 128 << 10
 )
-
-// copyBufs recycles copy buffers; flows come and go quickly, and each needs two.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // tuneTCP enables SACK (loss recovery without resending whole windows) and receive-buffer
 // moderation, and widens the buffer ranges; see the constants above for why.
@@ -122,62 +116,17 @@ func (s *Stack) proxyTCP(ep tcpip.Endpoint, local *gonet.TCPConn, remote Conn) e
 	stop := context.AfterFunc(s.ctx, abort)
 	defer stop()
 
-	up := make(chan error, 1)
-	go func() { up <- copyHalf(remote, local, "client -> tunnel", abort) }()
-	downErr := copyHalf(local, remote, "tunnel -> client", abort)
-	upErr := <-up
-
+	err := flow.Join(flow.Side{Name: "client", End: local}, flow.Side{Name: "tunnel", End: remote}, abort)
 	// Both directions ended; after an abort these are no-ops.
 	once.Do(func() {
 		_ = local.Close()
 		_ = remote.Close()
 	})
-	if err := errors.Join(upErr, downErr); err != nil {
+	if err != nil {
 		return err
 	}
 	if s.ctx.Err() != nil {
 		return errStackClosed
 	}
 	return nil
-}
-
-// halfCloser is the write side of either end of a flow.
-type halfCloser interface {
-	io.Writer
-	CloseWrite() error
-}
-
-// copyHalf copies src to dst until src ends, then half-closes dst. On any error it calls abort,
-// which ends the other direction too.
-func copyHalf(dst halfCloser, src io.Reader, dir string, abort func()) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	err := copyStream(dst, src, *bp)
-	if err == nil {
-		err = dst.CloseWrite()
-	}
-	if err != nil {
-		abort()
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	return nil
-}
-
-// copyStream copies src to dst with buf until src reports EOF. It is io.CopyBuffer without the
-// ReaderFrom/WriterTo shortcuts, which would bypass buf and its size.
-func copyStream(dst io.Writer, src io.Reader, buf []byte) error {
-	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-		}
-		if errors.Is(rerr, io.EOF) {
-			return nil
-		}
-		if rerr != nil {
-			return fmt.Errorf("read: %w", rerr)
-		}
-	}
 }

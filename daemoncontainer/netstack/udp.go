@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+	"teledock.dev/teledock/internal/flow"
 )
 
 func (s *Stack) setUDPHandler() {
@@ -118,8 +119,8 @@ type datagramConn interface {
 func copyDatagrams(dst, src datagramConn, last *atomic.Int64, dir string) error {
 	// The copy buffer is larger than any UDP payload (65527 bytes over IPv6), so no datagram is
 	// ever truncated.
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	bp := flow.GetBuffer()
+	defer flow.PutBuffer(bp)
 	buf := *bp
 	for {
 		n, err := src.Read(buf)

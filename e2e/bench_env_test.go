@@ -35,6 +35,9 @@ func ensureBenchManager(t testing.TB) {
 	benchInstall.once.Do(func() {
 		benchInstall.r = teledock(t, "install", "--kubeconfig", cfg.kubeconfig,
 			"--manager-namespace", benchManagerNamespace, "--image", image("traffic-manager"), "--direct")
+		if benchInstall.r.err == nil {
+			profileManager(t)
+		}
 	})
 	must(t, benchInstall.r, "teledock install --manager-namespace "+benchManagerNamespace)
 }

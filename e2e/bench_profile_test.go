@@ -39,9 +39,6 @@ func profileRow(t testing.TB, row, conn string) (wait func()) {
 		t.Fatal(err)
 	}
 	benchManagerProfile.once.Do(func() {
-		// The manager listens for pprof only with TELEDOCK_PPROF in its environment.
-		must(t, kubectl(t, "-n", benchManagerNamespace, "set", "env", "deployment/traffic-manager", "TELEDOCK_PPROF="+pprofAddr), "set TELEDOCK_PPROF")
-		must(t, kubectl(t, "-n", benchManagerNamespace, "rollout", "status", "deployment/traffic-manager", "--timeout=120s"), "manager rollout")
 		benchManagerProfile.port = benchPortForward(t, cfg.kubeconfig, benchManagerNamespace, "deployment/traffic-manager", 6060).port
 	})
 	url := fmt.Sprintf("/debug/pprof/profile?seconds=%d", profileSeconds)
@@ -64,4 +61,15 @@ func profileRow(t testing.TB, row, conn string) (wait func()) {
 		"-timeout", timeout, "http", "http://"+pprofAddr+url)
 	go fetch(base+".manager.pprof", hostProbe, "-timeout", timeout, "http", "http://127.0.0.1:"+benchManagerProfile.port+url)
 	return wg.Wait
+}
+
+// profileManager turns on the bench manager's profiler (PROFILE=1 only). It restarts the manager,
+// so ensureBenchManager calls it before any connection or port-forward to it exists.
+func profileManager(t testing.TB) {
+	t.Helper()
+	if profileDir == "" {
+		return
+	}
+	must(t, kubectl(t, "-n", benchManagerNamespace, "set", "env", "deployment/traffic-manager", "TELEDOCK_PPROF="+pprofAddr), "set TELEDOCK_PPROF")
+	must(t, kubectl(t, "-n", benchManagerNamespace, "rollout", "status", "deployment/traffic-manager", "--timeout=120s"), "manager rollout")
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"teledock.dev/teledock/cluster/direct"
 	"teledock.dev/teledock/cluster/inject"
@@ -45,6 +44,6 @@ func directServer(m *manager.Manager, tlsCfg *tls.Config) (*grpc.Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	opts := append(tunnel.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsCfg)))
+	opts := append(tunnel.ServerOptions(), grpc.Creds(tunnel.TLS(tlsCfg)))
 	return grpc.NewServer(append(opts, g.ServerOptions()...)...), nil
 }

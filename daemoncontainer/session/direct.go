@@ -13,13 +13,13 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
 
 // Transport says what carries the tunnels (the data plane). Control calls (arrive, heartbeats,
@@ -101,7 +101,7 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 	tlsCfg := &tls.Config{RootCAs: pool, ServerName: info.GetServerName(), MinVersion: tls.VersionTLS13}
 	addrs := info.GetAddresses()
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithTransportCredentials(tunnel.TLS(tlsCfg)),
 		grpc.WithPerRPCCredentials(tokenCreds(info.GetToken())),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dialFirst(ctx, addrs) }),
 		grpc.WithConnectParams(grpc.ConnectParams{

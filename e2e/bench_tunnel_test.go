@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/flow"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -111,31 +110,9 @@ func forwardThroughTunnel(ctx context.Context, mgr managerv1.ManagerClient, id s
 	stop := context.AfterFunc(ctx, func() { tc.Close(); c.Close() })
 	defer stop()
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if copyHalfClose(tc, c) != nil {
-			tc.Close()
-			c.Close()
-		}
-	}()
-	if copyHalfClose(c, tc) != nil {
+	// The daemon's own copy primitive, so this row measures the same copies.
+	_ = flow.Join(flow.Side{Name: "client", End: c}, flow.Side{Name: "tunnel", End: tc}, func() {
+		flow.Reset(c)
 		tc.Close()
-		c.Close()
-	}
-	<-done
-}
-
-// copyHalfClose copies src to dst and then half-closes dst. It copies through a buffer of the
-// daemon's copy size (netstack.copyBufSize): the wrappers hide ReadFrom and WriteTo, which would
-// pick their own.
-func copyHalfClose(dst interface {
-	io.Writer
-	CloseWrite() error
-}, src io.Reader) error {
-	buf := make([]byte, 128<<10)
-	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return dst.CloseWrite()
+	})
 }

@@ -44,6 +44,21 @@ func TestJSONForScripts(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &e); r.err == nil || err != nil || e.Error.Code != "NOT_CONNECTED" || e.Error.Hint == "" {
 		t.Errorf("list -o json while not connected: %v %v %q", r.err, err, r.stdout)
 	}
+	// Exit codes by kind (docs/json.md), with or without -o json.
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"list", "--name", conn}, 9},                                    // not connected
+		{[]string{"list", "--name", conn, "-o", "json"}, 9},                      // the same as JSON
+		{[]string{"connect", "--no-such-flag"}, 2},                               // usage
+		{[]string{"env"}, 2},                                                     // a missing argument
+		{[]string{"connect", "--kubeconfig", "/nonexistent", "--name", conn}, 3}, // kubeconfig
+	} {
+		if got := exitCode(teledock(t, c.args...).err); got != c.code {
+			t.Errorf("teledock %v exited %d, want %d", c.args, got, c.code)
+		}
+	}
 
 	// status --watch -o json: one line now (not running), one when connected, one after quit.
 	cmd := exec.Command(cfg.teledock, "status", "--watch", "--name", conn, "-o", "json")

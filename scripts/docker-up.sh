@@ -25,10 +25,22 @@ if [ -f /run/containerd/containerd.pid ] && ! runs_as /run/containerd/containerd
   rm -f /run/containerd/containerd.pid
 fi
 
-if ! pgrep -x containerd >/dev/null || [ ! -S /run/containerd/containerd.sock ]; then
+# Docker's containerd is judged by whether its socket answers: the built-in cluster runs a
+# containerd of its own (so a process name proves nothing), and a killed containerd leaves its
+# socket file behind (so the file proves nothing either).
+sock=/run/containerd/containerd.sock
+containerd_answers() { timeout 5 ctr --address "$sock" version >/dev/null 2>&1; }
+if ! containerd_answers; then
+  # A containerd that still runs but does not answer is hung: replace it.
+  for pid in $(pgrep -x containerd || true); do
+    if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'teledock-cluster'; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$sock"
   echo "starting containerd (log: $log_dir/containerd.log)"
   nohup containerd >"$log_dir/containerd.log" 2>&1 &
-  for _ in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
+  for _ in $(seq 1 100); do containerd_answers && break; sleep 0.1; done
 fi
 
 if ! pgrep -x dockerd >/dev/null; then

@@ -385,6 +385,34 @@ func TestSessionEndRemovesIntercepts(t *testing.T) {
 	}
 }
 
+// TestSameClientSupersedes: a daemon killed without departing comes back as a new session of the
+// same client (connection name, host, user); the old session and its intercepts end at once, so
+// the new one intercepts the same workload right away. Another client is left alone.
+func TestSameClientSupersedes(t *testing.T) {
+	checkGoroutines(t)
+	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
+	fc, agent := readyCluster(t, objs...)
+	bob := fc.arriveClient("bob")
+	old := fc.arriveClient("alice")
+	if _, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: old, Name: "echo"}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	fresh := fc.arriveClient("alice")
+	_, err := fc.client.Remain(context.Background(), &managerv1.SessionRequest{SessionId: old})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("Remain of the old session: %v, want NotFound", err)
+	}
+	agent.awaitTargets(t, map[int32]string{8080: ""})
+	info, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: fresh, Name: "echo"}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the new session's intercept: %v", err)
+	}
+	agent.awaitTargets(t, map[int32]string{8080: info.GetId()})
+	if _, err := fc.client.Remain(context.Background(), &managerv1.SessionRequest{SessionId: bob}); err != nil {
+		t.Errorf("another client's session: %v", err)
+	}
+}
+
 // TestToPod checks --to-pod: a client's Tunnel with an intercept id reaches the agent, which
 // accepts it, and only for the listed ports.
 func TestToPod(t *testing.T) {

@@ -20,7 +20,9 @@ import (
 var (
 	errExpired  = status.Error(codes.NotFound, "session expired")
 	errDeparted = status.Error(codes.NotFound, "session departed")
-	errShutdown = status.Error(codes.Unavailable, "traffic-manager shutting down")
+	// errSuperseded ends a session when the same client (connection name, host, user) arrives again.
+	errSuperseded = status.Error(codes.NotFound, "session replaced by a newer connection of the same name from the same host")
+	errShutdown   = status.Error(codes.Unavailable, "traffic-manager shutting down")
 )
 
 // dialQueueLen bounds the IncomingDials waiting for a session to take them; a session that lets
@@ -69,10 +71,39 @@ func (m *Manager) ArriveClient(_ context.Context, info *managerv1.ClientInfo) (*
 	if info.GetNamespace() == "" {
 		return nil, status.Error(codes.InvalidArgument, "client info has no namespace")
 	}
+	m.supersede(info)
 	s := m.open(proto.CloneOf(info), nil)
 	m.log.Info("client arrived", "session", s.id, "name", info.GetName(), "namespace", info.GetNamespace(),
 		"hostname", info.GetHostname(), "version", info.GetVersion())
 	return m.sessionReply(s), nil
+}
+
+// supersede ends the sessions of the client that info names: the same connection name, host and
+// user. One host runs one daemon per connection name, so an older session of the same client
+// belongs to a daemon that died without departing (killed, or its Docker engine restarted); its
+// intercepts would keep the cluster's traffic, and refuse the new session's intercepts, until its
+// lease ran out. A client that does not say its name and host is never superseded.
+func (m *Manager) supersede(info *managerv1.ClientInfo) {
+	if info.GetName() == "" || info.GetHostname() == "" {
+		return
+	}
+	var old []*session
+	m.mu.Lock()
+	for id, s := range m.sessions {
+		c := s.client
+		if c == nil || c.GetName() != info.GetName() || c.GetHostname() != info.GetHostname() || c.GetUser() != info.GetUser() {
+			continue
+		}
+		old = append(old, s)
+		delete(m.sessions, id)
+		delete(m.tokens, s.token)
+	}
+	m.mu.Unlock()
+	for _, s := range old {
+		s.end(errSuperseded)
+		m.log.Info("session superseded by a new one of the same client", "session", s.id, "name", s.name())
+		m.ended(s, true)
+	}
 }
 
 // open starts and stores a session for a client or an agent.

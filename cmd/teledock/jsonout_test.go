@@ -17,23 +17,30 @@ func TestErrorKinds(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		code string
+		exit int
 	}{
-		{fmt.Errorf("%w (connection %q)", errNotConnected, "default"), "NOT_CONNECTED"},
-		{fmt.Errorf("intercept x: %w", refine(errUnknownWorkload, errors.New("no workload x"))), "NO_SUCH_WORKLOAD"},
-		{fmt.Errorf("intercept x: %w", refine(errAgentNotReady, errors.New("deadline"))), "AGENT_NOT_READY"},
-		{errors.New("something else"), "ERROR"},
+		{fmt.Errorf("%w (connection %q)", errNotConnected, "default"), "NOT_CONNECTED", 9},
+		{fmt.Errorf("intercept x: %w", refine(errUnknownWorkload, errors.New("no workload x"))), "NO_SUCH_WORKLOAD", 5},
+		{fmt.Errorf("intercept x: %w", refine(errAgentNotReady, errors.New("deadline"))), "AGENT_NOT_READY", 8},
+		{fmt.Errorf("intercept x: %w", refine(errPrecondition, errors.New("already intercepted"))), "REFUSED", 6},
+		{fmt.Errorf("connect: %w", errNoManager), "NO_MANAGER", 4},
+		{fmt.Errorf("connect: %w", errClusterAuth), "CLUSTER_AUTH", 3},
+		{errors.New("something else"), "ERROR", 1},
 	} {
 		k := kindOf(tc.err)
-		if k.code != tc.code {
-			t.Errorf("kindOf(%v) = %s, want %s", tc.err, k.code, tc.code)
+		if k.code != tc.code || k.exit != tc.exit {
+			t.Errorf("kindOf(%v) = %s exit %d, want %s exit %d", tc.err, k.code, k.exit, tc.code, tc.exit)
 		}
 		if tc.code != "ERROR" && k.hint == "" {
 			t.Errorf("%s has no hint", tc.code)
 		}
 	}
-	// Codes are unique: a program tells kinds apart by them.
+	// Codes are unique: a program tells kinds apart by them; every kind has an exit code.
 	seen := map[string]bool{}
 	for _, k := range errorKinds {
+		if k.exit < 2 || k.exit > 9 {
+			t.Errorf("%s exits %d, not one of the documented kinds' codes", k.code, k.exit)
+		}
 		if seen[k.code] {
 			t.Errorf("code %s twice", k.code)
 		}
@@ -99,5 +106,27 @@ func TestEnvCommand(t *testing.T) {
 	}
 	if err := runEnv(context.Background(), env.d, envOptions{intercept: "nope", connection: "default"}); !errors.Is(err, errNoSuchIntercept) {
 		t.Errorf("env of an unknown intercept: %v", err)
+	}
+}
+
+// Cobra's own flag and argument errors are usage errors, of every command.
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"connect", "--no-such-flag"},
+		{"env"},                        // ExactArgs(1)
+		{"leave", "a", "b", "--bogus"}, // flags come first
+		{"status", "extra"},
+	} {
+		d := deps{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		root := newRootCmd(d)
+		root.SetArgs(args)
+		_, err := root.ExecuteC()
+		if err == nil {
+			t.Errorf("%v: no error", args)
+			continue
+		}
+		if k := kindOf(err); k.code != "USAGE" || k.exit != exitUsage {
+			t.Errorf("%v: %v is %s (exit %d), want USAGE (exit %d)", args, err, k.code, k.exit, exitUsage)
+		}
 	}
 }

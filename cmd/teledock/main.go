@@ -103,9 +103,9 @@ func main() {
 		}
 		reportError(d, cmd, err)
 		if ctx.Err() != nil {
-			os.Exit(130)
+			os.Exit(exitInterrupt)
 		}
-		os.Exit(1)
+		os.Exit(kindOf(err).exit)
 	}
 }
 

@@ -27,5 +27,6 @@ func newRootCmd(d deps) *cobra.Command {
 		newNamespacesCmd(d),
 		newEnvCmd(d),
 	)
+	markUsageErrors(root)
 	return root
 }

@@ -53,6 +53,40 @@ func main() {
 		}
 		fmt.Fprintf(w, "%s %d\n", hex.EncodeToString(h.Sum(nil)), n)
 	})
+	// GET /static?n=N and POST /discard are the benchmarks' source and sink: a fixed buffer out,
+	// bytes counted and dropped in, so a bench row measures the path and not the app's checksums.
+	static := make([]byte, 256<<10)
+	mux.HandleFunc("GET /static", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "n must be a byte count", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			m, err := w.Write(static[:min(n, int64(len(static)))])
+			if err != nil {
+				return
+			}
+			n -= int64(m)
+		}
+	})
+	mux.HandleFunc("POST /discard", func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 256<<10)
+		var n int64
+		for {
+			m, err := r.Body.Read(buf)
+			n += int64(m)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		fmt.Fprintf(w, "%d\n", n)
+	})
 	mux.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, os.Getenv(r.PathValue("name")))
 	})

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"teledock.dev/teledock/e2e/pattern"
 )
 
 // benchResult is what `probe bench` prints; e2e/bench_env_test.go reads it. A transfer stopped by
@@ -69,12 +68,12 @@ func newClient() *http.Client {
 	}}
 }
 
-// download reads base/bytes?n=n and returns how much arrived and how long it took, from the
+// download reads base/static?n=n and returns how much arrived and how long it took, from the
 // request to the last byte. With a limit, it stops reading when the limit passes.
 func download(ctx context.Context, base string, n int64, limit time.Duration) (int64, float64, error) {
 	client := newClient()
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/bytes?n="+strconv.FormatInt(n, 10), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/static?n="+strconv.FormatInt(n, 10), nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -107,14 +106,14 @@ func download(ctx context.Context, base string, n int64, limit time.Duration) (i
 	return got, elapsed, nil
 }
 
-// upload POSTs n pattern bytes to base/sha256 and returns how many arrived and how long it took, from the request to the server's answer (which comes after the last byte). With a
+// upload POSTs n bytes to base/discard and returns how many arrived and how long it took, from the request to the server's answer (which comes after the last byte). With a
 // limit, the body ends early when the limit passes.
 func upload(ctx context.Context, base string, n int64, limit time.Duration) (int64, float64, error) {
 	client := newClient()
 	defer client.CloseIdleConnections()
 	start := time.Now()
 	body := &patternBody{left: n, stop: deadlineAfter(start, limit)}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sha256", body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/discard", body)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -136,11 +135,11 @@ func upload(ctx context.Context, base string, n int64, limit time.Duration) (int
 	if resp.StatusCode != http.StatusOK {
 		return 0, 0, fmt.Errorf("POST: %s: %s", resp.Status, reply)
 	}
-	// The echo app answers "<sha256> <bytes>": a figure counts only bytes that arrived intact.
-	// Hashing here, after the clock stopped, keeps it out of the measurement.
+	// The echo app answers with the byte count it received: a figure counts only what arrived. (The
+	// e2e tests check content with /bytes and /sha256; here checksums would measure the app.)
 	sent := n - body.left
-	if want := fmt.Sprintf("%s %d", pattern.SHA256(sent), sent); strings.TrimSpace(string(reply)) != want {
-		return 0, 0, fmt.Errorf("server received %q, want %q", reply, want)
+	if want := fmt.Sprint(sent); strings.TrimSpace(string(reply)) != want {
+		return 0, 0, fmt.Errorf("server received %q bytes, want %s", reply, want)
 	}
 	return sent, elapsed, nil
 }

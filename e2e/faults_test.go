@@ -1,0 +1,80 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDaemonKilledMidIntercept: the developer's side dies without a word (`docker kill` of the
+// daemon container) while an intercept takes the cluster's traffic.
+//   - Reconnecting at once works: the new session replaces the dead one at the manager, so the
+//     same intercept is made again right away instead of "already intercepted" until the dead
+//     session's lease runs out.
+//   - Not reconnecting: the cluster's traffic is back at the app within 15 s, and then no request
+//     fails.
+func TestDaemonKilledMidIntercept(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	app := deployEcho(t, ns, "echo")
+	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	conn := connect(t, ns)
+	handler := conn + "-handler"
+	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
+
+	intercept := func() {
+		t.Helper()
+		must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
+		docker(t, "rm", "-f", handler)
+		must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
+		eventually(t, 60*time.Second, "the cluster's request answered by the handler", func() error {
+			if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+				return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+			}
+			return nil
+		})
+	}
+	kill := func() time.Time {
+		t.Helper()
+		must(t, docker(t, "kill", "teledock-daemon-"+conn), "kill the daemon container")
+		return time.Now()
+	}
+
+	intercept()
+	killed := kill()
+	// At once, well inside the dead session's 10 s lease.
+	must(t, teledock(t, "connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", conn,
+		"--manager-namespace", managerNamespace, "--image", image("daemon")), "connect again after the kill")
+	intercept()
+	t.Logf("reconnected and intercepting again %.1fs after the kill", time.Since(killed).Seconds())
+
+	killed = kill()
+	var back time.Duration
+	eventually(t, 30*time.Second, "the cluster's traffic back at the app", func() error {
+		r := httpGet("http://" + clusterIP + "/")
+		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		back = time.Since(killed)
+		return nil
+	})
+	if back > 15*time.Second {
+		t.Errorf("the app answered again %.1fs after the kill, want within 15s", back.Seconds())
+	}
+	failed := 0
+	const requests = 20
+	for range requests {
+		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
+			failed++
+			t.Logf("after recovery: %q %v", r.stdout, r.err)
+		}
+		time.Sleep(250 * time.Millisecond) // the request rate of the check, not a wait for readiness
+	}
+	t.Logf("the app answered again %.1fs after the kill; %d of %d requests failed after that", back.Seconds(), failed, requests)
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed after the traffic came back", failed, requests)
+	}
+}

@@ -5,7 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -358,13 +357,7 @@ func wantOut(t *testing.T, what, prefix string, f func() cmdResult) {
 }
 
 func httpGet(url string) cmdResult {
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
-	if err != nil {
-		return cmdResult{err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return cmdResult{stdout: string(b), err: err}
+	return getWith(&http.Client{Timeout: 5 * time.Second}, url)
 }
 
 const providerFileTemplate = `name: %[1]s

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -53,8 +55,11 @@ func TestDaemonKilledMidIntercept(t *testing.T) {
 
 	killed = kill()
 	var back time.Duration
+	// Requests with a short timeout, so that one that hangs on the dead intercept does not hide
+	// for long when the traffic came back.
+	quick := &http.Client{Timeout: time.Second}
 	eventually(t, 30*time.Second, "the cluster's traffic back at the app", func() error {
-		r := httpGet("http://" + clusterIP + "/")
+		r := getWith(quick, "http://"+clusterIP+"/")
 		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
 			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
 		}
@@ -77,4 +82,14 @@ func TestDaemonKilledMidIntercept(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed after the traffic came back", failed, requests)
 	}
+}
+
+func getWith(c *http.Client, url string) cmdResult {
+	resp, err := c.Get(url)
+	if err != nil {
+		return cmdResult{err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return cmdResult{stdout: string(b), err: err}
 }

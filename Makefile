@@ -72,6 +72,15 @@ cluster-status: ## say what of the local test cluster runs
 test-unit: ## unit tests
 	go test -count=1 ./...
 
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## every fuzz target for FUZZTIME each (`make test` runs their seed corpora)
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
+	    echo "== $$f ($$dir, $(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
+
 .PHONY: ui
 ui: ## the Desktop extension's UI: npm ci (when the lockfile changed), unit tests, build
 	cd desktop/ui && if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \

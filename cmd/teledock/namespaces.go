@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spf13/cobra"
@@ -54,20 +55,30 @@ func newNamespacesCmd(d deps) *cobra.Command {
 	return cmd
 }
 
-// listNamespaces asks the API server from this machine, with the user's own kubeconfig.
-func listNamespaces(ctx context.Context, opts namespacesOptions) ([]string, error) {
+// userRESTConfig is the user's own kubeconfig (kubectl's rules and flags), for calls made from
+// this machine rather than from the daemon container.
+func userRESTConfig(kubeconfig, context string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if opts.kubeconfig != "" {
-		if _, err := os.Stat(opts.kubeconfig); err != nil {
+	if kubeconfig != "" {
+		if _, err := os.Stat(kubeconfig); err != nil {
 			return nil, fmt.Errorf("%w: %w", launcher.ErrInvalidKubeconfig, err)
 		}
-		rules.ExplicitPath = opts.kubeconfig
+		rules.ExplicitPath = kubeconfig
 	}
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: opts.context}).ClientConfig()
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", launcher.ErrInvalidKubeconfig, err)
 	}
 	rc.Timeout = 15 * time.Second
+	return rc, nil
+}
+
+// listNamespaces asks the API server from this machine, with the user's own kubeconfig.
+func listNamespaces(ctx context.Context, opts namespacesOptions) ([]string, error) {
+	rc, err := userRESTConfig(opts.kubeconfig, opts.context)
+	if err != nil {
+		return nil, err
+	}
 	k8s, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", launcher.ErrInvalidKubeconfig, err)

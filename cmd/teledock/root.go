@@ -26,6 +26,7 @@ func newRootCmd(d deps) *cobra.Command {
 		newContextsCmd(d),
 		newNamespacesCmd(d),
 		newEnvCmd(d),
+		newGatherLogsCmd(d),
 	)
 	markUsageErrors(root)
 	return root

@@ -93,3 +93,65 @@ func getWith(c *http.Client, url string) cmdResult {
 	b, err := io.ReadAll(resp.Body)
 	return cmdResult{stdout: string(b), err: err}
 }
+
+// TestManagerRestartKeepsIntercepts: the traffic-manager's pod is deleted under a connected client
+// with an intercept. Without a new connect, the daemon's session and intercept come back at the
+// new pod and the cluster's traffic reaches the handler again; meanwhile the intercepted
+// workload's requests go to the app (the agent forwards there when it has no intercept) or fail,
+// but none hangs past the client's timeout. The test logs what it saw.
+func TestManagerRestartKeepsIntercepts(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	app := deployEcho(t, ns, "echo")
+	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	conn := connect(t, ns)
+	handler := conn + "-handler"
+	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
+	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
+	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
+	quick := &http.Client{Timeout: 2 * time.Second}
+	handled := func() bool {
+		r := getWith(quick, "http://"+clusterIP+"/")
+		return r.err == nil && strings.HasPrefix(r.stdout, "local from ")
+	}
+	eventually(t, 60*time.Second, "the handler answers", func() error {
+		if !handled() {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+
+	deleted := time.Now()
+	must(t, kubectl(t, "-n", managerNamespace, "delete", "pod", "-l", "app.kubernetes.io/name=traffic-manager", "--wait=false"), "delete the manager pod")
+	var byApp, failed, total int
+	var back time.Duration
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		r := getWith(quick, "http://"+clusterIP+"/")
+		total++
+		switch {
+		case r.err == nil && strings.HasPrefix(r.stdout, "local from "):
+			back = time.Since(deleted)
+		case r.err == nil && strings.HasPrefix(r.stdout, app.Text+" from echo-"):
+			byApp++
+		default:
+			failed++
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("a request took %s while the manager was away", took)
+		}
+		if back > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the request rate of the check
+	}
+	t.Logf("manager pod deleted: the handler answered again after %.1fs; meanwhile %d of %d requests went to the app and %d failed",
+		back.Seconds(), byApp, total, failed)
+	if back == 0 {
+		t.Fatal("the intercept did not come back within 90s of the manager's restart")
+	}
+	if s := status(t, conn); !s.TrafficManager.Connected {
+		t.Errorf("status after the restart: %+v", s)
+	}
+}

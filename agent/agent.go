@@ -195,9 +195,13 @@ func New(log *slog.Logger, cfg agentconfig.Config, pod Pod, opts Options) (*Agen
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// gRPC's default reconnect backoff grows to two minutes; an agent should find a
 		// restarted manager within seconds, as its intercepts depend on it.
+		// A connect inside the cluster takes milliseconds; one that hangs is a SYN to a pod that
+		// is gone (kube-proxy still sends the Service's traffic there for a moment after the
+		// manager's pod was replaced). With gRPC's 20 s, or the 10 s this had, the agent found a
+		// restarted manager ~10 s after the daemon did (e2e TestManagerRestartKeepsIntercepts).
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: session.DefaultMinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 10 * time.Second,
+			MinConnectTimeout: 2 * time.Second,
 		}),
 	)
 	if opts.DialManager != nil {

@@ -57,7 +57,7 @@ func TestDaemonKilledMidIntercept(t *testing.T) {
 	var back time.Duration
 	// Requests with a short timeout, so that one that hangs on the dead intercept does not hide
 	// for long when the traffic came back.
-	quick := &http.Client{Timeout: time.Second}
+	quick := freshClient(time.Second)
 	eventually(t, 30*time.Second, "the cluster's traffic back at the app", func() error {
 		r := getWith(quick, "http://"+clusterIP+"/")
 		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
@@ -109,7 +109,7 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
 	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
 	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
-	quick := &http.Client{Timeout: 2 * time.Second}
+	quick := freshClient(2 * time.Second)
 	handled := func() bool {
 		r := getWith(quick, "http://"+clusterIP+"/")
 		return r.err == nil && strings.HasPrefix(r.stdout, "local from ")
@@ -121,18 +121,29 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 		return nil
 	})
 
+	old := jsonpath(t, managerNamespace, "pods -l app.kubernetes.io/name=traffic-manager", "{.items[0].metadata.name}")
 	deleted := time.Now()
-	must(t, kubectl(t, "-n", managerNamespace, "delete", "pod", "-l", "app.kubernetes.io/name=traffic-manager", "--wait=false"), "delete the manager pod")
+	must(t, kubectl(t, "-n", managerNamespace, "delete", "pod", old, "--wait=false"), "delete the manager pod")
+	// The old pod serves until it has stopped; the intercept counts as back once a request after
+	// that reaches the handler.
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		kubectl(t, "-n", managerNamespace, "wait", "--for=delete", "pod/"+old, "--timeout=90s")
+	}()
 	var byApp, failed, total int
 	var back time.Duration
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		start := time.Now()
+		stopped := isClosed(gone)
 		r := getWith(quick, "http://"+clusterIP+"/")
 		total++
 		switch {
 		case r.err == nil && strings.HasPrefix(r.stdout, "local from "):
-			back = time.Since(deleted)
+			if stopped {
+				back = time.Since(deleted)
+			}
 		case r.err == nil && strings.HasPrefix(r.stdout, app.Text+" from echo-"):
 			byApp++
 		default:
@@ -149,9 +160,30 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 	t.Logf("manager pod deleted: the handler answered again after %.1fs; meanwhile %d of %d requests went to the app and %d failed",
 		back.Seconds(), byApp, total, failed)
 	if back == 0 {
+		r := docker(t, "logs", "--tail", "60", "teledock-daemon-"+conn)
+		t.Logf("daemon log:\n%s%s", r.stdout, r.stderr)
+		r = kubectl(t, "-n", managerNamespace, "logs", "deployment/traffic-manager", "--tail", "60")
+		t.Logf("manager log:\n%s%s", r.stdout, r.stderr)
+		r = kubectl(t, "-n", ns, "logs", "deployment/echo", "-c", "traffic-agent", "--tail", "40")
+		t.Logf("agent log:\n%s%s", r.stdout, r.stderr)
 		t.Fatal("the intercept did not come back within 90s of the manager's restart")
 	}
 	if s := status(t, conn); !s.TrafficManager.Connected {
 		t.Errorf("status after the restart: %+v", s)
 	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// freshClient makes every request on a new connection: a kept-alive one stays with whoever
+// accepted it (the app, or a handler), which is not what a test of where new traffic goes asks.
+func freshClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 }

@@ -168,6 +168,10 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 		t.Logf("agent log:\n%s%s", r.stdout, r.stderr)
 		t.Fatal("the intercept did not come back within 90s of the manager's restart")
 	}
+	// Measured 2.9-4.5 s on the built-in cluster; the goal is 10 s.
+	if back > 10*time.Second {
+		t.Errorf("the intercept came back %.1fs after the manager's pod was deleted, want within 10s", back.Seconds())
+	}
 	if s := status(t, conn); !s.TrafficManager.Connected {
 		t.Errorf("status after the restart: %+v", s)
 	}

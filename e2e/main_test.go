@@ -56,9 +56,18 @@ type cmdResult struct {
 // run runs a program with a deadline and returns what it printed.
 func run(t testing.TB, timeout time.Duration, name string, args ...string) cmdResult {
 	t.Helper()
+	return runEnv(t, timeout, nil, name, args...)
+}
+
+// runEnv is run with variables added to the environment.
+func runEnv(t testing.TB, timeout time.Duration, env []string, name string, args ...string) cmdResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

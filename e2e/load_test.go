@@ -1,0 +1,71 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestThousandConnections: a container of the connection opens 1,000 TCP connections to a
+// cluster Service at once and makes a request on each: none fails, and afterwards the daemon's
+// goroutines come back to what they were before (no flow leaks). The daemon's memory is logged.
+func TestThousandConnections(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	deployEcho(t, ns, "echo")
+	conn := connName(t, "")
+	t.Cleanup(func() { teledock(t, "quit", "--name", conn) })
+	// The profiler (loopback of the daemon's network namespace) tells the goroutines.
+	r := runEnv(t, 3*time.Minute, []string{"TELEDOCK_PPROF=" + pprofAddr}, cfg.teledock, "connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", conn,
+		"--manager-namespace", managerNamespace, "--image", image("daemon"))
+	must(t, r, "connect with the profiler")
+	must(t, inCluster(t, conn, "http", "http://echo/"), "a first request")
+
+	base := daemonGoroutines(t, conn)
+	baseMem := daemonMemory(t, conn)
+	const n = 1000
+	start := time.Now()
+	out := must(t, inCluster(t, conn, "load", "http://echo/", strconv.Itoa(n)), "1000 connections at once")
+	if !strings.HasPrefix(out, fmt.Sprintf("%d ok, 0 failed", n)) {
+		t.Errorf("load: %q", out)
+	}
+	took := time.Since(start)
+	peakMem := daemonMemory(t, conn)
+	var after int
+	eventually(t, 90*time.Second, "the daemon's goroutines back to their baseline", func() error {
+		after = daemonGoroutines(t, conn)
+		if after > base+20 {
+			return fmt.Errorf("%d goroutines, %d before the load", after, base)
+		}
+		return nil
+	})
+	t.Logf("%d connections at once: %s; daemon goroutines %d before, %d after; daemon memory %s before, %s after the load, %s now",
+		n, took.Round(time.Millisecond), base, after, baseMem, peakMem, daemonMemory(t, conn))
+}
+
+var goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
+
+// daemonGoroutines reads the daemon's goroutine count from its profiler.
+func daemonGoroutines(t *testing.T, conn string) int {
+	t.Helper()
+	r := run(t, time.Minute, "docker", "run", "--rm", "--network", "container:teledock-daemon-"+conn, "--entrypoint", "/probe", image("echo"),
+		"-timeout", "20s", "http", "http://"+pprofAddr+"/debug/pprof/goroutine?debug=1")
+	m := goroutineTotal.FindStringSubmatch(must(t, r, "the daemon's goroutines"))
+	if m == nil {
+		t.Fatalf("no goroutine total in the profile: %.200q", r.stdout)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// daemonMemory is what `docker stats` says the daemon container uses.
+func daemonMemory(t *testing.T, conn string) string {
+	t.Helper()
+	r := docker(t, "stats", "--no-stream", "--format", "{{.MemUsage}}", "teledock-daemon-"+conn)
+	return strings.TrimSpace(strings.SplitN(must(t, r, "docker stats"), "/", 2)[0])
+}

@@ -69,3 +69,40 @@ func daemonMemory(t *testing.T, conn string) string {
 	r := docker(t, "stats", "--no-stream", "--format", "{{.MemUsage}}", "teledock-daemon-"+conn)
 	return strings.TrimSpace(strings.SplitN(must(t, r, "docker stats"), "/", 2)[0])
 }
+
+// TestInterceptedLoad: a pod in the cluster opens 200 connections at once to an intercepted
+// Service; every one reaches the one local handler and is answered by it (the probe checks each
+// answer).
+func TestInterceptedLoad(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	deployEcho(t, ns, "echo")
+	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	conn := connect(t, ns)
+	handler := conn + "-handler"
+	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
+	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
+	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
+	eventually(t, 60*time.Second, "the handler answers", func() error {
+		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		return nil
+	})
+
+	const n = 200
+	must(t, kubectl(t, "-n", ns, "run", "load", "--image", image("echo"), "--image-pull-policy", "Never", "--restart", "Never",
+		"--command", "--", "/probe", "-timeout", "120s", "load", "http://echo/", strconv.Itoa(n), "local from "), "start the load pod")
+	eventually(t, 3*time.Minute, "the load pod to finish", func() error {
+		phase := jsonpath(t, ns, "pod/load", "{.status.phase}")
+		if phase != "Succeeded" && phase != "Failed" {
+			return fmt.Errorf("phase %q", phase)
+		}
+		return nil
+	})
+	out := must(t, kubectl(t, "-n", ns, "logs", "pod/load"), "the load pod's output")
+	t.Logf("%d intercepted connections at once: %s", n, strings.TrimSpace(out))
+	if !strings.HasPrefix(out, fmt.Sprintf("%d ok, 0 failed", n)) {
+		t.Errorf("load through the intercept: %q", out)
+	}
+}

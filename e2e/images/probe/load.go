@@ -9,13 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 )
 
 // load opens n TCP connections to the host of rawURL, all at once: every connection is made
 // before any of them sends its GET, so n are open together; then each GETs the URL's path and
-// reads the answer. It prints "N ok, M failed" and the first failures, and fails when any did.
-func load(ctx context.Context, rawURL string, n int) error {
+// reads the answer, which must start with want when it is not empty. It prints "N ok, M failed"
+// and the first failures, and fails when any did.
+func load(ctx context.Context, rawURL string, n int, want string) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return err
@@ -62,10 +64,14 @@ func load(ctx context.Context, rawURL string, n int) error {
 				return
 			}
 			defer resp.Body.Close()
-			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			body, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
 				fail(err)
-			} else if resp.StatusCode != http.StatusOK {
+			case resp.StatusCode != http.StatusOK:
 				fail(fmt.Errorf("GET: %s", resp.Status))
+			case !strings.HasPrefix(string(body), want):
+				fail(fmt.Errorf("answered %q, want %q...", body, want))
 			}
 		}()
 	}

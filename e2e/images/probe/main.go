@@ -6,7 +6,8 @@
 //	probe [-timeout 5s] tcp HOST:PORT       connect and close
 //	probe [-timeout 5s] udp HOST:PORT MSG   send MSG, print the reply
 //	probe [-timeout 5s] dns NAME [SERVER]   print the addresses of NAME
-//	probe [-timeout 5s] load URL N          open N connections at once, then GET URL on each
+//	probe [-timeout 5s] load URL N [PREFIX] open N connections at once, then GET URL on each (and
+//	                                        check that every answer starts with PREFIX)
 //	probe [-timeout 5s] rdns IP             print the names of IP (reverse lookup)
 //	probe [-timeout 5s] download URL        print "sha256 bytes" of a GET body
 //	probe [-timeout 5s] upload URL N        POST N pattern bytes, print the reply
@@ -62,14 +63,18 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 		return err
 	case "load":
 		// For load tests: N connections open at once, each with one GET.
-		if len(args) != 3 {
-			return errors.New("usage: probe load URL N")
+		if len(args) != 3 && len(args) != 4 {
+			return errors.New("usage: probe load URL N [BODY-PREFIX]")
 		}
 		n, err := strconv.Atoi(args[2])
 		if err != nil {
 			return err
 		}
-		return load(ctx, args[1], n)
+		want := ""
+		if len(args) == 4 {
+			want = args[3]
+		}
+		return load(ctx, args[1], n, want)
 	case "write":
 		// For volume tests: write CONTENT to a path (creating or truncating it).
 		if len(args) != 3 {

@@ -17,7 +17,9 @@ func TLS(cfg *tls.Config) credentials.TransportCredentials {
 	return coalescing{credentials.NewTLS(cfg)}
 }
 
-type coalescing struct{ credentials.TransportCredentials }
+type coalescing struct {
+	credentials.TransportCredentials
+}
 
 func (c coalescing) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	b := &heldWrites{Conn: raw}

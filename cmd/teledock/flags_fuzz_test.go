@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,7 +54,8 @@ func FuzzParseToPod(f *testing.F) {
 		} else if tp.GetProtocol() != managerv1.Protocol_PROTOCOL_TCP {
 			t.Fatalf("%q: protocol %v", s, tp.GetProtocol())
 		}
-		if !strings.EqualFold(s, fmt.Sprint(tp.GetPort())) && !strings.EqualFold(s, fmt.Sprintf("%d/%s", tp.GetPort(), proto)) {
+		port, p, hasProto := strings.Cut(s, "/")
+		if n, err := strconv.Atoi(port); err != nil || int32(n) != tp.GetPort() || (hasProto && !strings.EqualFold(p, proto)) {
 			t.Fatalf("%q accepted as %d/%s", s, tp.GetPort(), proto)
 		}
 	})

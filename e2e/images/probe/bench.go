@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
 )
 
 // benchResult is what `probe bench` prints; e2e/bench_env_test.go reads it. A transfer stopped by

@@ -24,21 +24,7 @@ func TestDaemonKilledMidIntercept(t *testing.T) {
 	app := deployEcho(t, ns, "echo")
 	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
 	conn := connect(t, ns)
-	handler := conn + "-handler"
-	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
-
-	intercept := func() {
-		t.Helper()
-		must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
-		docker(t, "rm", "-f", handler)
-		must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
-		eventually(t, 60*time.Second, "the cluster's request answered by the handler", func() error {
-			if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
-				return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-			}
-			return nil
-		})
-	}
+	intercept := func() { interceptWithHandler(t, conn, clusterIP) }
 	kill := func() time.Time {
 		t.Helper()
 		must(t, docker(t, "kill", "teledock-daemon-"+conn), "kill the daemon container")
@@ -105,21 +91,8 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 	app := deployEcho(t, ns, "echo")
 	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
 	conn := connect(t, ns)
-	handler := conn + "-handler"
-	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
-	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
-	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
+	interceptWithHandler(t, conn, clusterIP)
 	quick := freshClient(2 * time.Second)
-	handled := func() bool {
-		r := getWith(quick, "http://"+clusterIP+"/")
-		return r.err == nil && strings.HasPrefix(r.stdout, "local from ")
-	}
-	eventually(t, 60*time.Second, "the handler answers", func() error {
-		if !handled() {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
 
 	old := jsonpath(t, managerNamespace, "pods -l app.kubernetes.io/name=traffic-manager", "{.items[0].metadata.name}")
 	deleted := time.Now()
@@ -190,4 +163,22 @@ func isClosed(c <-chan struct{}) bool {
 // accepted it (the app, or a handler), which is not what a test of where new traffic goes asks.
 func freshClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+// interceptWithHandler intercepts the echo workload of conn's namespace at port 8080 and starts a
+// handler container there that answers "local from ..."; it returns once a request made to the
+// Service (at clusterIP) gets the handler's answer. The handler goes when the test ends.
+func interceptWithHandler(t *testing.T, conn, clusterIP string) {
+	t.Helper()
+	handler := conn + "-handler"
+	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
+	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
+	docker(t, "rm", "-f", handler) // one that died with an earlier daemon
+	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
+	eventually(t, 60*time.Second, "the cluster's request answered by the handler", func() error {
+		if r := getWith(freshClient(5*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		return nil
+	})
 }

@@ -79,16 +79,7 @@ func TestInterceptedLoad(t *testing.T) {
 	deployEcho(t, ns, "echo")
 	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
 	conn := connect(t, ns)
-	handler := conn + "-handler"
-	t.Cleanup(func() { docker(t, "rm", "-f", handler) })
-	must(t, teledock(t, "intercept", "echo", "--port", "8080", "--name", conn), "intercept echo")
-	must(t, teledock(t, "run", "--connection", conn, "-d", "--name", handler, "-e", "ECHO_TEXT=local", image("echo")), "start the handler")
-	eventually(t, 60*time.Second, "the handler answers", func() error {
-		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
-			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-		}
-		return nil
-	})
+	interceptWithHandler(t, conn, clusterIP)
 
 	const n = 200
 	must(t, kubectl(t, "-n", ns, "run", "load", "--image", image("echo"), "--image-pull-policy", "Never", "--restart", "Never",

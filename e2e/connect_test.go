@@ -136,6 +136,7 @@ func checkGiBBothWays(t *testing.T, conn string) {
 type statusJSON struct {
 	Daemon struct {
 		Running        bool   `json:"running"`
+		Status         string `json:"status"` // the session: connecting, connected, reconnecting
 		Namespace      string `json:"namespace"`
 		Container      string `json:"container"`
 		Transport      string `json:"transport"`

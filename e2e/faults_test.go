@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,80 @@ func interceptWithHandler(t *testing.T, conn, clusterIP string) {
 		}
 		return nil
 	})
+}
+
+// TestAPIServerOutage: the API server (and with it the port-forward that carries the session) is
+// unreachable from the daemon for 20 s. The daemon says so in status and stays up; once the API
+// server answers again the session comes back by itself, with its intercept.
+func TestAPIServerOutage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("blocking the API server from the daemon's address takes root (iptables) on the cluster's host")
+	}
+	ensureManager(t)
+	ns := newNamespace(t)
+	deployEcho(t, ns, "echo")
+	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	conn := connect(t, ns)
+	interceptWithHandler(t, conn, clusterIP)
+
+	ip := strings.TrimSpace(must(t, docker(t, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", "teledock-daemon-"+conn), "the daemon's address"))
+	ip = strings.Fields(ip)[0]
+	rule := []string{"INPUT", "-s", ip, "-p", "tcp", "--dport", apiServerPort(t), "-j", "DROP"}
+	must(t, run(t, 10*time.Second, "iptables", append([]string{"-I"}, rule...)...), "block the API server")
+	unblocked := false
+	unblock := func() {
+		if !unblocked {
+			unblocked = true
+			run(t, 10*time.Second, "iptables", append([]string{"-D"}, rule...)...)
+		}
+	}
+	t.Cleanup(unblock)
+	blocked := time.Now()
+
+	var seen string
+	eventually(t, 30*time.Second, "status reports the lost API server", func() error {
+		s := status(t, conn)
+		if !s.Daemon.Running {
+			return fmt.Errorf("the daemon stopped: %+v", s)
+		}
+		if seen = s.Daemon.Status; seen == "connected" && s.TrafficManager.Connected {
+			return fmt.Errorf("still says connected")
+		}
+		return nil
+	})
+	t.Logf("%.1fs into the outage status says %q", time.Since(blocked).Seconds(), seen)
+	for time.Since(blocked) < 20*time.Second {
+		if s := status(t, conn); !s.Daemon.Running {
+			t.Fatalf("the daemon stopped during the outage: %+v", s)
+		}
+		time.Sleep(time.Second) // the outage lasts 20 s; this only samples it
+	}
+	unblock()
+	restored := time.Now()
+	eventually(t, 90*time.Second, "the session back after the outage", func() error {
+		if s := status(t, conn); s.Daemon.Status != "connected" || !s.TrafficManager.Connected {
+			return fmt.Errorf("status %q, connected %v", s.Daemon.Status, s.TrafficManager.Connected)
+		}
+		return nil
+	})
+	session := time.Since(restored)
+	eventually(t, 90*time.Second, "the intercept back after the outage", func() error {
+		if r := getWith(freshClient(2*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		return nil
+	})
+	t.Logf("20 s outage: session back %.1fs and the intercept %.1fs after the API server answered again",
+		session.Seconds(), time.Since(restored).Seconds())
+}
+
+// apiServerPort is the port of the API server in the suite's kubeconfig.
+func apiServerPort(t *testing.T) string {
+	t.Helper()
+	server := must(t, kubectl(t, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"), "the API server's URL")
+	i := strings.LastIndex(server, ":")
+	if i < 0 {
+		t.Fatalf("no port in %q", server)
+	}
+	return strings.TrimSpace(server[i+1:])
 }

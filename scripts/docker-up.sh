@@ -6,7 +6,15 @@ set -euo pipefail
 log_dir=/var/log/teledock
 mkdir -p "$log_dir"
 
-if docker info >/dev/null 2>&1; then
+# Docker's containerd is judged by whether its socket answers: the built-in cluster runs a
+# containerd of its own (so a process name proves nothing), a killed containerd leaves its socket
+# file behind (so the file proves nothing either), and dockerd answers `docker info` without its
+# containerd (so that proves nothing either). Only a dockerd started on that socket (as below, and
+# as Debian's service does) is checked this way.
+sock=/run/containerd/containerd.sock
+containerd_answers() { timeout 5 ctr --address "$sock" version >/dev/null 2>&1; }
+uses_sock() { pgrep -a dockerd | grep -q -- "--containerd=$sock"; }
+if docker info >/dev/null 2>&1 && { ! uses_sock || containerd_answers; }; then
   exit 0
 fi
 
@@ -25,11 +33,6 @@ if [ -f /run/containerd/containerd.pid ] && ! runs_as /run/containerd/containerd
   rm -f /run/containerd/containerd.pid
 fi
 
-# Docker's containerd is judged by whether its socket answers: the built-in cluster runs a
-# containerd of its own (so a process name proves nothing), and a killed containerd leaves its
-# socket file behind (so the file proves nothing either).
-sock=/run/containerd/containerd.sock
-containerd_answers() { timeout 5 ctr --address "$sock" version >/dev/null 2>&1; }
 if ! containerd_answers; then
   # A containerd that still runs but does not answer is hung: replace it.
   for pid in $(pgrep -x containerd || true); do
@@ -49,7 +52,9 @@ if ! pgrep -x dockerd >/dev/null; then
 fi
 
 deadline=$((SECONDS + 60))
-until docker info >/dev/null 2>&1; do
+# A running dockerd reconnects to a restarted containerd by itself; `docker version` shows the
+# containerd it reaches.
+until docker info >/dev/null 2>&1 && docker version --format '{{range .Server.Components}}{{.Name}} {{end}}' 2>/dev/null | grep -q containerd; do
   if [ $SECONDS -ge $deadline ]; then
     echo "dockerd did not answer within 60s; last log lines:" >&2
     tail -n 20 "$log_dir/dockerd.log" >&2 || true

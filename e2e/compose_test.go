@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -356,8 +355,10 @@ func wantOut(t *testing.T, what, prefix string, f func() cmdResult) {
 	})
 }
 
+// httpGet GETs url on a new connection (freshClient): a kept-alive one could lead to whatever a
+// recycled ClusterIP meant in an earlier test.
 func httpGet(url string) cmdResult {
-	return getWith(&http.Client{Timeout: 5 * time.Second}, url)
+	return getWith(freshClient(5*time.Second), url)
 }
 
 const providerFileTemplate = `name: %[1]s

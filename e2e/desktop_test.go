@@ -232,9 +232,11 @@ func TestDesktopExtensionStory(t *testing.T) {
 	}
 }
 
-// httpGetVerbose is "STATUS\nBODY", or "error: ..." — everything a failed check should show.
+// httpGetVerbose is "STATUS\nBODY", or "error: ..." — everything a failed check should show. Each
+// request goes on a new connection: a kept-alive one (from an earlier test, to a ClusterIP that
+// has since been given to another Service) would not show where new traffic goes.
 func httpGetVerbose(url string) string {
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	resp, err := freshClient(5 * time.Second).Get(url)
 	if err != nil {
 		return "error: " + err.Error()
 	}

@@ -20,11 +20,8 @@ import (
 //   - Not reconnecting: the cluster's traffic is back at the app within 15 s, and then no request
 //     fails.
 func TestDaemonKilledMidIntercept(t *testing.T) {
-	ensureManager(t)
-	ns := newNamespace(t)
-	app := deployEcho(t, ns, "echo")
-	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
-	conn := connect(t, ns)
+	app, clusterIP, conn := echoConnection(t)
+	ns := app.Namespace
 	intercept := func() { interceptWithHandler(t, conn, clusterIP) }
 	kill := func() time.Time {
 		t.Helper()
@@ -87,11 +84,7 @@ func getWith(c *http.Client, url string) cmdResult {
 // workload's requests go to the app (the agent forwards there when it has no intercept) or fail,
 // but none hangs past the client's timeout. The test logs what it saw.
 func TestManagerRestartKeepsIntercepts(t *testing.T) {
-	ensureManager(t)
-	ns := newNamespace(t)
-	app := deployEcho(t, ns, "echo")
-	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
-	conn := connect(t, ns)
+	app, clusterIP, conn := echoConnection(t)
 	interceptWithHandler(t, conn, clusterIP)
 	quick := freshClient(2 * time.Second)
 
@@ -138,7 +131,7 @@ func TestManagerRestartKeepsIntercepts(t *testing.T) {
 		t.Logf("daemon log:\n%s%s", r.stdout, r.stderr)
 		r = kubectl(t, "-n", managerNamespace, "logs", "deployment/traffic-manager", "--tail", "60")
 		t.Logf("manager log:\n%s%s", r.stdout, r.stderr)
-		r = kubectl(t, "-n", ns, "logs", "deployment/echo", "-c", "traffic-agent", "--tail", "40")
+		r = kubectl(t, "-n", app.Namespace, "logs", "deployment/echo", "-c", "traffic-agent", "--tail", "40")
 		t.Logf("agent log:\n%s%s", r.stdout, r.stderr)
 		t.Fatal("the intercept did not come back within 90s of the manager's restart")
 	}
@@ -191,11 +184,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("blocking the API server from the daemon's address takes root (iptables) on the cluster's host")
 	}
-	ensureManager(t)
-	ns := newNamespace(t)
-	deployEcho(t, ns, "echo")
-	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
-	conn := connect(t, ns)
+	_, clusterIP, conn := echoConnection(t)
 	interceptWithHandler(t, conn, clusterIP)
 
 	ip := strings.TrimSpace(must(t, docker(t, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", "teledock-daemon-"+conn), "the daemon's address"))
@@ -258,4 +247,15 @@ func apiServerPort(t *testing.T) string {
 		t.Fatalf("no port in %q", server)
 	}
 	return strings.TrimSpace(server[i+1:])
+}
+
+// echoConnection deploys the echo app in a new namespace and connects to that namespace; it
+// returns the app, its Service's ClusterIP and the connection's name.
+func echoConnection(t *testing.T) (app echoApp, clusterIP, conn string) {
+	t.Helper()
+	ensureManager(t)
+	ns := newNamespace(t)
+	app = deployEcho(t, ns, "echo")
+	clusterIP = jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
+	return app, clusterIP, connect(t, ns)
 }

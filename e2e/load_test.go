@@ -74,11 +74,8 @@ func daemonMemory(t *testing.T, conn string) string {
 // Service; every one reaches the one local handler and is answered by it (the probe checks each
 // answer).
 func TestInterceptedLoad(t *testing.T) {
-	ensureManager(t)
-	ns := newNamespace(t)
-	deployEcho(t, ns, "echo")
-	clusterIP := jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
-	conn := connect(t, ns)
+	app, clusterIP, conn := echoConnection(t)
+	ns := app.Namespace
 	interceptWithHandler(t, conn, clusterIP)
 
 	const n = 200

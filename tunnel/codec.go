@@ -1,11 +1,10 @@
 package tunnel
 
 import (
-	"encoding/binary"
-
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 )
@@ -29,9 +28,9 @@ func (codec) Name() string { return protoenc.Name }
 // Protobuf tags of the short path: TunnelMessage.data (3, bytes), Data.payload (1, bytes),
 // Data.close_write (2, varint).
 const (
-	tagData       = 3<<3 | 2
-	tagPayload    = 1<<3 | 2
-	tagCloseWrite = 2<<3 | 0
+	tagData       byte = 3<<3 | byte(protowire.BytesType)
+	tagPayload    byte = 1<<3 | byte(protowire.BytesType)
+	tagCloseWrite byte = 2<<3 | byte(protowire.VarintType)
 )
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
@@ -42,19 +41,18 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	p := d.GetPayload()
 	inner := 0
 	if len(p) > 0 {
-		inner += 1 + uvarintLen(len(p)) + len(p)
+		inner += 1 + protowire.SizeBytes(len(p))
 	}
 	if d.GetCloseWrite() {
 		inner += 2
 	}
-	n := 1 + uvarintLen(inner) + inner
+	n := 1 + protowire.SizeBytes(inner)
 	buf := bufferPool.Get(n)
 	b := append((*buf)[:0], tagData)
-	b = binary.AppendUvarint(b, uint64(inner))
+	b = protowire.AppendVarint(b, uint64(inner))
 	if len(p) > 0 {
 		b = append(b, tagPayload)
-		b = binary.AppendUvarint(b, uint64(len(p)))
-		b = append(b, p...)
+		b = protowire.AppendBytes(b, p)
 	}
 	if d.GetCloseWrite() {
 		b = append(b, tagCloseWrite, 1)
@@ -214,12 +212,4 @@ func (r *sliceReader) advance(n int) {
 	if r.off == len(r.bufs[r.i].ReadOnlyData()) {
 		r.i, r.off = r.i+1, 0
 	}
-}
-
-func uvarintLen(n int) int {
-	l := 1
-	for ; n >= 0x80; n >>= 7 {
-		l++
-	}
-	return l
 }

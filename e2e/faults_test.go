@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -258,4 +260,81 @@ func echoConnection(t *testing.T) (app echoApp, clusterIP, conn string) {
 	app = deployEcho(t, ns, "echo")
 	clusterIP = jsonpath(t, ns, "service/echo", "{.spec.clusterIP}")
 	return app, clusterIP, connect(t, ns)
+}
+
+// TestInterceptCLIKilled: `teledock intercept --docker-run` is killed with SIGKILL while the
+// cluster's requests reach its handler. The daemon removes the intercept (the CLI held it), docker
+// stops the handler (SIGTERM when its parent died): the cluster's traffic is back at the app within
+// 15 s, no request fails after that, `list` has no intercept, no container is left, and the same
+// intercept can be made again at once.
+func TestInterceptCLIKilled(t *testing.T) {
+	app, clusterIP, conn := echoConnection(t)
+	handler := conn + "-h"
+	start := func() *exec.Cmd {
+		cmd := exec.Command(cfg.teledock, "intercept", "echo", "--port", "8080", "--name", conn,
+			"--docker-run", "--", "--name", handler, "-e", "ECHO_TEXT=local", image("echo"))
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); docker(t, "rm", "-f", handler) })
+		eventually(t, 90*time.Second, "the cluster's request answered by the handler", func() error {
+			if r := getWith(freshClient(5*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+				return fmt.Errorf("GET %s = %q %v\n%s", clusterIP, r.stdout, r.err, out.String())
+			}
+			return nil
+		})
+		return cmd
+	}
+
+	cmd := start()
+	must(t, run(t, 10*time.Second, "kill", "-KILL", fmt.Sprint(cmd.Process.Pid)), "kill -9 the intercepting teledock")
+	killed := time.Now()
+	quick := freshClient(time.Second)
+	var back time.Duration
+	eventually(t, 60*time.Second, "the cluster's traffic back at the app", func() error {
+		r := getWith(quick, "http://"+clusterIP+"/")
+		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		back = time.Since(killed)
+		return nil
+	})
+	failed := 0
+	const requests = 20
+	for range requests {
+		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
+			failed++
+			t.Logf("after recovery: %q %v", r.stdout, r.err)
+		}
+		time.Sleep(250 * time.Millisecond) // the request rate of the check, not a wait for readiness
+	}
+	t.Logf("intercept --docker-run killed: the app answered again %.1fs later; %d of %d requests failed after that",
+		back.Seconds(), failed, requests)
+	if back > 15*time.Second {
+		t.Errorf("the app answered again %.1fs after the kill, want within 15s", back.Seconds())
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed after the traffic came back", failed, requests)
+	}
+	if list := must(t, teledock(t, "list", "--name", conn, "-o", "json"), "list"); strings.Contains(list, `"intercepts"`) {
+		t.Errorf("list still has an intercept after its CLI was killed:\n%s", list)
+	}
+	eventually(t, 30*time.Second, "the handler container gone", func() error {
+		if r := docker(t, "inspect", "-f", "{{.State.Status}}", handler); r.err == nil {
+			return fmt.Errorf("container %s is %s", handler, strings.TrimSpace(r.stdout))
+		}
+		return nil
+	})
+
+	again := time.Now()
+	cmd = start()
+	t.Logf("the same intercept made again in %.1fs", time.Since(again).Seconds())
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Logf("intercept --docker-run after Ctrl-C: %v", err)
+	}
 }

@@ -14,6 +14,12 @@ import (
 type fakeEngine struct {
 	containers map[string]container.InspectResponse
 	stopped    []string
+	removed    []string
+}
+
+func (f *fakeEngine) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
+	f.removed = append(f.removed, id)
+	return nil
 }
 
 func (f *fakeEngine) ContainerInspect(_ context.Context, name string) (container.InspectResponse, error) {

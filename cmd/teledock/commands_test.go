@@ -415,16 +415,19 @@ func TestRunInterceptDockerRun(t *testing.T) {
 	got := strings.Fields(string(args))
 	// The temp env file's name varies; check around it.
 	wantPrefix := []string{"run", "--network", "container:teledock-daemon-default", "--env-file"}
-	// So does the --cidfile's, which teledock stops the container by.
-	wantMiddle := []string{"--name", "echo", "--rm", "--cidfile"}
+	// So does the --cidfile's, which teledock stops the container by. The labels tell a handler
+	// left by a killed teledock (removeStaleHandler).
+	wantMiddle := []string{"--label", "dev.teledock.handler.connection=default", "--label", "dev.teledock.handler.intercept-id=i-1",
+		"--name", "echo", "--rm", "--cidfile"}
 	wantSuffix := []string{"-e", "X=1", "python:3", "python", "-m", "http.server", "8080"}
+	cid := 5 + len(wantMiddle)
 	if len(got) != len(wantPrefix)+1+len(wantMiddle)+1+len(wantSuffix) ||
-		strings.Join(got[:4], " ") != strings.Join(wantPrefix, " ") || strings.Join(got[5:9], " ") != strings.Join(wantMiddle, " ") ||
-		strings.Join(got[10:], " ") != strings.Join(wantSuffix, " ") {
+		strings.Join(got[:4], " ") != strings.Join(wantPrefix, " ") || strings.Join(got[5:cid], " ") != strings.Join(wantMiddle, " ") ||
+		strings.Join(got[cid+1:], " ") != strings.Join(wantSuffix, " ") {
 		t.Errorf("docker args = %q", got)
 	}
-	if _, err := os.Stat(got[9]); !os.IsNotExist(err) {
-		t.Errorf("cidfile %s left behind (%v)", got[9], err)
+	if _, err := os.Stat(got[cid]); !os.IsNotExist(err) {
+		t.Errorf("cidfile %s left behind (%v)", got[cid], err)
 	}
 	if _, err := os.Stat(got[4]); !os.IsNotExist(err) {
 		t.Errorf("temporary env file %s left behind (%v)", got[4], err)
@@ -453,7 +456,7 @@ func TestRunInterceptDockerRunOwnName(t *testing.T) {
 	}
 	args, _ := os.ReadFile(argsFile)
 	got := strings.Fields(string(args))
-	if strings.Join(got[5:6], " ") != "--cidfile" || strings.Join(got[7:], " ") != "--rm --name mine img" {
+	if strings.Join(got[9:10], " ") != "--cidfile" || strings.Join(got[11:], " ") != "--rm --name mine img" {
 		t.Errorf("docker args = %q: teledock must not add --name or a second --rm", got)
 	}
 }

@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/spf13/cobra"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
@@ -156,6 +152,12 @@ func runIntercept(ctx context.Context, d deps, opts interceptOptions) error {
 		return err
 	}
 	if opts.dockerRun {
+		release, err := holdIntercept(ctx, client, opts.name)
+		if err != nil {
+			undo()
+			return err
+		}
+		defer release()
 		defer undo()
 		return runHandler(ctx, d, c, info, vols, opts.dockerArgs, handler)
 	}
@@ -198,6 +200,7 @@ func (o interceptOptions) request() (*daemonv1.CreateInterceptRequest, error) {
 		LocalPort:   int32(local),
 		Mechanism:   o.mechanism,
 		Replace:     o.replace,
+		Held:        o.dockerRun, // runIntercept holds it right after the create
 	}
 	for _, s := range o.toPod {
 		p, err := parseToPod(s)
@@ -345,62 +348,6 @@ func writeEnv(d deps, opts interceptOptions, env map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// runHandler runs the --docker-run container in the connection's network with the pod's
-// environment and volumes; the caller then ends the intercept whatever happened. Ctrl-C or SIGTERM stop the container (and
-// so end the intercept); the exit code is the container's.
-func runHandler(ctx context.Context, d deps, c *launcher.Container, info *managerv1.InterceptInfo, vols *mountReport, args []string, scanned dockerRunArgs) error {
-
-	envPath, err := handlerEnvFile(d, info.GetEnvironment())
-	if err != nil {
-		return err
-	}
-	defer os.Remove(envPath)
-	docker, err := d.docker()
-	if err != nil {
-		return err
-	}
-
-	name := scanned.name
-	extra := []string{"--env-file", envPath}
-	if name == "" {
-		name = info.GetName()
-		extra = append(extra, "--name", name)
-	}
-	if vols != nil && vols.Error == "" {
-		extra = append(extra, mounts.RunFlags(vols.Volumes, vols.Root)...)
-	}
-	if !scanned.rm {
-		// The container is named; a stopped one left behind would block the next run.
-		extra = append(extra, "--rm")
-	}
-	// docker writes the ID of the container it created here: stop stops that one, never another
-	// container that happens to have the name (docker run may still be pulling when Ctrl-C comes).
-	cidDir, err := os.MkdirTemp("", "teledock-handler-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(cidDir)
-	cidFile := filepath.Join(cidDir, "cid")
-	extra = append(extra, "--cidfile", cidFile)
-	stop := func(cmd *exec.Cmd) error {
-		// Interrupting docker covers a container not yet created; stopping it through the engine
-		// covers one that ignores SIGINT (docker's sig-proxy passes the interrupt on first).
-		ierr := cmd.Process.Signal(os.Interrupt)
-		id, _ := os.ReadFile(cidFile)
-		if len(id) == 0 {
-			return ierr
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		timeout := 10
-		if err := docker.ContainerStop(sctx, string(id), container.StopOptions{Timeout: &timeout}); err != nil {
-			d.log.Debug("stopping the handler container", "container", name, "err", err)
-		}
-		return ierr
-	}
-	return dockerRun(ctx, d, c.Name, append(extra, args...), stop)
 }
 
 // leaveQuietly ends an intercept on a path that is already failing or finished; ctx may be gone, so

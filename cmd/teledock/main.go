@@ -138,6 +138,7 @@ func newDockerClient() (*client.Client, error) {
 type dockerAPI interface {
 	ContainerInspect(ctx context.Context, container string) (container.InspectResponse, error)
 	ContainerStop(ctx context.Context, container string, options container.StopOptions) error
+	ContainerRemove(ctx context.Context, container string, options container.RemoveOptions) error
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
 	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
 	NetworkConnect(ctx context.Context, network, container string, config *network.EndpointSettings) error

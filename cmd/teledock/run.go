@@ -90,6 +90,7 @@ func dockerCLI(ctx context.Context, d deps, args []string, cancel func(*exec.Cmd
 	d.log.Debug("running", "docker", docker, "args", args)
 	cmd := exec.CommandContext(ctx, docker, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
+	cmd.SysProcAttr = childAttr()
 	cmd.Cancel = func() error { return cancel(cmd) }
 	cmd.WaitDelay = 15 * time.Second
 	err = cmd.Run()

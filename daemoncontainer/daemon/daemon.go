@@ -70,6 +70,10 @@ type Daemon struct {
 
 	quit     chan struct{}
 	quitOnce sync.Once
+	// stopping ends the calls that would otherwise never end (holds), so that a graceful stop is.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+	holds        *holds
 
 	mu         sync.Mutex // guards the fields below
 	network    *NetworkInfo
@@ -101,7 +105,10 @@ func New(cfg Config, sess Session, icpt Intercepts, log *slog.Logger) (*Daemon, 
 		lis:  lis,
 		srv:  grpc.NewServer(grpc.UnaryInterceptor(auth.unary), grpc.StreamInterceptor(auth.stream)),
 		quit: make(chan struct{}),
+
+		stopping: make(chan struct{}),
 	}
+	d.holds = newHolds(icpt, log.With("part", "holds"), d.stopping)
 	daemonv1.RegisterDaemonServer(d.srv, d)
 	return d, nil
 }
@@ -139,6 +146,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Close stops the server at once. Run returns after it.
 func (d *Daemon) Close() error {
+	d.stoppingOnce.Do(func() { close(d.stopping) })
 	d.srv.Stop()
 	return nil
 }
@@ -146,6 +154,7 @@ func (d *Daemon) Close() error {
 // stop stops gracefully but gives up after a few seconds: a CLI stuck in a call must not keep the
 // container alive.
 func (d *Daemon) stop() {
+	d.stoppingOnce.Do(func() { close(d.stopping) })
 	done := make(chan struct{})
 	go func() {
 		d.srv.GracefulStop()

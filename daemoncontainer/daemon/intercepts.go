@@ -37,7 +37,14 @@ func (d *Daemon) CreateIntercept(ctx context.Context, r *daemonv1.CreateIntercep
 		d.log.Info("intercept not created", "name", r.GetName(), "err", err)
 		return nil, toStatus(err)
 	}
+	if r.GetHeld() {
+		d.holds.expect(info.GetName(), info.GetId())
+	}
 	return info, nil
+}
+
+func (d *Daemon) HoldIntercept(r *daemonv1.HoldInterceptRequest, stream daemonv1.Daemon_HoldInterceptServer) error {
+	return d.holds.hold(stream.Context(), r.GetName(), stream.Send)
 }
 
 func (d *Daemon) RemoveIntercept(ctx context.Context, r *daemonv1.RemoveInterceptRequest) (*daemonv1.RemoveInterceptResponse, error) {

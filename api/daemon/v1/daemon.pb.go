@@ -655,10 +655,13 @@ type CreateInterceptRequest struct {
 	LocalPort int32 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
 	// address is the destination's IP; empty means 127.0.0.1 in the daemon's network namespace,
 	// which handler containers (`teledock run`, `intercept --docker-run`) share.
-	Address       string      `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
-	Mechanism     string      `protobuf:"bytes,7,opt,name=mechanism,proto3" json:"mechanism,omitempty"` // "tcp"
-	Replace       bool        `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`
-	ToPod         []*v1.ToPod `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
+	Address   string      `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
+	Mechanism string      `protobuf:"bytes,7,opt,name=mechanism,proto3" json:"mechanism,omitempty"` // "tcp"
+	Replace   bool        `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`
+	ToPod     []*v1.ToPod `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
+	// held says that the caller holds the intercept with HoldIntercept right after: without a hold
+	// within 10 s the daemon removes it (the caller died in between).
+	Held          bool `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -756,6 +759,101 @@ func (x *CreateInterceptRequest) GetToPod() []*v1.ToPod {
 	return nil
 }
 
+func (x *CreateInterceptRequest) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+type HoldInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldInterceptRequest) Reset() {
+	*x = HoldInterceptRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldInterceptRequest) ProtoMessage() {}
+
+func (x *HoldInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldInterceptRequest.ProtoReflect.Descriptor instead.
+func (*HoldInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *HoldInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type HoldInterceptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InterceptId   string                 `protobuf:"bytes,1,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"` // the intercept held; the hold ends with it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldInterceptResponse) Reset() {
+	*x = HoldInterceptResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldInterceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldInterceptResponse) ProtoMessage() {}
+
+func (x *HoldInterceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldInterceptResponse.ProtoReflect.Descriptor instead.
+func (*HoldInterceptResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HoldInterceptResponse) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
 type RemoveInterceptRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -765,7 +863,7 @@ type RemoveInterceptRequest struct {
 
 func (x *RemoveInterceptRequest) Reset() {
 	*x = RemoveInterceptRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +875,7 @@ func (x *RemoveInterceptRequest) String() string {
 func (*RemoveInterceptRequest) ProtoMessage() {}
 
 func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +888,7 @@ func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveInterceptRequest) GetName() string {
@@ -808,7 +906,7 @@ type RemoveInterceptResponse struct {
 
 func (x *RemoveInterceptResponse) Reset() {
 	*x = RemoveInterceptResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +918,7 @@ func (x *RemoveInterceptResponse) String() string {
 func (*RemoveInterceptResponse) ProtoMessage() {}
 
 func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +931,7 @@ func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 type ListInterceptsRequest struct {
@@ -844,7 +942,7 @@ type ListInterceptsRequest struct {
 
 func (x *ListInterceptsRequest) Reset() {
 	*x = ListInterceptsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +954,7 @@ func (x *ListInterceptsRequest) String() string {
 func (*ListInterceptsRequest) ProtoMessage() {}
 
 func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +967,7 @@ func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 type ListWorkloadsRequest struct {
@@ -881,7 +979,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +991,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1004,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListWorkloadsRequest) GetNamespace() string {
@@ -968,7 +1066,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vagent_image\x18\x03 \x01(\tR\n" +
 	"agentImage\"\r\n" +
 	"\vQuitRequest\"\x0e\n" +
-	"\fQuitResponse\"\xa9\x02\n" +
+	"\fQuitResponse\"\xbd\x02\n" +
 	"\x16CreateInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x18\n" +
@@ -979,7 +1077,13 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aaddress\x18\x06 \x01(\tR\aaddress\x12\x1c\n" +
 	"\tmechanism\x18\a \x01(\tR\tmechanism\x12\x18\n" +
 	"\areplace\x18\b \x01(\bR\areplace\x121\n" +
-	"\x06to_pod\x18\t \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\",\n" +
+	"\x06to_pod\x18\t \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\x12\x12\n" +
+	"\x04held\x18\n" +
+	" \x01(\bR\x04held\"*\n" +
+	"\x14HoldInterceptRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x15HoldInterceptResponse\x12!\n" +
+	"\fintercept_id\x18\x01 \x01(\tR\vinterceptId\",\n" +
 	"\x16RemoveInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
 	"\x17RemoveInterceptResponse\"\x17\n" +
@@ -994,12 +1098,13 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\x04\x12 \n" +
 	"\x1cERROR_CODE_LOCAL_PORT_IN_USE\x10\x05\x12!\n" +
 	"\x1dERROR_CODE_TO_POD_PORT_IN_USE\x10\x06\x12\x1c\n" +
-	"\x18ERROR_CODE_NOT_CONNECTED\x10\a2\x9b\x05\n" +
+	"\x18ERROR_CODE_NOT_CONNECTED\x10\a2\x83\x06\n" +
 	"\x06Daemon\x12O\n" +
 	"\x06Status\x12!.teledock.daemon.v1.StatusRequest\x1a\".teledock.daemon.v1.StatusResponse\x12I\n" +
 	"\x04Quit\x12\x1f.teledock.daemon.v1.QuitRequest\x1a .teledock.daemon.v1.QuitResponse\x12a\n" +
 	"\x0fCreateIntercept\x12*.teledock.daemon.v1.CreateInterceptRequest\x1a\".teledock.manager.v1.InterceptInfo\x12j\n" +
-	"\x0fRemoveIntercept\x12*.teledock.daemon.v1.RemoveInterceptRequest\x1a+.teledock.daemon.v1.RemoveInterceptResponse\x12h\n" +
+	"\x0fRemoveIntercept\x12*.teledock.daemon.v1.RemoveInterceptRequest\x1a+.teledock.daemon.v1.RemoveInterceptResponse\x12f\n" +
+	"\rHoldIntercept\x12(.teledock.daemon.v1.HoldInterceptRequest\x1a).teledock.daemon.v1.HoldInterceptResponse0\x01\x12h\n" +
 	"\x0eListIntercepts\x12).teledock.daemon.v1.ListInterceptsRequest\x1a+.teledock.manager.v1.ListInterceptsResponse\x12e\n" +
 	"\rListWorkloads\x12(.teledock.daemon.v1.ListWorkloadsRequest\x1a*.teledock.manager.v1.ListWorkloadsResponse\x12U\n" +
 	"\aVolumes\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01B.Z,teledock.dev/teledock/api/daemon/v1;daemonv1b\x06proto3"
@@ -1017,7 +1122,7 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 }
 
 var file_daemon_v1_daemon_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_daemon_v1_daemon_proto_goTypes = []any{
 	(ErrorCode)(0),                    // 0: teledock.daemon.v1.ErrorCode
 	(*StatusRequest)(nil),             // 1: teledock.daemon.v1.StatusRequest
@@ -1029,15 +1134,17 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*QuitRequest)(nil),               // 7: teledock.daemon.v1.QuitRequest
 	(*QuitResponse)(nil),              // 8: teledock.daemon.v1.QuitResponse
 	(*CreateInterceptRequest)(nil),    // 9: teledock.daemon.v1.CreateInterceptRequest
-	(*RemoveInterceptRequest)(nil),    // 10: teledock.daemon.v1.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil),   // 11: teledock.daemon.v1.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),     // 12: teledock.daemon.v1.ListInterceptsRequest
-	(*ListWorkloadsRequest)(nil),      // 13: teledock.daemon.v1.ListWorkloadsRequest
-	(*v1.ToPod)(nil),                  // 14: teledock.manager.v1.ToPod
-	(*v1.TunnelMessage)(nil),          // 15: teledock.manager.v1.TunnelMessage
-	(*v1.InterceptInfo)(nil),          // 16: teledock.manager.v1.InterceptInfo
-	(*v1.ListInterceptsResponse)(nil), // 17: teledock.manager.v1.ListInterceptsResponse
-	(*v1.ListWorkloadsResponse)(nil),  // 18: teledock.manager.v1.ListWorkloadsResponse
+	(*HoldInterceptRequest)(nil),      // 10: teledock.daemon.v1.HoldInterceptRequest
+	(*HoldInterceptResponse)(nil),     // 11: teledock.daemon.v1.HoldInterceptResponse
+	(*RemoveInterceptRequest)(nil),    // 12: teledock.daemon.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil),   // 13: teledock.daemon.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),     // 14: teledock.daemon.v1.ListInterceptsRequest
+	(*ListWorkloadsRequest)(nil),      // 15: teledock.daemon.v1.ListWorkloadsRequest
+	(*v1.ToPod)(nil),                  // 16: teledock.manager.v1.ToPod
+	(*v1.TunnelMessage)(nil),          // 17: teledock.manager.v1.TunnelMessage
+	(*v1.InterceptInfo)(nil),          // 18: teledock.manager.v1.InterceptInfo
+	(*v1.ListInterceptsResponse)(nil), // 19: teledock.manager.v1.ListInterceptsResponse
+	(*v1.ListWorkloadsResponse)(nil),  // 20: teledock.manager.v1.ListWorkloadsResponse
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	5,  // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
@@ -1045,23 +1152,25 @@ var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	0,  // 2: teledock.daemon.v1.StatusResponse.last_error_code:type_name -> teledock.daemon.v1.ErrorCode
 	3,  // 3: teledock.daemon.v1.StatusResponse.intercept_list:type_name -> teledock.daemon.v1.InterceptSummary
 	0,  // 4: teledock.daemon.v1.ErrorDetail.code:type_name -> teledock.daemon.v1.ErrorCode
-	14, // 5: teledock.daemon.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	16, // 5: teledock.daemon.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
 	1,  // 6: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
 	7,  // 7: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
 	9,  // 8: teledock.daemon.v1.Daemon.CreateIntercept:input_type -> teledock.daemon.v1.CreateInterceptRequest
-	10, // 9: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
-	12, // 10: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
-	13, // 11: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
-	15, // 12: teledock.daemon.v1.Daemon.Volumes:input_type -> teledock.manager.v1.TunnelMessage
-	2,  // 13: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
-	8,  // 14: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
-	16, // 15: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	11, // 16: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
-	17, // 17: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	18, // 18: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	15, // 19: teledock.daemon.v1.Daemon.Volumes:output_type -> teledock.manager.v1.TunnelMessage
-	13, // [13:20] is the sub-list for method output_type
-	6,  // [6:13] is the sub-list for method input_type
+	12, // 9: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
+	10, // 10: teledock.daemon.v1.Daemon.HoldIntercept:input_type -> teledock.daemon.v1.HoldInterceptRequest
+	14, // 11: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
+	15, // 12: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
+	17, // 13: teledock.daemon.v1.Daemon.Volumes:input_type -> teledock.manager.v1.TunnelMessage
+	2,  // 14: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
+	8,  // 15: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
+	18, // 16: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	13, // 17: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
+	11, // 18: teledock.daemon.v1.Daemon.HoldIntercept:output_type -> teledock.daemon.v1.HoldInterceptResponse
+	19, // 19: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	20, // 20: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	17, // 21: teledock.daemon.v1.Daemon.Volumes:output_type -> teledock.manager.v1.TunnelMessage
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1078,7 +1187,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Daemon_Quit_FullMethodName            = "/teledock.daemon.v1.Daemon/Quit"
 	Daemon_CreateIntercept_FullMethodName = "/teledock.daemon.v1.Daemon/CreateIntercept"
 	Daemon_RemoveIntercept_FullMethodName = "/teledock.daemon.v1.Daemon/RemoveIntercept"
+	Daemon_HoldIntercept_FullMethodName   = "/teledock.daemon.v1.Daemon/HoldIntercept"
 	Daemon_ListIntercepts_FullMethodName  = "/teledock.daemon.v1.Daemon/ListIntercepts"
 	Daemon_ListWorkloads_FullMethodName   = "/teledock.daemon.v1.Daemon/ListWorkloads"
 	Daemon_Volumes_FullMethodName         = "/teledock.daemon.v1.Daemon/Volumes"
@@ -47,6 +48,12 @@ type DaemonClient interface {
 	CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*v1.InterceptInfo, error)
 	// RemoveIntercept ends an intercept of this connection; NotFound when there is none by that name.
 	RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error)
+	// HoldIntercept ties an intercept to the caller's life: the first message says the hold is in
+	// place, and when the call ends without the intercept having been removed (the caller was killed,
+	// its connection lost) the daemon removes it, unless it was replaced by another of that name since.
+	// `intercept --docker-run` holds its intercept, so that a killed CLI leaves none behind. The stream
+	// ends when the daemon stops.
+	HoldIntercept(ctx context.Context, in *HoldInterceptRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HoldInterceptResponse], error)
 	// ListIntercepts lists this connection's intercepts as the daemon keeps them.
 	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*v1.ListInterceptsResponse, error)
 	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
@@ -106,6 +113,25 @@ func (c *daemonClient) RemoveIntercept(ctx context.Context, in *RemoveInterceptR
 	return out, nil
 }
 
+func (c *daemonClient) HoldIntercept(ctx context.Context, in *HoldInterceptRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HoldInterceptResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[0], Daemon_HoldIntercept_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HoldInterceptRequest, HoldInterceptResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_HoldInterceptClient = grpc.ServerStreamingClient[HoldInterceptResponse]
+
 func (c *daemonClient) ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*v1.ListInterceptsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(v1.ListInterceptsResponse)
@@ -128,7 +154,7 @@ func (c *daemonClient) ListWorkloads(ctx context.Context, in *ListWorkloadsReque
 
 func (c *daemonClient) Volumes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.TunnelMessage, v1.TunnelMessage], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[0], Daemon_Volumes_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[1], Daemon_Volumes_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +180,12 @@ type DaemonServer interface {
 	CreateIntercept(context.Context, *CreateInterceptRequest) (*v1.InterceptInfo, error)
 	// RemoveIntercept ends an intercept of this connection; NotFound when there is none by that name.
 	RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error)
+	// HoldIntercept ties an intercept to the caller's life: the first message says the hold is in
+	// place, and when the call ends without the intercept having been removed (the caller was killed,
+	// its connection lost) the daemon removes it, unless it was replaced by another of that name since.
+	// `intercept --docker-run` holds its intercept, so that a killed CLI leaves none behind. The stream
+	// ends when the daemon stops.
+	HoldIntercept(*HoldInterceptRequest, grpc.ServerStreamingServer[HoldInterceptResponse]) error
 	// ListIntercepts lists this connection's intercepts as the daemon keeps them.
 	ListIntercepts(context.Context, *ListInterceptsRequest) (*v1.ListInterceptsResponse, error)
 	// ListWorkloads lists the interceptable workloads of a namespace (default: the connection's).
@@ -184,6 +216,9 @@ func (UnimplementedDaemonServer) CreateIntercept(context.Context, *CreateInterce
 }
 func (UnimplementedDaemonServer) RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveIntercept not implemented")
+}
+func (UnimplementedDaemonServer) HoldIntercept(*HoldInterceptRequest, grpc.ServerStreamingServer[HoldInterceptResponse]) error {
+	return status.Error(codes.Unimplemented, "method HoldIntercept not implemented")
 }
 func (UnimplementedDaemonServer) ListIntercepts(context.Context, *ListInterceptsRequest) (*v1.ListInterceptsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListIntercepts not implemented")
@@ -287,6 +322,17 @@ func _Daemon_RemoveIntercept_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_HoldIntercept_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(HoldInterceptRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DaemonServer).HoldIntercept(m, &grpc.GenericServerStream[HoldInterceptRequest, HoldInterceptResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_HoldInterceptServer = grpc.ServerStreamingServer[HoldInterceptResponse]
+
 func _Daemon_ListIntercepts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListInterceptsRequest)
 	if err := dec(in); err != nil {
@@ -363,6 +409,11 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "HoldIntercept",
+			Handler:       _Daemon_HoldIntercept_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "Volumes",
 			Handler:       _Daemon_Volumes_Handler,

@@ -121,6 +121,7 @@ func collectStatus(ctx context.Context, d deps, name string) (statusInfo, error)
 	info.Daemon.Container = c.Name
 	info.Daemon.ContainerState = c.State
 	if !c.Running {
+		info.Daemon.Stopped = stoppedStatusOf(c)
 		return info, nil
 	}
 	client, err := dialDaemon(d, c)
@@ -151,6 +152,7 @@ type daemonStatus struct {
 	Name              string             `json:"name"`
 	Container         string             `json:"container,omitempty"`
 	ContainerState    string             `json:"container_state,omitempty"`
+	Stopped           *stoppedStatus     `json:"stopped,omitempty"` // how a container that is not running stopped
 	Version           string             `json:"version,omitempty"`
 	Status            string             `json:"status,omitempty"` // the session's state
 	Error             string             `json:"error,omitempty"`
@@ -167,6 +169,33 @@ type daemonStatus struct {
 	NetworkError      string             `json:"network_error,omitempty"`
 	DNS               *dnsStatus         `json:"dns,omitempty"`
 	Subnets           []string           `json:"subnets,omitempty"`
+}
+
+// stoppedStatus says how the daemon's container stopped, and what to do.
+type stoppedStatus struct {
+	ExitCode   int       `json:"exit_code"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Reason     string    `json:"reason"`
+}
+
+// stoppedStatusOf tells from Docker's record why a daemon container stopped. The daemon exits by
+// itself only on quit (which removes the container), so a container that is still there was
+// stopped from outside or failed.
+func stoppedStatusOf(c *launcher.Container) *stoppedStatus {
+	st := &stoppedStatus{ExitCode: c.ExitCode, FinishedAt: c.FinishedAt}
+	switch {
+	case c.State == "created":
+		st.Reason = "created but never started"
+	case c.OOMKilled:
+		st.Reason = "killed: out of memory"
+	case c.ExitCode == 137:
+		st.Reason = "killed (docker kill, or Docker stopped without waiting for it)"
+	case c.ExitCode == 0 || c.ExitCode == 143:
+		st.Reason = "stopped by Docker (docker stop, or Docker itself stopped or restarted); its session and intercepts ended with it"
+	default:
+		st.Reason = fmt.Sprintf("the daemon failed; see `docker logs %s`", c.Name)
+	}
+	return st
 }
 
 // interceptSummary is one intercept in status: its name and owner (the client's name@host).
@@ -258,6 +287,14 @@ func renderStatus(info statusInfo) string {
 		b.WriteString("Daemon: Not running\n")
 		if ds.Container != "" {
 			fmt.Fprintf(&b, "  Container: %s (%s)\n", ds.Container, ds.ContainerState)
+		}
+		if st := ds.Stopped; st != nil {
+			when := ""
+			if !st.FinishedAt.IsZero() {
+				when = " at " + st.FinishedAt.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(&b, "  Stopped%s, exit code %d: %s\n", when, st.ExitCode, st.Reason)
+			b.WriteString("  Run `teledock connect` to start it again.\n")
 		}
 		return b.String()
 	}

@@ -65,6 +65,14 @@ func TestRenderStatus(t *testing.T) {
 			want: "Daemon: Not running\n  Container: teledock-daemon-default (exited)\n",
 		},
 		{
+			name: "stopped by a restart of Docker",
+			info: statusInfo{Daemon: daemonStatus{Name: "default", Container: "teledock-daemon-default", ContainerState: "exited",
+				Stopped: stoppedStatusOf(&launcher.Container{Name: "teledock-daemon-default", State: "exited", ExitCode: 0})}},
+			want: "Daemon: Not running\n  Container: teledock-daemon-default (exited)\n" +
+				"  Stopped, exit code 0: stopped by Docker (docker stop, or Docker itself stopped or restarted); its session and intercepts ended with it\n" +
+				"  Run `teledock connect` to start it again.\n",
+		},
+		{
 			name: "connected",
 			info: newStatusInfo(testContainer, connectedStatus()),
 			want: `Daemon: Running
@@ -285,5 +293,32 @@ func TestStatusWatchJSON(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("watch ended with %v, want nil on interrupt", err)
+	}
+}
+
+func TestStoppedStatusOf(t *testing.T) {
+	at := time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)
+	for _, tc := range []struct {
+		c    launcher.Container
+		want string
+	}{
+		{launcher.Container{State: "exited", ExitCode: 0, FinishedAt: at}, "stopped by Docker"},
+		{launcher.Container{State: "exited", ExitCode: 143}, "stopped by Docker"},
+		{launcher.Container{State: "exited", ExitCode: 137}, "killed (docker kill"},
+		{launcher.Container{State: "exited", ExitCode: 137, OOMKilled: true}, "out of memory"},
+		{launcher.Container{Name: "teledock-daemon-x", State: "exited", ExitCode: 1}, "docker logs teledock-daemon-x"},
+		{launcher.Container{State: "created"}, "never started"},
+	} {
+		st := stoppedStatusOf(&tc.c)
+		if !strings.Contains(st.Reason, tc.want) || st.ExitCode != tc.c.ExitCode || !st.FinishedAt.Equal(tc.c.FinishedAt) {
+			t.Errorf("%+v: %+v, want a reason with %q", tc.c, st, tc.want)
+		}
+	}
+	var b strings.Builder
+	if err := writeStatus(&b, statusInfo{Daemon: daemonStatus{Stopped: stoppedStatusOf(&launcher.Container{State: "exited", FinishedAt: at})}}, "json"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"finished_at": "2026-12-06T01:02:03Z"`) {
+		t.Errorf("status -o json:\n%s", b.String())
 	}
 }

@@ -108,6 +108,10 @@ type Container struct {
 	// State is Docker's: "created", "running", "exited", ...
 	State   string
 	Running bool
+	// ExitCode, OOMKilled and FinishedAt tell how a container that is not running stopped.
+	ExitCode   int
+	OOMKilled  bool
+	FinishedAt time.Time
 	// APIAddr is the daemon API's address on the host ("127.0.0.1:PORT"); empty unless running.
 	APIAddr string
 	// APIPort is the API's port inside the container's network namespace; NetworkAddr is the
@@ -315,6 +319,11 @@ func containerFromInspect(info container.InspectResponse) (*Container, error) {
 	if info.State != nil {
 		c.State = string(info.State.Status)
 		c.Running = info.State.Running
+		if !c.Running {
+			c.ExitCode, c.OOMKilled = info.State.ExitCode, info.State.OOMKilled
+			// Docker's zero time ("0001-01-01T00:00:00Z") for a container that never ran parses too.
+			c.FinishedAt, _ = time.Parse(time.RFC3339Nano, info.State.FinishedAt)
+		}
 	}
 	port := labels[LabelAPIPort]
 	if port == "" {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"teledock.dev/teledock/daemoncontainer/launcher"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -133,6 +135,10 @@ func TestBasicOverride(t *testing.T) {
 	d := m.Services[DaemonService]
 	if len(d.Ports) != 2 || d.Ports[1].Published != "8080" || d.Ports[1].Target != 80 {
 		t.Errorf("daemon ports = %+v, want the API port and web's 8080:80", d.Ports)
+	}
+	// The daemon's API (token-guarded) is for the user's CLI: published on the host's loopback only.
+	if api := d.Ports[0]; api.HostIP != "127.0.0.1" || api.Target != launcher.APIPort || api.Published != "" {
+		t.Errorf("daemon API port = %+v, want 127.0.0.1 and a free port", api)
 	}
 	if got := d.Networks["default"]; got == nil || strings.Join(got.Aliases, ",") != "frontend,web,worker" {
 		t.Errorf("daemon on default = %+v", got)

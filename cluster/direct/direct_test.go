@@ -148,3 +148,32 @@ func TestGuardMethods(t *testing.T) {
 		t.Errorf("health check with a token: %v", err)
 	}
 }
+
+// TestGuardAcceptNeedsToken: the Accept stream (connections out of the cluster to the client)
+// is refused without a session's token, as Tunnel is.
+func TestGuardAcceptNeedsToken(t *testing.T) {
+	c := managerv1.NewManagerClient(newGuarded(t))
+	for _, tt := range []struct {
+		name, token string
+		want        codes.Code
+	}{
+		{name: "own session", token: "token-a", want: codes.OK},
+		{name: "missing token", want: codes.Unauthenticated},
+		{name: "wrong token", token: "token-x", want: codes.Unauthenticated},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := c.Accept(withToken(ctx, tt.token))
+			if err == nil {
+				err = s.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Accept{Accept: &managerv1.Accept{SessionId: "session-a", ConnId: "1"}}})
+			}
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if got := status.Code(err); got != tt.want {
+				t.Errorf("accept: %v, want %v", err, tt.want)
+			}
+		})
+	}
+}

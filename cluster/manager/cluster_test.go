@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"maps"
 	goruntime "runtime"
 	"slices"
@@ -46,6 +47,12 @@ type fakeCluster struct {
 
 func newFakeCluster(tb testing.TB, cfg Config, objs ...runtime.Object) *fakeCluster {
 	tb.Helper()
+	return newFakeClusterLog(tb, testLogger(tb), cfg, objs...)
+}
+
+// newFakeClusterLog is newFakeCluster with the manager logging to log.
+func newFakeClusterLog(tb testing.TB, log *slog.Logger, cfg Config, objs ...runtime.Object) *fakeCluster {
+	tb.Helper()
 	if cfg.Namespace == "" {
 		cfg.Namespace = "teledock"
 	}
@@ -54,7 +61,7 @@ func newFakeCluster(tb testing.TB, cfg Config, objs ...runtime.Object) *fakeClus
 	}
 	k8s := fake.NewClientset(objs...)
 	k8s.PrependReactor("create", "tokenreviews", reviewTestTokens)
-	m, err := New(cfg, k8s, testLogger(tb))
+	m, err := New(cfg, k8s, log)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -424,9 +431,22 @@ func podToken(namespace, name string) context.Context {
 }
 
 // reviewTestTokens plays the API server's TokenReview: "pod:NS/NAME" is a token of NS's default
-// ServiceAccount bound to pod NAME, for the manager's audience; anything else is refused.
+// ServiceAccount bound to pod NAME, for the manager's audience; "sa:NS" one of that ServiceAccount
+// bound to no pod; "aud:NS/NAME" one bound to the pod but for the API server's audience only;
+// anything else is refused.
 func reviewTestTokens(action k8stesting.Action) (bool, runtime.Object, error) {
 	tr := action.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
+	if ns, ok := strings.CutPrefix(strings.TrimSuffix(tr.Spec.Token, ".payload.signature"), "sa:"); ok {
+		tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: tr.Spec.Audiences,
+			User: authnv1.UserInfo{Username: "system:serviceaccount:" + ns + ":default"}}
+		return true, tr, nil
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimSuffix(tr.Spec.Token, ".payload.signature"), "aud:"); ok {
+		ns, name, _ := strings.Cut(rest, "/")
+		tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"https://kubernetes.default.svc"},
+			User: authnv1.UserInfo{Username: "system:serviceaccount:" + ns + ":default", Extra: map[string]authnv1.ExtraValue{podNameKey: {name}}}}
+		return true, tr, nil
+	}
 	ns, name, ok := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(tr.Spec.Token, "pod:"), ".payload.signature"), "/")
 	if !strings.HasPrefix(tr.Spec.Token, "pod:") || !ok || !slices.Contains(tr.Spec.Audiences, agentconfig.TokenAudience) {
 		tr.Status = authnv1.TokenReviewStatus{Error: "invalid token"}

@@ -77,6 +77,11 @@ func TestAgentMustProveItsPod(t *testing.T) {
 		{"not a token", metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer forged"), codes.Unauthenticated},
 		{"another pod's token", podToken("default", "mallory"), codes.PermissionDenied},
 		{"another namespace's pod", podToken("other", "echo-abc-1"), codes.PermissionDenied},
+		// A valid token of the pod's ServiceAccount that no pod is bound to: any pod (or a
+		// leaked legacy Secret token) of that ServiceAccount could present it.
+		{"ServiceAccount token bound to no pod", bearer("sa:default.payload.signature"), codes.PermissionDenied},
+		{"the pod's token for another audience", bearer("aud:default/echo-abc-1.payload.signature"), codes.Unauthenticated},
+		{"not JWT-shaped", bearer("pod:default/echo-abc-1"), codes.Unauthenticated},
 	}
 	for _, tt := range tests {
 		if _, err := fc.agents.ArriveAgent(tt.ctx, info); status.Code(err) != tt.want {
@@ -89,6 +94,10 @@ func TestAgentMustProveItsPod(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d sessions opened by refused agents", n)
 	}
+}
+
+func bearer(token string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 }
 
 // TestAgentHeartbeat: an agent keeps its session on the agents' endpoint (Remain), and departs.

@@ -476,3 +476,29 @@ func TestRunInterceptDockerRunRefusedBeforeCreate(t *testing.T) {
 }
 
 var netipLoopback = netip.MustParseAddr("127.0.0.1")
+
+// TestDockerRunDebugLogHasNoSecrets: with --docker-run at Debug level, the log shows docker's
+// arguments, but neither the pod's Secret values (they go in the --env-file) nor the values of
+// the user's own -e flags.
+func TestDockerRunDebugLogHasNoSecrets(t *testing.T) {
+	fakeDockerCLI(t, "0")
+	const podSecret, userSecret, userSecret2, userSecret3 = "pod-s3cr3t", "user-s3cr3t", "user-s3cr3t-2", "user-s3cr3t-3"
+	env := startTestDaemon(t, &fakeIntercepts{env: map[string]string{"DB_PASSWORD": podSecret}})
+	var logs bytes.Buffer
+	env.d.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts := interceptOpts("echo")
+	opts.dockerRun = true
+	opts.dockerArgs = []string{"-e", "TOKEN=" + userSecret, "--env=OTHER=" + userSecret2, "-eTHIRD=" + userSecret3, "--env", "FROM_HOST", "img"}
+	if err := runIntercept(context.Background(), env.d, opts); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "--env-file") || !strings.Contains(out, "TOKEN=<hidden>") || !strings.Contains(out, "FROM_HOST") {
+		t.Fatalf("the debug log does not show docker's arguments:\n%s", out)
+	}
+	for _, v := range []string{podSecret, userSecret, userSecret2, userSecret3} {
+		if strings.Contains(out, v) {
+			t.Errorf("the debug log holds the secret %q:\n%s", v, out)
+		}
+	}
+}

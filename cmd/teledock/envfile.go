@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"unicode/utf8"
 
 	"teledock.dev/teledock/internal/envfile"
 )
@@ -17,22 +20,36 @@ func writeEnvFile(path string, env map[string]string) (skipped []string, err err
 	return envfile.Write(path, env)
 }
 
-// writeEnvJSON writes env as one JSON object, readable only by the user.
-func writeEnvJSON(path string, env map[string]string) error {
-	if env == nil {
-		env = map[string]string{}
-	}
+// writeEnvJSON writes env as one JSON object, readable only by the user. JSON strings hold UTF-8
+// only (encoding/json would write U+FFFD for the rest, a wrong value), so variables whose name or
+// value is not UTF-8 are left out and returned in skipped.
+func writeEnvJSON(path string, env map[string]string) (skipped []string, err error) {
+	env, skipped = jsonEnv(env)
 	data, err := json.MarshalIndent(env, "", "  ")
 	if err != nil {
-		return fmt.Errorf("write env json: %w", err)
+		return nil, fmt.Errorf("write env json: %w", err)
 	}
 	if err := os.WriteFile(path, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write env json: %w", err)
+		return nil, fmt.Errorf("write env json: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		return fmt.Errorf("write env json: %w", err)
+		return nil, fmt.Errorf("write env json: %w", err)
 	}
-	return nil
+	return skipped, nil
+}
+
+// jsonEnv is env without the variables JSON cannot hold, and their names, sorted.
+func jsonEnv(env map[string]string) (map[string]string, []string) {
+	out := make(map[string]string, len(env))
+	var skipped []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if !utf8.ValidString(k) || !utf8.ValidString(env[k]) {
+			skipped = append(skipped, k)
+			continue
+		}
+		out[k] = env[k]
+	}
+	return out, skipped
 }
 
 // handlerEnvFile is tempEnvFile for a container teledock starts: what the format cannot hold is

@@ -343,8 +343,12 @@ func writeEnv(d deps, opts interceptOptions, env map[string]string) error {
 		}
 	}
 	if opts.envJSON != "" {
-		if err := writeEnvJSON(opts.envJSON, env); err != nil {
+		skipped, err := writeEnvJSON(opts.envJSON, env)
+		if err != nil {
 			return err
+		}
+		if len(skipped) > 0 {
+			fmt.Fprintf(d.stderr, "Left out of %s (JSON cannot hold them: not UTF-8): %s\n", opts.envJSON, strings.Join(skipped, ", "))
 		}
 	}
 	return nil

@@ -354,13 +354,13 @@ func TestWriteEnvFiles(t *testing.T) {
 	checkFile(t, envPath, "A=1\n")
 
 	jsonPath := filepath.Join(dir, "pod.json")
-	if err := writeEnvJSON(jsonPath, env); err != nil {
-		t.Fatal(err)
+	if skipped, err := writeEnvJSON(jsonPath, env); err != nil || len(skipped) != 0 {
+		t.Fatalf("writeEnvJSON = %q, %v", skipped, err)
 	}
 	checkFile(t, jsonPath, "{\n  \"A\": \"1\",\n  \"MULTI\": \"x\\ny\"\n}\n")
 
 	emptyPath := filepath.Join(dir, "empty.json")
-	if err := writeEnvJSON(emptyPath, nil); err != nil {
+	if _, err := writeEnvJSON(emptyPath, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkFile(t, emptyPath, "{}\n")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -87,7 +88,7 @@ func dockerCLI(ctx context.Context, d deps, args []string, cancel func(*exec.Cmd
 	if err != nil {
 		return fmt.Errorf("docker CLI: %w", err)
 	}
-	d.log.Debug("running", "docker", docker, "args", args)
+	d.log.Debug("running", "docker", docker, "args", logArgs(args))
 	cmd := exec.CommandContext(ctx, docker, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = d.stdin, d.stdout, d.stderr
 	cmd.SysProcAttr = childAttr()
@@ -102,6 +103,33 @@ func dockerCLI(ctx context.Context, d deps, args []string, cancel func(*exec.Cmd
 		return fmt.Errorf("docker %s: %w", args[0], err)
 	}
 	return nil
+}
+
+// logArgs is docker's args for the debug log: a -e/--env value is a secret as often as not, so
+// only its name shows. (A container command's own -e after the image is shortened the same way,
+// in the log only.)
+func logArgs(args []string) []string {
+	out := slices.Clone(args)
+	for i := 0; i < len(out); i++ {
+		switch a := out[i]; {
+		case (a == "-e" || a == "--env") && i+1 < len(out):
+			i++
+			out[i] = envName(out[i])
+		case strings.HasPrefix(a, "--env="):
+			out[i] = "--env=" + envName(strings.TrimPrefix(a, "--env="))
+		case strings.HasPrefix(a, "-e") && !strings.HasPrefix(a, "--") && len(a) > 2:
+			out[i] = "-e" + envName(a[2:])
+		}
+	}
+	return out
+}
+
+// envName is NAME=VALUE with the value hidden.
+func envName(kv string) string {
+	if k, _, ok := strings.Cut(kv, "="); ok {
+		return k + "=<hidden>"
+	}
+	return kv
 }
 
 func exitCode(ee *exec.ExitError) int {

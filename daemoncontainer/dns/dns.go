@@ -177,7 +177,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	h := s.handler
 	h.ctx = ctx
-	udp := serve(&miekg.Server{PacketConn: s.udp, Net: "udp", Handler: &h})
+	udp := serve(udpServer(s.udp, &h))
 	tcp := serve(&miekg.Server{Listener: s.tcp, Net: "tcp", Handler: &h})
 
 	select {
@@ -204,6 +204,11 @@ func (s *Server) Close() error {
 		s.tcp.Close()
 	})
 	return nil
+}
+
+// udpServer is the miekg server Run answers UDP with; the fuzz test sends packets through the same.
+func udpServer(pc net.PacketConn, h miekg.Handler) *miekg.Server {
+	return &miekg.Server{PacketConn: pc, Net: "udp", Handler: h}
 }
 
 // serving tracks one miekg server, whose Shutdown fails if called before it started serving.

@@ -26,9 +26,14 @@ type handler struct {
 
 var _ miekg.Handler = (*handler)(nil)
 
-// ServeDNS forwards q and writes the answer, or SERVFAIL when forwarding failed. miekg has already
-// rejected queries without exactly one question.
+// ServeDNS forwards q and writes the answer, or SERVFAIL when forwarding failed.
 func (h *handler) ServeDNS(w miekg.ResponseWriter, q *miekg.Msg) {
+	if len(q.Question) != 1 {
+		// miekg refuses a header that does not count one question, but a packet that ends right
+		// after a header counting one unpacks with none; indexing it would crash the daemon.
+		_ = w.WriteMsg(new(miekg.Msg).SetRcodeFormatError(q))
+		return
+	}
 	start := time.Now()
 	network := "udp"
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {

@@ -95,6 +95,10 @@ func prepare(raw *clientcmdapi.Config, opts KubeconfigOptions) (*Kubeconfig, err
 	}
 	kctx = raw.Contexts[name]
 	cluster := raw.Clusters[kctx.Cluster]
+	if cluster == nil {
+		// MinifyConfig checks a named cluster exists, but lets a context name none.
+		return nil, fmt.Errorf("%w: context %q names no cluster", ErrInvalidKubeconfig, name)
+	}
 	auth := raw.AuthInfos[kctx.AuthInfo]
 	if auth != nil && (auth.Exec != nil || auth.AuthProvider != nil) {
 		return nil, fmt.Errorf("%w: context %q, user %q", ErrExecCredentials, name, kctx.AuthInfo)

@@ -31,6 +31,7 @@ func writeKubeconfig(t testing.TB, servers map[string]string) string {
 	cfg.AuthInfos["exec-user"] = &clientcmdapi.AuthInfo{Exec: &clientcmdapi.ExecConfig{Command: "gke-gcloud-auth-plugin", APIVersion: "client.authentication.k8s.io/v1"}}
 	cfg.Contexts["exec"] = &clientcmdapi.Context{Cluster: "remote", AuthInfo: "exec-user"}
 	cfg.Contexts["dangling"] = &clientcmdapi.Context{Cluster: "missing", AuthInfo: "user"}
+	cfg.Contexts["no-cluster"] = &clientcmdapi.Context{AuthInfo: "user"}
 	cfg.CurrentContext = "local"
 	p := filepath.Join(dir, "config")
 	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
@@ -69,6 +70,7 @@ func TestPrepareKubeconfig(t *testing.T) {
 		{name: "unknown context", opts: KubeconfigOptions{Context: "nope"}, wantErr: ErrContextNotFound},
 		{name: "exec credentials", opts: KubeconfigOptions{Context: "exec"}, wantErr: ErrExecCredentials},
 		{name: "context without cluster", opts: KubeconfigOptions{Context: "dangling"}, wantErr: ErrInvalidKubeconfig},
+		{name: "context naming no cluster", opts: KubeconfigOptions{Context: "no-cluster"}, wantErr: ErrInvalidKubeconfig},
 		{name: "missing file", opts: KubeconfigOptions{Path: filepath.Join(t.TempDir(), "nope")}, wantErr: fs.ErrNotExist},
 	}
 	for _, tt := range tests {

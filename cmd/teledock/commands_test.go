@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,10 @@ func (f *fakeIntercepts) Remove(_ context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removes = append(f.removes, name)
+	if f.removeErr == nil {
+		// Gone from List, as in the daemon: the hold of a --docker-run must not remove it again.
+		f.list = slices.DeleteFunc(f.list, func(i *managerv1.InterceptInfo) bool { return i.GetName() == name })
+	}
 	return f.removeErr
 }
 

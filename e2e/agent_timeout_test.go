@@ -57,3 +57,63 @@ func TestInterceptExplainsAMissingAgent(t *testing.T) {
 		t.Errorf("after a failed intercept http://echo/ = %q, want the app", out)
 	}
 }
+
+// TestWebhookUnreachableDuringRollout: the API server cannot reach the agent injector (its
+// webhook points at a port nobody serves) while an intercept rolls the workload out. The webhook's
+// failurePolicy is Ignore, so the pods start anyway, without an agent; the intercept fails within
+// its deadline and says that the injector was not called and what to check. Once the webhook is
+// reachable again, the same intercept works.
+func TestWebhookUnreachableDuringRollout(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	app := deployEcho(t, ns, "echo")
+	conn := connect(t, ns)
+
+	webhook := "mutatingwebhookconfiguration/teledock-agent-injector-" + managerNamespace
+	port := strings.TrimSpace(must(t, kubectl(t, "get", webhook, "-o", "jsonpath={.webhooks[0].clientConfig.service.port}"), "the webhook's port"))
+	setPort := func(p string) cmdResult {
+		return kubectl(t, "patch", webhook, "--type=json", "-p",
+			`[{"op":"replace","path":"/webhooks/0/clientConfig/service/port","value":`+p+`}]`)
+	}
+	t.Cleanup(func() { setPort(port) })
+	must(t, setPort("1"), "point the webhook at a port nobody serves")
+
+	start := time.Now()
+	r := teledock(t, "intercept", "echo", "--port", "8080:http", "--timeout", "40s", "--name", conn)
+	if r.err == nil {
+		t.Fatalf("intercept succeeded although the agent injector cannot be reached:\n%s", r.stdout)
+	}
+	t.Logf("intercept failed after %.1fs (exit %d): %s", time.Since(start).Seconds(), exitCode(r.err), strings.TrimSpace(r.stderr))
+	if !strings.Contains(r.stderr, "agent injector was not called") {
+		t.Errorf("the error does not say that the agent injector was not reached:\n%s", r.stderr)
+	}
+	// The pods the rollouts made (the intercept's, then the undoing of its template change) started
+	// without the agent, and the app serves.
+	eventually(t, 60*time.Second, "the workload's template restored", func() error {
+		if a := jsonpath(t, ns, "deployment/echo", "{.spec.template.metadata.annotations}"); strings.Contains(a, "teledock.dev/agent-rollout") {
+			return fmt.Errorf("annotations: %s", a)
+		}
+		return nil
+	})
+	must(t, kubectl(t, "-n", ns, "rollout", "status", "deployment/echo", "--timeout=90s"), "the rollout without the webhook")
+	if c := jsonpath(t, ns, "pods -l app=echo", "{.items[*].spec.containers[*].name}"); strings.Contains(c, "traffic-agent") {
+		t.Errorf("a pod has a traffic-agent although the injector was not reachable: %s", c)
+	}
+	restored := time.Now()
+	eventually(t, 120*time.Second, "the app answers", func() error {
+		// Endpoints follow the rollout's last pod change a moment later.
+		if r := inCluster(t, conn, "http", "http://echo/"); r.err != nil || !strings.HasPrefix(r.stdout, app.Text) {
+			return fmt.Errorf("http://echo/ = %q %v %s\n%s\n%s\n%s", r.stdout, r.err, r.stderr,
+				kubectl(t, "-n", ns, "get", "pods,endpointslices", "-o", "wide").stdout,
+				docker(t, "logs", "--tail", "30", "teledock-daemon-"+conn).stderr,
+				run(t, 10*time.Second, "sh", "-c", "iptables-save | grep -i "+ns).stdout)
+		}
+		return nil
+	})
+
+	t.Logf("the app answered %.1fs after the rollouts were done", time.Since(restored).Seconds())
+	must(t, setPort(port), "restore the webhook's port")
+	out := must(t, teledock(t, "intercept", "echo", "--port", "8080:http", "--name", conn), "intercept once the webhook is back")
+	t.Logf("with the webhook back:\n%s", out)
+	must(t, teledock(t, "leave", "echo", "--name", conn), "leave")
+}

@@ -19,6 +19,7 @@ import (
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/broker"
 	"teledock.dev/teledock/cluster/inject"
+	"teledock.dev/teledock/internal/flow"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -130,7 +131,9 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 	}
 	dial := cfg.Dial
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		// Unanswered attempts start over on a new socket after 3 s: a ClusterIP whose pick was
+		// a pod that just went away would otherwise hold the dial for its whole deadline.
+		dial = flow.Redial((&net.Dialer{}).DialContext, 3*time.Second)
 	}
 	store, err := inject.NewConfigMapStore(k8s)
 	if err != nil {

@@ -46,6 +46,11 @@ func TestThousandConnections(t *testing.T) {
 	})
 	t.Logf("%d connections at once: %s; daemon goroutines %d before, %d after; daemon memory %s before, %s after the load, %s now",
 		n, took.Round(time.Millisecond), base, after, baseMem, peakMem, daemonMemory(t, conn))
+	if peak := peakRSS(t, containerPID(t, "teledock-daemon-"+conn)); peak > daemonMemoryBound {
+		t.Errorf("the daemon's peak resident memory is %s, want under %s", mib(peak), mib(daemonMemoryBound))
+	} else {
+		t.Logf("the daemon's peak resident memory: %s", mib(peak))
+	}
 }
 
 var goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
@@ -93,4 +98,24 @@ func TestInterceptedLoad(t *testing.T) {
 	if !strings.HasPrefix(out, fmt.Sprintf("%d ok, 0 failed", n)) {
 		t.Errorf("load through the intercept: %q", out)
 	}
+	pod := strings.Fields(jsonpath(t, ns, "pods -l app=echo", "{.items[*].metadata.name}"))
+	if len(pod) != 1 {
+		t.Fatalf("pods of echo: %v", pod)
+	}
+	agent := peakRSS(t, podProcess(t, ns, pod[0], "traffic-agent"))
+	daemon := peakRSS(t, containerPID(t, "teledock-daemon-"+conn))
+	t.Logf("peak resident memory: traffic-agent %s, daemon %s", mib(agent), mib(daemon))
+	if agent > agentMemoryBound {
+		t.Errorf("the traffic-agent's peak resident memory is %s, want under %s", mib(agent), mib(agentMemoryBound))
+	}
+	if daemon > daemonMemoryBound {
+		t.Errorf("the daemon's peak resident memory is %s, want under %s", mib(daemon), mib(daemonMemoryBound))
+	}
 }
+
+// The resident memory bounds that docs/architecture.md states: the agent's is the goal for a
+// sidecar; the daemon's is what a thousand connections at once measured (about 90 MiB), with room.
+const (
+	agentMemoryBound  = 20 << 20
+	daemonMemoryBound = 160 << 20
+)

@@ -15,24 +15,27 @@ import (
 
 // peakRSS is a process's peak resident memory (VmHWM) in bytes, from /proc: the most it ever used,
 // so a check after a load covers the load itself.
-func peakRSS(t testing.TB, pid int) int64 {
+func peakRSS(t testing.TB, pid int) int64 { return procStatus(t, pid, "VmHWM") }
+
+// procStatus is a memory field of /proc/PID/status ("VmHWM", "RssFile", ...) in bytes.
+func procStatus(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
-		t.Fatalf("peak memory of pid %d: %v", pid, err)
+		t.Fatalf("memory of pid %d: %v", pid, err)
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				t.Fatalf("VmHWM of pid %d: %q", pid, rest)
+				t.Fatalf("%s of pid %d: %q", field, pid, rest)
 			}
 			return kib << 10
 		}
 	}
-	t.Fatalf("pid %d has no VmHWM", pid)
+	t.Fatalf("pid %d has no %s", pid, field)
 	return 0
 }
 

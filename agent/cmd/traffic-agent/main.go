@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -32,15 +31,7 @@ const usage = `usage: traffic-agent run|redirect [--config SOURCE] | sleep | ver
 SOURCE is env:NAME (default ` + agent.DefaultConfigSource + `) or a file path.
 `
 
-// memoryLimit is the agent's soft memory limit: a sidecar lives in its pod's memory budget, so under
-// a burst of connections the GC works harder rather than the heap growing (the goal: under 20 MiB
-// resident). GOMEMLIMIT in the container's environment wins.
-const memoryLimit = 12 << 20
-
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := environment{getenv: os.Getenv, readFile: os.ReadFile, installRedirects: redirect.Install}

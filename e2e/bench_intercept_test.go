@@ -42,8 +42,17 @@ func TestBenchIntercept(t *testing.T) {
 	fmt.Printf("  %-45s %10s\n", "first intercept (agent injection + rollout)", seconds(first))
 	fmt.Printf("  %-45s %10s   runs %v\n", again.name+" median", seconds(again.median()), again.runs)
 	fmt.Printf("  %-45s %10s   runs %v\n", leaves.name+" median", seconds(leaves.median()), leaves.runs)
+
+	// Memory under load: the intercept again, 200 connections at once from a pod to the handler.
+	timed("intercept", "echo", "--port", "8080:http")
+	const n = 200
+	out, mem := intercepted(t, ns, name, n)
+	fmt.Printf("\nPeak resident memory (VmHWM), %d intercepted connections at once (%s)\n", n, out)
+	fmt.Printf("  %-45s %10s   (%s of it the binary's file pages)\n", "traffic-agent", mib(mem.agent), mib(mem.agentFile))
+	fmt.Printf("  %-45s %10s\n", "daemon", mib(mem.daemon))
 	printTargets([]target{
 		atMost("first intercept s", first.Seconds(), 10, "s"),
 		atMost("re-intercept s", again.median().Seconds(), 1, "s"),
+		atMost("traffic-agent peak RSS under load < 20 MiB", float64(mem.agent)/(1<<20), 20, "MiB"),
 	})
 }

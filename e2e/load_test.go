@@ -84,6 +84,29 @@ func TestInterceptedLoad(t *testing.T) {
 	interceptWithHandler(t, conn, clusterIP)
 
 	const n = 200
+	out, mem := intercepted(t, ns, conn, n)
+	t.Logf("%d intercepted connections at once: %s", n, out)
+	if !strings.HasPrefix(out, fmt.Sprintf("%d ok, 0 failed", n)) {
+		t.Errorf("load through the intercept: %q", out)
+	}
+	t.Logf("peak resident memory: traffic-agent %s (now %s of it the binary's file pages), daemon %s",
+		mib(mem.agent), mib(mem.agentFile), mib(mem.daemon))
+	if mem.agent > agentMemoryBound {
+		t.Errorf("the traffic-agent's peak resident memory is %s, want under %s", mib(mem.agent), mib(agentMemoryBound))
+	}
+	if mem.daemon > daemonMemoryBound {
+		t.Errorf("the daemon's peak resident memory is %s, want under %s", mib(mem.daemon), mib(daemonMemoryBound))
+	}
+}
+
+type loadMemory struct{ agent, agentFile, daemon int64 }
+
+// intercepted runs a pod in ns that opens n connections at once to the intercepted Service echo,
+// each answered by conn's handler ("local from ..."); it returns the probe's summary and the peak
+// resident memory of the echo pod's traffic-agent and of the daemon.
+func intercepted(t testing.TB, ns, conn string, n int) (string, loadMemory) {
+	t.Helper()
+	kubectl(t, "-n", ns, "delete", "pod", "load", "--ignore-not-found", "--wait")
 	must(t, kubectl(t, "-n", ns, "run", "load", "--image", image("echo"), "--image-pull-policy", "Never", "--restart", "Never",
 		"--command", "--", "/probe", "-timeout", "120s", "load", "http://echo/", strconv.Itoa(n), "local from "), "start the load pod")
 	eventually(t, 3*time.Minute, "the load pod to finish", func() error {
@@ -93,25 +116,16 @@ func TestInterceptedLoad(t *testing.T) {
 		}
 		return nil
 	})
-	out := must(t, kubectl(t, "-n", ns, "logs", "pod/load"), "the load pod's output")
-	t.Logf("%d intercepted connections at once: %s", n, strings.TrimSpace(out))
-	if !strings.HasPrefix(out, fmt.Sprintf("%d ok, 0 failed", n)) {
-		t.Errorf("load through the intercept: %q", out)
-	}
+	out := strings.TrimSpace(must(t, kubectl(t, "-n", ns, "logs", "pod/load"), "the load pod's output"))
 	pod := strings.Fields(jsonpath(t, ns, "pods -l app=echo", "{.items[*].metadata.name}"))
 	if len(pod) != 1 {
 		t.Fatalf("pods of echo: %v", pod)
 	}
-	agentPID := podProcess(t, ns, pod[0], "traffic-agent")
-	agent := peakRSS(t, agentPID)
-	daemon := peakRSS(t, containerPID(t, "teledock-daemon-"+conn))
-	t.Logf("peak resident memory: traffic-agent %s (now %s of it the binary's file pages), daemon %s",
-		mib(agent), mib(procStatus(t, agentPID, "RssFile")), mib(daemon))
-	if agent > agentMemoryBound {
-		t.Errorf("the traffic-agent's peak resident memory is %s, want under %s", mib(agent), mib(agentMemoryBound))
-	}
-	if daemon > daemonMemoryBound {
-		t.Errorf("the daemon's peak resident memory is %s, want under %s", mib(daemon), mib(daemonMemoryBound))
+	agent := podProcess(t, ns, pod[0], "traffic-agent")
+	return out, loadMemory{
+		agent:     peakRSS(t, agent),
+		agentFile: procStatus(t, agent, "RssFile"),
+		daemon:    peakRSS(t, containerPID(t, "teledock-daemon-"+conn)),
 	}
 }
 

@@ -77,7 +77,7 @@ FUZZTIME ?= 30s
 fuzz: ## every fuzz target for FUZZTIME each (`make test` runs their seed corpora)
 	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
-	    echo "== $$f ($$dir, $(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$dir; \
+	    echo "== $$f ($$dir, $(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$dir; \
 	  done; \
 	done
 

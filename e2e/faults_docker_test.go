@@ -52,15 +52,7 @@ func TestDockerRestart(t *testing.T) {
 		t.Errorf("status without Docker: exit %d, %s%s; want exit 7 and DOCKER_UNAVAILABLE", exitCode(r.err), r.stdout, r.stderr)
 	}
 
-	quick := freshClient(time.Second)
-	eventually(t, 30*time.Second, "the cluster's traffic back at the app", func() error {
-		r := getWith(quick, "http://"+clusterIP+"/")
-		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
-			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-		}
-		return nil
-	})
-	t.Logf("the cluster's traffic back at the app %.1fs after dockerd was told to stop", time.Since(stopped).Seconds())
+	backAtTheApp(t, app, clusterIP, stopped, "dockerd stopped")
 
 	started := time.Now()
 	must(t, run(t, 2*time.Minute, "bash", script), "scripts/docker-up.sh")

@@ -40,33 +40,42 @@ func TestDaemonKilledMidIntercept(t *testing.T) {
 	t.Logf("reconnected and intercepting again %.1fs after the kill", time.Since(killed).Seconds())
 
 	killed = kill()
+	backAtTheApp(t, app, clusterIP, killed, "daemon container killed")
+}
+
+// steadyRequests is how many requests backAtTheApp makes once the app answers again.
+const steadyRequests = 20
+
+// backAtTheApp checks what a client's death must lead to: the Service at clusterIP is answered by
+// the app again within 15 s of the fault (at since), and then none of steadyRequests requests fails.
+func backAtTheApp(t *testing.T, app echoApp, clusterIP string, since time.Time, fault string) {
+	t.Helper()
 	var back time.Duration
+	failed := 0
 	// Requests with a short timeout, so that one that hangs on the dead intercept does not hide
 	// for long when the traffic came back.
 	quick := freshClient(time.Second)
-	eventually(t, 30*time.Second, "the cluster's traffic back at the app", func() error {
+	eventually(t, 60*time.Second, "the cluster's traffic back at the app", func() error {
 		r := getWith(quick, "http://"+clusterIP+"/")
 		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
 			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
 		}
-		back = time.Since(killed)
+		back = time.Since(since)
 		return nil
 	})
-	if back > 15*time.Second {
-		t.Errorf("the app answered again %.1fs after the kill, want within 15s", back.Seconds())
-	}
-	failed := 0
-	const requests = 20
-	for range requests {
+	for range steadyRequests {
 		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
 			failed++
 			t.Logf("after recovery: %q %v", r.stdout, r.err)
 		}
 		time.Sleep(250 * time.Millisecond) // the request rate of the check, not a wait for readiness
 	}
-	t.Logf("the app answered again %.1fs after the kill; %d of %d requests failed after that", back.Seconds(), failed, requests)
+	t.Logf("%s: the app answered again %.1fs later; %d of %d requests failed after that", fault, back.Seconds(), failed, steadyRequests)
+	if back > 15*time.Second {
+		t.Errorf("the app answered again %.1fs after the fault, want within 15s", back.Seconds())
+	}
 	if failed > 0 {
-		t.Errorf("%d of %d requests failed after the traffic came back", failed, requests)
+		t.Errorf("%d of %d requests failed after the traffic came back", failed, steadyRequests)
 	}
 }
 
@@ -271,14 +280,7 @@ func TestInterceptCLIKilled(t *testing.T) {
 	app, clusterIP, conn := echoConnection(t)
 	handler := conn + "-h"
 	start := func() *exec.Cmd {
-		cmd := exec.Command(cfg.teledock, "intercept", "echo", "--port", "8080", "--name", conn,
-			"--docker-run", "--", "--name", handler, "-e", "ECHO_TEXT=local", image("echo"))
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); docker(t, "rm", "-f", handler) })
+		cmd, out := dockerRunIntercept(t, conn, "echo", handler)
 		eventually(t, 90*time.Second, "the cluster's request answered by the handler", func() error {
 			if r := getWith(freshClient(5*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
 				return fmt.Errorf("GET %s = %q %v\n%s", clusterIP, r.stdout, r.err, out.String())
@@ -290,34 +292,7 @@ func TestInterceptCLIKilled(t *testing.T) {
 
 	cmd := start()
 	must(t, run(t, 10*time.Second, "kill", "-KILL", fmt.Sprint(cmd.Process.Pid)), "kill -9 the intercepting teledock")
-	killed := time.Now()
-	quick := freshClient(time.Second)
-	var back time.Duration
-	eventually(t, 60*time.Second, "the cluster's traffic back at the app", func() error {
-		r := getWith(quick, "http://"+clusterIP+"/")
-		if r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
-			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-		}
-		back = time.Since(killed)
-		return nil
-	})
-	failed := 0
-	const requests = 20
-	for range requests {
-		if r := httpGet("http://" + clusterIP + "/"); r.err != nil || !strings.HasPrefix(r.stdout, app.Text+" from echo-") {
-			failed++
-			t.Logf("after recovery: %q %v", r.stdout, r.err)
-		}
-		time.Sleep(250 * time.Millisecond) // the request rate of the check, not a wait for readiness
-	}
-	t.Logf("intercept --docker-run killed: the app answered again %.1fs later; %d of %d requests failed after that",
-		back.Seconds(), failed, requests)
-	if back > 15*time.Second {
-		t.Errorf("the app answered again %.1fs after the kill, want within 15s", back.Seconds())
-	}
-	if failed > 0 {
-		t.Errorf("%d of %d requests failed after the traffic came back", failed, requests)
-	}
+	backAtTheApp(t, app, clusterIP, time.Now(), "intercept --docker-run killed")
 	if list := must(t, teledock(t, "list", "--name", conn, "-o", "json"), "list"); strings.Contains(list, `"intercepts"`) {
 		t.Errorf("list still has an intercept after its CLI was killed:\n%s", list)
 	}
@@ -337,4 +312,20 @@ func TestInterceptCLIKilled(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Logf("intercept --docker-run after Ctrl-C: %v", err)
 	}
+}
+
+// dockerRunIntercept starts `teledock intercept WORKLOAD --port 8080 --docker-run` in the
+// background with an echo handler named handler that answers "local from ..."; the process and
+// the container go when the test ends.
+func dockerRunIntercept(t *testing.T, conn, workload, handler string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(cfg.teledock, "intercept", workload, "--port", "8080", "--name", conn,
+		"--docker-run", "--", "--name", handler, "-e", "ECHO_TEXT=local", image("echo"))
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); docker(t, "rm", "-f", handler) })
+	return cmd, out
 }

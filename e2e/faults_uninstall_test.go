@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -40,14 +39,7 @@ func TestUninstallAfterFaults(t *testing.T) {
 
 	// An intercept --docker-run, killed.
 	handler := conn + "-h"
-	cmd := exec.Command(cfg.teledock, "intercept", "echo", "--port", "8080", "--name", conn,
-		"--docker-run", "--", "--name", handler, "-e", "ECHO_TEXT=local", image("echo"))
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); docker(t, "rm", "-f", handler) })
+	cmd, out := dockerRunIntercept(t, conn, "echo", handler)
 	eventually(t, 2*time.Minute, "the handler of echo runs", func() error {
 		if r := docker(t, "inspect", "-f", "{{.State.Running}}", handler); strings.TrimSpace(r.stdout) != "true" {
 			return fmt.Errorf("handler: %s %v\n%s", r.stdout, r.err, out.String())
@@ -55,7 +47,6 @@ func TestUninstallAfterFaults(t *testing.T) {
 		return nil
 	})
 	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
 
 	// A plain intercept, and its daemon killed.
 	must(t, teledock(t, "intercept", "second", "--port", "8080", "--name", conn), "intercept second")

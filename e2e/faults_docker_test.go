@@ -82,3 +82,71 @@ func TestDockerRestart(t *testing.T) {
 	}
 	interceptWithHandler(t, conn, clusterIP)
 }
+
+// TestKubeletRestart: the node's kubelet stops and starts again (scripts/cluster/up.sh starts
+// only the node's components when the control plane runs) under a connection with an intercept.
+// The port-forward that carries the session goes through the kubelet, so the session drops while
+// it is away; the daemon stays up, and without a new connect the session and the intercept are
+// back within 10 s of the kubelet's return.
+func TestKubeletRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("restarting the built-in cluster's kubelet takes root")
+	}
+	pid := strings.TrimSpace(run(t, 10*time.Second, "pgrep", "-xo", "kubelet").stdout)
+	if pid == "" {
+		t.Skip("no kubelet on this machine: the cluster is not the built-in one")
+	}
+	up, err := filepath.Abs("../scripts/cluster/up.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, clusterIP, conn := echoConnection(t)
+	interceptWithHandler(t, conn, clusterIP)
+	namespaces := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces")
+	t.Cleanup(func() { run(t, 5*time.Minute, "bash", up) })
+
+	must(t, run(t, 10*time.Second, "kill", "-TERM", pid), "stop the kubelet")
+	stopped := time.Now()
+	eventually(t, 60*time.Second, "the kubelet gone", func() error {
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			return fmt.Errorf("kubelet %s still runs", pid)
+		}
+		return nil
+	})
+	eventually(t, 60*time.Second, "status reports the lost session", func() error {
+		s := status(t, conn)
+		if !s.Daemon.Running {
+			t.Fatalf("the daemon stopped without the kubelet: %+v", s)
+		}
+		if s.Daemon.Status == "connected" && s.TrafficManager.Connected {
+			return fmt.Errorf("still says connected")
+		}
+		return nil
+	})
+	t.Logf("%.1fs after the kubelet stopped, status says the session is lost", time.Since(stopped).Seconds())
+
+	must(t, run(t, 5*time.Minute, "bash", up), "scripts/cluster/up.sh")
+	back := time.Now()
+	if now := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces"); now != namespaces {
+		t.Fatalf("up.sh did not just restart the kubelet: the namespaces changed\nbefore:\n%s\nafter:\n%s", namespaces, now)
+	}
+	eventually(t, 90*time.Second, "the session back", func() error {
+		if s := status(t, conn); s.Daemon.Status != "connected" || !s.TrafficManager.Connected {
+			return fmt.Errorf("status %q, connected %v", s.Daemon.Status, s.TrafficManager.Connected)
+		}
+		return nil
+	})
+	session := time.Since(back)
+	eventually(t, 90*time.Second, "the intercept back", func() error {
+		if r := getWith(freshClient(2*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		return nil
+	})
+	intercept := time.Since(back)
+	t.Logf("kubelet restarted: the session was back %.1fs and the intercept %.1fs after up.sh returned (the kubelet was away %.1fs)",
+		session.Seconds(), intercept.Seconds(), back.Sub(stopped).Seconds())
+	if intercept > 10*time.Second {
+		t.Errorf("the intercept came back %.1fs after the kubelet, want within 10s", intercept.Seconds())
+	}
+}

@@ -64,9 +64,21 @@ alive() {
 }
 
 healthy() {
-  [ -f "$CONF/admin.kubeconfig" ] || return 1
-  kubectl_admin get --raw /readyz >/dev/null 2>&1 || return 1
+  control_plane_up || return 1
+  # The node stays Ready for a while after its kubelet died; the processes tell at once.
+  cluster_pid kubelet >/dev/null && cluster_pid kube-proxy >/dev/null || return 1
   node_ready && dns_answers
+}
+
+# control_plane_up: the node's runtime and the control plane run and answer, so a dead kubelet or
+# kube-proxy can be started again alone, keeping the cluster's state and its running pods.
+control_plane_up() {
+  [ -f "$CONF/admin.kubeconfig" ] || return 1
+  local c
+  for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    cluster_pid "$c" >/dev/null || return 1
+  done
+  kubectl_admin get --raw /readyz >/dev/null 2>&1
 }
 
 node_ready() {
@@ -197,10 +209,23 @@ start_control_plane() {
     --leader-elect=false --bind-address 127.0.0.1
 }
 
+# write_if_changed FILE: writes stdin to FILE unless FILE holds it already. kube-proxy exits when
+# its config file changes, even to the same content, so a running one must not see it rewritten.
+write_if_changed() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then
+    rm -f "$tmp"
+  else
+    mv "$tmp" "$1"
+  fi
+}
+
 start_node() {
   local hip
   hip=$(host_ip)
-  cat >"$CONF/kubelet.yaml" <<KY
+  write_if_changed "$CONF/kubelet.yaml" <<KY
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -227,7 +252,7 @@ KY
   start kubelet "$K8S_BIN/kubelet" --config "$CONF/kubelet.yaml" --kubeconfig "$CONF/kubelet.kubeconfig" \
     --root-dir "$CLUSTER_STATE/kubelet" --hostname-override "$CLUSTER_NODE" --node-ip "$hip"
 
-  cat >"$CONF/kube-proxy.yaml" <<KP
+  write_if_changed "$CONF/kube-proxy.yaml" <<KP
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "$CONF/kube-proxy.kubeconfig"}
@@ -289,6 +314,12 @@ if healthy; then
   log "cluster is already up"
   phase "images" load_images
   phase "isolation" isolate
+elif control_plane_up; then
+  log "the control plane runs; starting the node's components that stopped"
+  phase "node" start_node
+  phase "images" load_images
+  phase "isolation" isolate
+  wait_for "cluster DNS" 120 dns_answers || die "cluster DNS does not answer"
 else
   if [ -d "$CLUSTER_RUN" ] || [ -d "$CLUSTER_STATE/etcd" ]; then
     phase "clean up what a previous cluster left" "$TELEDOCK_ROOT/scripts/cluster/down.sh"

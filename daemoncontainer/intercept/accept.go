@@ -37,7 +37,9 @@ func (m *Intercepts) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if last != "" && id != last {
+		// Compared with the intercepts' own sessions, not only with the last one seen here: a
+		// session can change before this loop first looks.
+		if id != last && m.staleFor(id) {
 			m.log.Info("session arrived anew; creating the intercepts again", "session", id)
 			m.spawn(func() { m.recreate(ctx, id) })
 		}

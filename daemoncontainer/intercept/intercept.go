@@ -535,12 +535,27 @@ func (m *Intercepts) removeAtManager(sessionID, name string) {
 	}
 }
 
+// staleFor reports whether an intercept was made under another session than sessionID.
+func (m *Intercepts) staleFor(sessionID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.byName {
+		if r.info.GetSessionId() != sessionID {
+			return true
+		}
+	}
+	return false
+}
+
 // recreate creates the intercepts again under a new session: the manager dropped them with the old
 // one. One that cannot be created again (the workload is gone, another client took it) ends here.
 func (m *Intercepts) recreate(ctx context.Context, sessionID string) {
 	m.mu.Lock()
 	var recs []*record
 	for name, r := range m.byName {
+		if r.info.GetSessionId() == sessionID {
+			continue // made under this session already
+		}
 		if _, busy := m.pending[name]; !busy {
 			m.pending[name] = r.dest
 			recs = append(recs, r)

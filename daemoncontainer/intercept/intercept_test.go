@@ -634,3 +634,30 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSessionChangedBeforeRunLooked: the session changes between a create and Run's first look at
+// the session; the intercept is still made again under the new one.
+func TestSessionChangedBeforeRunLooked(t *testing.T) {
+	f := newFakeManager(t)
+	sess := newFakeSession(startManager(t, f), "s1")
+	m, err := New(Config{Namespace: "app", MaxBackoff: 100 * time.Millisecond}, sess, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	if _, err := m.Create(ctxT(t), Request{Name: "echo", LocalPort: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	sess.setID("s2")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for !f.has("s2", "echo") {
+		if time.Now().After(deadline) {
+			t.Fatal("the intercept was not made again under the session that arrived before Run looked")
+		}
+		time.Sleep(20 * time.Millisecond) // polls the fake manager's record
+	}
+}

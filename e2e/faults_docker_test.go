@@ -34,14 +34,7 @@ func TestDockerRestart(t *testing.T) {
 	// However the test ends, Docker must be up for the tests after it.
 	t.Cleanup(func() { run(t, 2*time.Minute, "bash", script) })
 
-	must(t, run(t, 10*time.Second, "kill", "-TERM", pid), "stop dockerd")
-	stopped := time.Now()
-	eventually(t, 90*time.Second, "dockerd gone", func() error {
-		if _, err := os.Stat("/proc/" + pid); err == nil {
-			return fmt.Errorf("dockerd %s still runs", pid)
-		}
-		return nil
-	})
+	stopped := stopProcess(t, pid, "dockerd")
 	t.Logf("dockerd stopped in %.1fs", time.Since(stopped).Seconds())
 
 	r := teledock(t, "status", "--name", conn, "-o", "json")
@@ -105,14 +98,7 @@ func TestKubeletRestart(t *testing.T) {
 	namespaces := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces")
 	t.Cleanup(func() { run(t, 5*time.Minute, "bash", up) })
 
-	must(t, run(t, 10*time.Second, "kill", "-TERM", pid), "stop the kubelet")
-	stopped := time.Now()
-	eventually(t, 60*time.Second, "the kubelet gone", func() error {
-		if _, err := os.Stat("/proc/" + pid); err == nil {
-			return fmt.Errorf("kubelet %s still runs", pid)
-		}
-		return nil
-	})
+	stopped := stopProcess(t, pid, "the kubelet")
 	eventually(t, 60*time.Second, "status reports the lost session", func() error {
 		s := status(t, conn)
 		if !s.Daemon.Running {
@@ -130,20 +116,7 @@ func TestKubeletRestart(t *testing.T) {
 	if now := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces"); now != namespaces {
 		t.Fatalf("up.sh did not just restart the kubelet: the namespaces changed\nbefore:\n%s\nafter:\n%s", namespaces, now)
 	}
-	eventually(t, 90*time.Second, "the session back", func() error {
-		if s := status(t, conn); s.Daemon.Status != "connected" || !s.TrafficManager.Connected {
-			return fmt.Errorf("status %q, connected %v", s.Daemon.Status, s.TrafficManager.Connected)
-		}
-		return nil
-	})
-	session := time.Since(back)
-	eventually(t, 90*time.Second, "the intercept back", func() error {
-		if r := getWith(freshClient(2*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
-			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-		}
-		return nil
-	})
-	intercept := time.Since(back)
+	session, intercept := sessionAndInterceptBack(t, conn, clusterIP, back)
 	t.Logf("kubelet restarted: the session was back %.1fs and the intercept %.1fs after up.sh returned (the kubelet was away %.1fs)",
 		session.Seconds(), intercept.Seconds(), back.Sub(stopped).Seconds())
 	if intercept > 10*time.Second {

@@ -232,21 +232,9 @@ func TestAPIServerOutage(t *testing.T) {
 	}
 	unblock()
 	restored := time.Now()
-	eventually(t, 90*time.Second, "the session back after the outage", func() error {
-		if s := status(t, conn); s.Daemon.Status != "connected" || !s.TrafficManager.Connected {
-			return fmt.Errorf("status %q, connected %v", s.Daemon.Status, s.TrafficManager.Connected)
-		}
-		return nil
-	})
-	session := time.Since(restored)
-	eventually(t, 90*time.Second, "the intercept back after the outage", func() error {
-		if r := getWith(freshClient(2*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
-			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
-		}
-		return nil
-	})
+	session, intercept := sessionAndInterceptBack(t, conn, clusterIP, restored)
 	t.Logf("20 s outage: session back %.1fs and the intercept %.1fs after the API server answered again",
-		session.Seconds(), time.Since(restored).Seconds())
+		session.Seconds(), intercept.Seconds())
 }
 
 // apiServerPort is the port of the API server in the suite's kubeconfig.
@@ -328,4 +316,39 @@ func dockerRunIntercept(t *testing.T, conn, workload, handler string) (*exec.Cmd
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); docker(t, "rm", "-f", handler) })
 	return cmd, out
+}
+
+// sessionAndInterceptBack waits, after a fault ended at since, for conn's session to be connected
+// again and then for the Service at clusterIP to be answered by the handler; it returns how long
+// after since each took.
+func sessionAndInterceptBack(t *testing.T, conn, clusterIP string, since time.Time) (session, intercept time.Duration) {
+	t.Helper()
+	eventually(t, 90*time.Second, "the session back", func() error {
+		if s := status(t, conn); s.Daemon.Status != "connected" || !s.TrafficManager.Connected {
+			return fmt.Errorf("status %q, connected %v", s.Daemon.Status, s.TrafficManager.Connected)
+		}
+		return nil
+	})
+	session = time.Since(since)
+	eventually(t, 90*time.Second, "the intercept back", func() error {
+		if r := getWith(freshClient(2*time.Second), "http://"+clusterIP+"/"); r.err != nil || !strings.HasPrefix(r.stdout, "local from ") {
+			return fmt.Errorf("GET %s = %q %v", clusterIP, r.stdout, r.err)
+		}
+		return nil
+	})
+	return session, time.Since(since)
+}
+
+// stopProcess sends SIGTERM to a host process (dockerd, the kubelet) and waits until it is gone.
+func stopProcess(t *testing.T, pid, what string) time.Time {
+	t.Helper()
+	must(t, run(t, 10*time.Second, "kill", "-TERM", pid), "stop "+what)
+	stopped := time.Now()
+	eventually(t, 90*time.Second, what+" gone", func() error {
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			return fmt.Errorf("%s (%s) still runs", what, pid)
+		}
+		return nil
+	})
+	return stopped
 }

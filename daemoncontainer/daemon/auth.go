@@ -72,9 +72,15 @@ func Dial(addr, token string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 		grpc.WithPerRPCCredentials(bearer(token)),
 		// The CLI dials while the daemon is still starting; gRPC's default 1 s first backoff then
 		// made every connect a second slower than the daemon (measured by make bench).
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
-		}}),
+		// MinConnectTimeout must be set with the backoff: left zero, gRPC gives each attempt only
+		// the backoff delay (~50 ms) to finish its handshake, and a busy machine's docker-proxy
+		// took longer, so a call failed with "error reading server preface" (seen in CI).
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+			},
+			MinConnectTimeout: 10 * time.Second,
+		}),
 	}, opts...)
 	return grpc.NewClient("passthrough:///"+addr, opts...)
 }

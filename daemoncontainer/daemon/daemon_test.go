@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,5 +190,56 @@ func TestStatusResponse(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.check(t, statusResponse(cfg, tt.info, tt.network, tt.networkErr))
 		})
+	}
+}
+
+// slowRelay forwards connections to target, holding back the server's first bytes for delay, as
+// a loaded docker-proxy in front of the daemon's port can.
+func slowRelay(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); _, _ = io.Copy(s, c); _ = s.Close() }()
+			go func() {
+				defer wg.Done()
+				time.Sleep(delay) // the slowness under test, not a wait for readiness
+				_, _ = io.Copy(c, s)
+				_ = c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// The first call through Dial must survive a handshake slower than the reconnect backoff.
+func TestDialWaitsForSlowHandshake(t *testing.T) {
+	d := startDaemon(t, &fakeSession{info: SessionInfo{State: "connected", ID: "s1"}})
+	conn, err := Dial(slowRelay(t, d.Addr().String(), 300*time.Millisecond), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := daemonv1.NewDaemonClient(conn).Status(ctx, &daemonv1.StatusRequest{}); err != nil {
+		t.Fatalf("first call through a slow handshake: %v", err)
 	}
 }

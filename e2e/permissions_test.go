@@ -5,10 +5,12 @@ package e2e
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestConnectNeedsPortForwardRights: clients reach the manager only through a port-forward into its
@@ -56,5 +58,33 @@ func TestConnectNeedsPortForwardRights(t *testing.T) {
 	}
 	if out := must(t, docker(t, "ps", "-aq", "--filter", "name=teledock-daemon-"+conn), "docker ps"); strings.TrimSpace(out) != "" {
 		t.Errorf("a daemon container is left after the refused connect: %s", out)
+	}
+}
+
+// TestDaemonAPIOnlyForTheHost: the daemon's API answers the host (its published loopback port, and
+// its address on the Docker network, which the volume plugin dials from the engine's namespace)
+// and containers in its namespace, but not another container on the same network.
+func TestDaemonAPIOnlyForTheHost(t *testing.T) {
+	ensureManager(t)
+	conn := connect(t, newNamespace(t))
+	s := status(t, conn)
+	ip := strings.TrimSpace(must(t, docker(t, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", s.Daemon.Container), "the daemon's address"))
+	ip, _, _ = strings.Cut(ip, " ")
+	if ip == "" {
+		t.Fatalf("the daemon container %s has no network address", s.Daemon.Container)
+	}
+	api := net.JoinHostPort(ip, "7777")
+
+	must(t, hostProbe(t, 30*time.Second, "-timeout", "10s", "h2", api), "the API from the host at "+api)
+	must(t, dockerProbe("--network", "container:"+s.Daemon.Container)(t, 30*time.Second, "-timeout", "10s", "h2", "127.0.0.1:7777"),
+		"the API from a container in the daemon's namespace")
+	r := dockerProbe()(t, 30*time.Second, "-timeout", "10s", "h2", api)
+	if r.err == nil {
+		t.Fatalf("another container on the daemon's network reached its API at %s:\n%s", api, r.stdout)
+	}
+	t.Logf("another container on the network: %s", strings.TrimSpace(r.stderr))
+	logs := docker(t, "logs", s.Daemon.Container)
+	if !strings.Contains(logs.stdout+logs.stderr, "refused an API connection") {
+		t.Errorf("the daemon's log does not mention the refused connection")
 	}
 }

@@ -229,6 +229,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Server:           server,
 		Namespace:        namespace,
 		ManagerNamespace: cfg.managerNamespace,
+		AllowPeer:        hostPeers("/proc/net/route", "/etc/hosts"),
 	}, sessionView{sess}, icpt, log.With("part", "api"))
 	if err != nil {
 		return err

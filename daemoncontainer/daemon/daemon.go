@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -49,6 +50,9 @@ type Config struct {
 	ListenAddr string // e.g. ":7777"; the container publishes it on the host's loopback only
 	Token      string // required; callers send "authorization: Bearer <Token>"
 	Version    string
+	// AllowPeer says whether a peer address may connect to the API (nil: any); other connections
+	// are closed as they are accepted.
+	AllowPeer func(netip.Addr) bool
 
 	Name             string // connection name
 	KubeContext      string
@@ -95,6 +99,9 @@ func New(cfg Config, sess Session, icpt Intercepts, log *slog.Logger) (*Daemon, 
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: listen: %w", err)
+	}
+	if cfg.AllowPeer != nil {
+		lis = &peerFilter{Listener: lis, allow: cfg.AllowPeer, log: log}
 	}
 	auth := tokenAuth{token: []byte(cfg.Token)}
 	d := &Daemon{

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,5 +243,39 @@ func TestDialWaitsForSlowHandshake(t *testing.T) {
 	defer cancel()
 	if _, err := daemonv1.NewDaemonClient(conn).Status(ctx, &daemonv1.StatusRequest{}); err != nil {
 		t.Fatalf("first call through a slow handshake: %v", err)
+	}
+}
+
+func TestAllowPeer(t *testing.T) {
+	for _, allowed := range []bool{true, false} {
+		t.Run(fmt.Sprint("allowed=", allowed), func(t *testing.T) {
+			var asked atomic.Value
+			d, err := New(Config{ListenAddr: "127.0.0.1:0", Token: testToken, AllowPeer: func(a netip.Addr) bool {
+				asked.Store(a)
+				return allowed
+			}}, &fakeSession{}, &fakeIntercepts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+
+			conn, err := Dial(d.Addr().String(), testToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer ccancel()
+			_, err = daemonv1.NewDaemonClient(conn).Status(cctx, &daemonv1.StatusRequest{})
+			if allowed != (err == nil) {
+				t.Errorf("allowed=%v: Status error %v", allowed, err)
+			}
+			if a, _ := asked.Load().(netip.Addr); a != netip.MustParseAddr("127.0.0.1") {
+				t.Errorf("AllowPeer asked about %v, want 127.0.0.1", a)
+			}
+		})
 	}
 }

@@ -4,6 +4,8 @@
 //
 //	probe [-timeout 5s] http URL            print the body of a GET (2xx required)
 //	probe [-timeout 5s] tcp HOST:PORT       connect and close
+//	probe [-timeout 5s] h2 HOST:PORT        speak HTTP/2's client preface and require the server's
+//	                                        SETTINGS (a gRPC server that accepts the connection)
 //	probe [-timeout 5s] udp HOST:PORT MSG   send MSG, print the reply
 //	probe [-timeout 5s] dns NAME [SERVER]   print the addresses of NAME
 //	probe [-timeout 5s] load URL N [PREFIX] open N connections at once, then GET URL on each (and
@@ -161,6 +163,8 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 			return err
 		}
 		return c.Close()
+	case "h2":
+		return h2Preface(ctx, args[1])
 	case "udp":
 		if len(args) < 3 {
 			return errors.New("usage: probe udp HOST:PORT MSG")
@@ -282,4 +286,29 @@ func udp(ctx context.Context, addr, msg string) error {
 			return fmt.Errorf("no answer from %s: %w", addr, err)
 		}
 	}
+}
+
+// h2Preface opens an HTTP/2 connection far enough to see that the server answers it: the client
+// preface and an empty SETTINGS frame out, a SETTINGS frame (type 4) back.
+func h2Preface(ctx context.Context, addr string) error {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		return fmt.Errorf("write preface: %w", err)
+	}
+	var hdr [9]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fmt.Errorf("no HTTP/2 answer: %w", err)
+	}
+	if hdr[3] != 4 {
+		return fmt.Errorf("first frame has type %d, want SETTINGS (4)", hdr[3])
+	}
+	fmt.Println("settings")
+	return nil
 }

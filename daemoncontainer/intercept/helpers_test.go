@@ -34,6 +34,8 @@ type fakeManager struct {
 	targetPort int32
 	// podTarget maps a --to-pod Dial's address to where the fake dials (the test's echo server).
 	podTarget func(d *managerv1.Dial) (string, string, error)
+	// env is the environment CreateIntercept reports, as the manager resolves it from the pod.
+	env map[string]string
 	// createGate, when set, holds each CreateIntercept until it is closed; createEntered gets the
 	// request's name when one is held.
 	createGate    chan struct{}
@@ -108,6 +110,7 @@ func (f *fakeManager) CreateIntercept(ctx context.Context, r *managerv1.CreateIn
 		SessionId:             r.GetSessionId(),
 		Client:                "test@host",
 		ToPod:                 r.GetToPod(),
+		Environment:           f.env,
 	}
 	f.intercept[r.GetSessionId()+"/"+r.GetName()] = info
 	return info, nil
@@ -258,8 +261,13 @@ func (s *fakeSession) setID(id string) {
 // startIntercepts runs Intercepts against the fake manager with session "s1".
 func startIntercepts(t testing.TB, f *fakeManager) (*Intercepts, *fakeSession) {
 	t.Helper()
+	return startInterceptsLog(t, f, testLogger(t))
+}
+
+func startInterceptsLog(t testing.TB, f *fakeManager, log *slog.Logger) (*Intercepts, *fakeSession) {
+	t.Helper()
 	sess := newFakeSession(startManager(t, f), "s1")
-	m, err := New(Config{Namespace: "app", MaxBackoff: 100 * time.Millisecond}, sess, testLogger(t))
+	m, err := New(Config{Namespace: "app", MaxBackoff: 100 * time.Millisecond}, sess, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func TestCredentials(t *testing.T) {
 	  "credsStore": "desktop", "credHelpers": {"123.dkr.ecr.example.com": "ecr", "reg.example.com": "broken"}}`
 	for _, tt := range []struct {
 		host, user, pass, token string
-		none, fails            bool
+		none, fails             bool
 	}{
 		{host: "123.dkr.ecr.example.com", user: "AWS", pass: "tok"},
 		{host: "ghcr.io", token: "identity"},

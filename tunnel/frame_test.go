@@ -66,7 +66,7 @@ func TestFrameRelaysData(t *testing.T) {
 			}
 			out.Free() // as gRPC does once written
 			f.Free()   // the frame gave its buffers away: nothing more to free
-			want := 0 // gRPC pools only buffers above a threshold
+			want := 0  // gRPC pools only buffers above a threshold
 			for _, n := range pieces {
 				if !mem.IsBelowBufferPoolingThreshold(n) {
 					want++

@@ -139,7 +139,7 @@ func (b *Broker) Initiate(stream Stream, o Offer) error {
 			return p.run(of.initiator) // accepted although the notification failed
 		}
 		log.Debug("acceptor not notified", "error", err)
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("cannot reach the acceptor: %v", err))
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("cannot reach the acceptor: %v", err))
 	}
 
 	wait := b.cfg.AcceptTimeout
@@ -165,7 +165,7 @@ func (b *Broker) Initiate(stream Stream, o Offer) error {
 		return cause
 	}
 	log.Debug("connection not accepted in time", "wait", wait)
-	return refuse(stream, managerv1.DialError_DIAL_ERROR_TIMEOUT, fmt.Sprintf("not accepted within %v", wait))
+	return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_TIMEOUT, fmt.Sprintf("not accepted within %v", wait))
 }
 
 // withdraw removes a waiting offer and reports whether it was still waiting. When the acceptor
@@ -207,14 +207,6 @@ func (b *Broker) Accept(stream Stream, sessionID, connID string, life context.Co
 	p.acceptor.out <- tunnel.NewFrame(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: of.dial}})
 	of.accepted <- p
 	return p.run(p.acceptor)
-}
-
-func refuse(stream Stream, reason managerv1.DialError, msg string) error {
-	res := &managerv1.DialResult{Error: msg, Reason: reason}
-	if err := stream.SendMsg(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
-		return fmt.Errorf("send dial result: %w", err)
-	}
-	return nil
 }
 
 func newConnID() string {

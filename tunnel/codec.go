@@ -34,6 +34,15 @@ const (
 )
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*Frame); ok {
+		if f.raw != nil {
+			// The frame's buffers go to gRPC, which frees them once they are written.
+			b := f.raw
+			f.raw = nil
+			return b, nil
+		}
+		v = f.Message()
+	}
 	d := dataOf(v)
 	if d == nil {
 		return c.proto.Marshal(v)
@@ -76,6 +85,17 @@ func dataOf(v any) *managerv1.Data {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*Frame); ok {
+		f.Free()
+		if d, ok := parseData(data); ok {
+			// gRPC frees data once Unmarshal returns; the frame keeps its own reference.
+			data.Ref()
+			f.raw, f.at, f.n, f.closeWrite = data, d.at, d.n, d.closeWrite
+			return nil
+		}
+		f.msg = new(managerv1.TunnelMessage)
+		return c.proto.Unmarshal(data, f.msg)
+	}
 	if m, ok := v.(*managerv1.TunnelMessage); ok && unmarshalData(data, m) {
 		return nil
 	}
@@ -86,56 +106,68 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 // and one close_write (true), in that order (what every encoder writes); otherwise it leaves m
 // alone and returns false. m's old payload array is reused when it is large enough.
 func unmarshalData(data mem.BufferSlice, m *managerv1.TunnelMessage) bool {
+	d, ok := parseData(data)
+	if !ok {
+		return false
+	}
+	var payload []byte
+	if d.hasPayload {
+		payload = reuse(m, d.n)
+		d.at.copyTo(payload)
+	}
+	dm := m.GetData()
+	if dm == nil {
+		dm = &managerv1.Data{}
+	} else {
+		dm.Reset()
+	}
+	m.Reset()
+	dm.Payload, dm.CloseWrite = payload, d.closeWrite
+	m.Msg = &managerv1.TunnelMessage_Data{Data: dm}
+	return true
+}
+
+// parsedData is where a Data message's fields are in the buffers that hold it.
+type parsedData struct {
+	at         sliceReader // where the payload starts
+	n          int         // its length
+	hasPayload bool
+	closeWrite bool
+}
+
+// parseData finds the fields of a TunnelMessage that holds a Data of at most one payload and one
+// close_write (true), in that order (what every encoder writes); false for anything else.
+func parseData(data mem.BufferSlice) (d parsedData, ok bool) {
 	r := sliceReader{bufs: data}
 	total := data.Len()
 	if tag, ok := r.byte(); !ok || tag != tagData {
-		return false
+		return d, false
 	}
 	inner, ok := r.uvarint()
 	if !ok || inner != uint64(total-r.read) {
-		return false
+		return d, false
 	}
-	var (
-		at         sliceReader // where the payload starts
-		n          int         // its length
-		hasPayload bool
-		closeWrite bool
-	)
 	for r.read < total {
 		tag, _ := r.byte()
 		switch {
-		case tag == tagPayload && !hasPayload && !closeWrite:
+		case tag == tagPayload && !d.hasPayload && !d.closeWrite:
 			l, ok := r.uvarint()
 			if !ok || l > uint64(total-r.read) {
-				return false
+				return d, false
 			}
-			at, n, hasPayload = r, int(l), true
-			r.skip(n)
-		case tag == tagCloseWrite && !closeWrite:
+			d.at, d.n, d.hasPayload = r, int(l), true
+			r.skip(d.n)
+		case tag == tagCloseWrite && !d.closeWrite:
 			v, ok := r.uvarint()
 			if !ok || v != 1 {
-				return false // anything but true: rare enough for the proto codec
+				return d, false // anything but true: rare enough for the proto codec
 			}
-			closeWrite = true
+			d.closeWrite = true
 		default:
-			return false
+			return d, false
 		}
 	}
-	var payload []byte
-	if hasPayload {
-		payload = reuse(m, n)
-		at.copyTo(payload)
-	}
-	d := m.GetData()
-	if d == nil {
-		d = &managerv1.Data{}
-	} else {
-		d.Reset()
-	}
-	m.Reset()
-	d.Payload, d.CloseWrite = payload, closeWrite
-	m.Msg = &managerv1.TunnelMessage_Data{Data: d}
-	return true
+	return d, true
 }
 
 // reuse returns a slice of n bytes for a payload: the old payload's array of m when it holds n,

@@ -259,9 +259,18 @@ func target(d *managerv1.Dial) (string, netip.AddrPort, error) {
 func (s *Server) reject(stream ServerStream, log *slog.Logger, cause error) error {
 	reason := reasonOf(cause)
 	log.Debug("tunnel dial failed", "reason", reason.String(), "error", cause)
-	res := &managerv1.DialResult{Error: cause.Error(), Reason: reason}
-	if err := stream.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
-		return fmt.Errorf("tunnel: send dial result: %w", err)
+	if err := Refuse(stream, reason, cause.Error()); err != nil {
+		return fmt.Errorf("tunnel: %w", err)
+	}
+	return nil
+}
+
+// Refuse answers a Dial with a failed DialResult, the way every party that cannot serve one
+// (this Server, the manager, its broker) says so: the stream then ends without an error status.
+func Refuse(stream interface{ SendMsg(any) error }, reason managerv1.DialError, msg string) error {
+	res := &managerv1.DialResult{Error: msg, Reason: reason}
+	if err := stream.SendMsg(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
+		return fmt.Errorf("send dial result: %w", err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
 
 // DefaultAcceptTimeout is how long a connection waits for its acceptor's Accept stream.
@@ -35,10 +36,12 @@ var (
 	ErrPeer = errors.New("the other end of the connection failed")
 )
 
-// Stream is the manager's side of a Tunnel, AgentTunnel or Accept call.
+// Stream is the manager's side of a Tunnel, AgentTunnel or Accept call. The broker receives and
+// sends *tunnel.Frame: served with tunnel.ServerOptions, a chunk passes through without being
+// decoded, copied or encoded again.
 type Stream interface {
-	Send(*managerv1.TunnelMessage) error
-	Recv() (*managerv1.TunnelMessage, error)
+	SendMsg(any) error
+	RecvMsg(any) error
 	Context() context.Context
 }
 
@@ -136,7 +139,7 @@ func (b *Broker) Initiate(stream Stream, o Offer) error {
 			return p.run(of.initiator) // accepted although the notification failed
 		}
 		log.Debug("acceptor not notified", "error", err)
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("cannot reach the acceptor: %v", err))
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("cannot reach the acceptor: %v", err))
 	}
 
 	wait := b.cfg.AcceptTimeout
@@ -162,7 +165,7 @@ func (b *Broker) Initiate(stream Stream, o Offer) error {
 		return cause
 	}
 	log.Debug("connection not accepted in time", "wait", wait)
-	return refuse(stream, managerv1.DialError_DIAL_ERROR_TIMEOUT, fmt.Sprintf("not accepted within %v", wait))
+	return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_TIMEOUT, fmt.Sprintf("not accepted within %v", wait))
 }
 
 // withdraw removes a waiting offer and reports whether it was still waiting. When the acceptor
@@ -201,17 +204,9 @@ func (b *Broker) Accept(stream Stream, sessionID, connID string, life context.Co
 
 	p := newPipe(of.initiator, &end{role: roleAcceptor, stream: stream, life: life}, b.log.With("conn", connID))
 	// The acceptor's first message is the initiator's Dial; the queue has room for it.
-	p.acceptor.out <- &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: of.dial}}
+	p.acceptor.out <- tunnel.NewFrame(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Dial{Dial: of.dial}})
 	of.accepted <- p
 	return p.run(p.acceptor)
-}
-
-func refuse(stream Stream, reason managerv1.DialError, msg string) error {
-	res := &managerv1.DialResult{Error: msg, Reason: reason}
-	if err := stream.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
-		return fmt.Errorf("send dial result: %w", err)
-	}
-	return nil
 }
 
 func newConnID() string {

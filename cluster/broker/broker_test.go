@@ -117,20 +117,35 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 func start(tb testing.TB, cfg Config, svc *pairService) *harness {
 	tb.Helper()
+	lis := bufconn.Listen(1 << 20)
+	return serve(tb, cfg, svc, lis, "passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+}
+
+// startLoopback is start over loopback TCP instead of an in-memory pipe, for benchmarks.
+func startLoopback(tb testing.TB, cfg Config, svc *pairService) *harness {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return serve(tb, cfg, svc, lis, "passthrough:///"+lis.Addr().String())
+}
+
+// serve serves svc with the tunnel's options on lis and connects a client to target.
+func serve(tb testing.TB, cfg Config, svc *pairService, lis net.Listener, target string, dopts ...grpc.DialOption) *harness {
+	tb.Helper()
 	b, err := New(cfg, testLogger(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	svc.b = b
 	svc.dials = make(chan *managerv1.IncomingDial, 16)
-	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(tunnel.ServerOptions()...)
 	managerv1.RegisterManagerServer(gs, svc)
 	go gs.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///bufconn",
-		append(tunnel.DialOptions(),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	dopts = append(append(dopts, tunnel.DialOptions()...), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(target, dopts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
 
 const (
@@ -26,8 +27,8 @@ type end struct {
 	stream Stream
 	life   context.Context // the party's session
 	// out holds what to send on stream. Only the other end's reader writes it, and closes it when
-	// its direction is done.
-	out chan *managerv1.TunnelMessage
+	// its direction is done. Data frames are relayed in the buffers they were received in.
+	out chan *tunnel.Frame
 	// readDone is closed when this end's reader has finished cleanly: the party sent close_write or
 	// ended its sending side.
 	readDone chan struct{}
@@ -71,7 +72,7 @@ type pipe struct {
 
 func newPipe(initiator, acceptor *end, log *slog.Logger) *pipe {
 	for _, e := range []*end{initiator, acceptor} {
-		e.out = make(chan *managerv1.TunnelMessage, queueLen)
+		e.out = make(chan *tunnel.Frame, queueLen)
 		e.readDone = make(chan struct{})
 	}
 	ctx, stop := context.WithCancelCause(context.Background())
@@ -114,12 +115,14 @@ func (p *pipe) send(e *end) error {
 	out, readDone, refused := e.out, e.readDone, p.refused
 	for out != nil || readDone != nil {
 		select {
-		case m, ok := <-out:
+		case f, ok := <-out:
 			if !ok {
 				out = nil
 				continue
 			}
-			if err := e.stream.Send(m); err != nil {
+			err := e.stream.SendMsg(f)
+			f.Free() // what SendMsg did not hand to gRPC
+			if err != nil {
 				return p.fail(e, fmt.Errorf("send: %w", err))
 			}
 		case <-readDone:
@@ -152,11 +155,12 @@ func (p *pipe) send(e *end) error {
 // done reports, without blocking, whether an end has nothing left to send (out closed and
 // empty) or to receive (readDone closed). An end may cancel its stream as soon as it has seen
 // both halves closed, and the select that notices may not have looked at out and readDone yet.
-func done(out <-chan *managerv1.TunnelMessage, readDone <-chan struct{}) bool {
+func done(out <-chan *tunnel.Frame, readDone <-chan struct{}) bool {
 	if out != nil {
 		select {
-		case _, ok := <-out:
+		case f, ok := <-out:
 			if ok {
+				f.Free()
 				return false // a message it will never get (taking it loses nothing)
 			}
 		default:
@@ -199,7 +203,9 @@ func (p *pipe) read(from, to *end) {
 	// before pairing.
 	answered := from == p.initiator
 	for {
-		m, err := from.stream.Recv()
+		// A fresh frame each time: the last one is queued for the other end.
+		f := new(tunnel.Frame)
+		err := from.stream.RecvMsg(f)
 		if errors.Is(err, io.EOF) {
 			if !answered {
 				p.refuse(from, to, dialResult("the acceptor ended its stream without answering the dial"))
@@ -218,20 +224,24 @@ func (p *pipe) read(from, to *end) {
 			}
 			return
 		}
-		switch msg := m.GetMsg().(type) {
-		case *managerv1.TunnelMessage_Data:
+		if f.IsData() {
 			if !answered {
+				f.Free()
 				p.protocolError(from, "data before the dial result")
 				return
 			}
-			if !p.forward(to, m) {
+			cw := f.CloseWrite() // f belongs to the other end once queued
+			if !p.forward(to, f) {
 				return
 			}
-			if msg.Data.GetCloseWrite() {
+			if cw {
 				close(to.out)
 				close(from.readDone)
 				return
 			}
+			continue
+		}
+		switch msg := f.Message().GetMsg().(type) {
 		case *managerv1.TunnelMessage_DialResult:
 			if answered {
 				p.protocolError(from, "unexpected dial result")
@@ -239,21 +249,21 @@ func (p *pipe) read(from, to *end) {
 			}
 			answered = true
 			if !msg.DialResult.GetOk() {
-				p.refuse(from, to, m)
+				p.refuse(from, to, f)
 				return
 			}
-			if !p.forward(to, m) {
+			if !p.forward(to, f) {
 				return
 			}
 		default:
-			p.protocolError(from, fmt.Sprintf("unexpected %T", m.GetMsg()))
+			p.protocolError(from, fmt.Sprintf("unexpected %T", msg))
 			return
 		}
 	}
 }
 
 // refuse passes the acceptor's failed DialResult to the initiator and ends the connection.
-func (p *pipe) refuse(acceptor, initiator *end, res *managerv1.TunnelMessage) {
+func (p *pipe) refuse(acceptor, initiator *end, res *tunnel.Frame) {
 	if !p.forward(initiator, res) {
 		return
 	}
@@ -266,20 +276,23 @@ func (p *pipe) protocolError(e *end, what string) {
 	p.stop(&endError{role: e.role, err: fmt.Errorf("%s: %w", what, ErrProtocol)})
 }
 
-func (p *pipe) forward(to *end, m *managerv1.TunnelMessage) bool {
+// forward queues f for the other end, which owns it from then on; if the connection ended
+// instead, f is freed.
+func (p *pipe) forward(to *end, f *tunnel.Frame) bool {
 	select {
-	case to.out <- m:
+	case to.out <- f:
 		return true
 	case <-p.ctx.Done():
+		f.Free()
 		return false
 	}
 }
 
-func closeWrite() *managerv1.TunnelMessage {
-	return &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &managerv1.Data{CloseWrite: true}}}
+func closeWrite() *tunnel.Frame {
+	return tunnel.NewFrame(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_Data{Data: &managerv1.Data{CloseWrite: true}}})
 }
 
-func dialResult(msg string) *managerv1.TunnelMessage {
+func dialResult(msg string) *tunnel.Frame {
 	res := &managerv1.DialResult{Error: msg, Reason: managerv1.DialError_DIAL_ERROR_UNSPECIFIED}
-	return &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}
+	return tunnel.NewFrame(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}})
 }

@@ -11,6 +11,7 @@ import (
 	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/broker"
+	"teledock.dev/teledock/tunnel"
 )
 
 // errQueueFull: a session does not take the connections offered to it.
@@ -69,15 +70,15 @@ func (m *Manager) toPod(stream managerv1.Manager_TunnelServer, d *managerv1.Dial
 	}
 	ic, ok := m.interceptByID(d.GetInterceptId())
 	if !ok || ic.session != s {
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("you have no intercept %s", d.GetInterceptId()))
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("you have no intercept %s", d.GetInterceptId()))
 	}
 	if !ic.allowsToPod(d) {
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_BAD_REQUEST,
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_BAD_REQUEST,
 			fmt.Sprintf("%s %s is not a --to-pod port of intercept %s", d.GetProtocol(), d.GetAddress(), ic.name))
 	}
 	agents := m.agentsOf(ic.workload, "")
 	if len(agents) == 0 {
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("no traffic-agent of %s is connected", ic.workload))
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("no traffic-agent of %s is connected", ic.workload))
 	}
 	a := agents[0]
 	return m.broker.Initiate(stream, broker.Offer{Dial: d, Acceptor: a.id, Notify: offerTo(a), Life: s.ctx})
@@ -101,7 +102,7 @@ func (m *Manager) AgentTunnel(stream managerv1.Manager_AgentTunnelServer) error 
 	}
 	ic, ok := m.interceptByID(d.GetInterceptId())
 	if !ok || ic.state != stateActive || ic.workload != s.agent.workload {
-		return refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("intercept %s is not active", d.GetInterceptId()))
+		return tunnel.Refuse(stream, managerv1.DialError_DIAL_ERROR_UNREACHABLE, fmt.Sprintf("intercept %s is not active", d.GetInterceptId()))
 	}
 	return grpcError(m.broker.Initiate(stream, broker.Offer{Dial: d, Acceptor: ic.session.id, Notify: offerTo(ic.session), Life: s.ctx}))
 }
@@ -170,14 +171,6 @@ func offerTo(s *session) func(*managerv1.IncomingDial) error {
 			return errQueueFull
 		}
 	}
-}
-
-func refuse(stream managerv1.Manager_TunnelServer, reason managerv1.DialError, msg string) error {
-	res := &managerv1.DialResult{Error: msg, Reason: reason}
-	if err := stream.Send(&managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: res}}); err != nil {
-		return fmt.Errorf("send dial result: %w", err)
-	}
-	return nil
 }
 
 // allowsToPod reports whether the Dial asks for a loopback address of the pod at one of the

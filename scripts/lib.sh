@@ -14,6 +14,7 @@ HELM_BIN=$TOOLS_DIR/helm-$HELM_VERSION
 BUILDX_BIN=$TOOLS_DIR/buildx-$BUILDX_VERSION
 COMPOSE_BIN=$TOOLS_DIR/compose-$COMPOSE_VERSION
 PROTOC_BIN=$TOOLS_DIR/protoc-gen-$PROTOC_GEN_GO_VERSION-$PROTOC_GEN_GO_GRPC_VERSION
+REGISTRY_BIN=$TOOLS_DIR/registry-$REGISTRY_VERSION
 
 # The test cluster's machine-wide state: one cluster per machine, whichever clone started it.
 CLUSTER_STATE=/var/lib/teledock-cluster
@@ -29,6 +30,9 @@ CLUSTER_DOMAIN=cluster.local
 CNI_BRIDGE=tdk0
 API_PORT=6443
 CONTAINERD_SOCK=$CLUSTER_RUN/containerd/containerd.sock
+# The cluster's image registry, on the host's loopback: Docker pushes to it and the node's containerd
+# pulls from it, both by this name; the cluster advertises it (KEP-1755) for `teledock install`.
+REGISTRY_HOST=localhost:5001
 
 # The repo's view of the cluster.
 CLUSTER_DIR=$TELEDOCK_ROOT/.cluster

@@ -17,6 +17,7 @@ stop() {
   pid=$(cluster_pid "$name") && pids+=("$pid")
   # Strays: a killed session may have lost the pid file but not the process.
   while read -r p; do pids+=("$p"); done < <(pgrep -f "^$K8S_BIN/$name( |$)" 2>/dev/null || true)
+  [ "$name" = registry ] && while read -r p; do pids+=("$p"); done < <(pgrep -f "^$REGISTRY_BIN/registry serve" 2>/dev/null || true)
   [ "$name" = containerd ] && while read -r p; do pids+=("$p"); done < <(pgrep -f "^containerd --config $CLUSTER_STATE/conf/containerd.toml" 2>/dev/null || true)
   [ ${#pids[@]} -eq 0 ] && return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -35,6 +36,7 @@ stop kube-scheduler
 stop kube-controller-manager
 stop kube-apiserver
 stop etcd
+stop registry
 
 # Pod containers: kill their shims (each runs with our containerd's address) and their processes.
 if [ -S "$CONTAINERD_SOCK" ]; then

@@ -124,6 +124,14 @@ state = "$CLUSTER_RUN/containerd"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$CLUSTER_STATE/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CONF/certs.d"
+TOML
+  mkdir -p "$CONF/certs.d/$REGISTRY_HOST"
+  cat >"$CONF/certs.d/$REGISTRY_HOST/hosts.toml" <<TOML
+server = "http://$REGISTRY_HOST"
+[host."http://$REGISTRY_HOST"]
+  capabilities = ["pull", "resolve"]
 TOML
   cat >"$CLUSTER_STATE/cni/net.d/10-teledock.conflist" <<CNI
 {
@@ -169,6 +177,41 @@ load_images() {
     load_image "$img"
     echo "$img $id" >>"$CLUSTER_RUN/images.loaded"
   done
+}
+
+# start_registry runs the cluster's image registry (storage under the cluster's state, so down.sh
+# empties it) and advertises it in kube-public/local-registry-hosting once the API server is up.
+start_registry() {
+  mkdir -p "$CLUSTER_STATE/registry"
+  write_if_changed "$CONF/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $CLUSTER_STATE/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${REGISTRY_HOST##*:}
+  secret: teledock-test-cluster
+YAML
+  start registry "$REGISTRY_BIN/registry" serve "$CONF/registry.yml"
+  wait_for "registry" 30 curl -fsS -o /dev/null "http://$REGISTRY_HOST/v2/"
+}
+
+advertise_registry() {
+  kubectl_admin apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: local-registry-hosting
+  namespace: kube-public
+data:
+  localRegistryHosting.v1: |
+    host: "$REGISTRY_HOST"
+    help: "teledock's built-in test cluster: push with docker push $REGISTRY_HOST/NAME:TAG"
+YAML
 }
 
 start_control_plane() {
@@ -313,11 +356,13 @@ configure() {
 if healthy; then
   log "cluster is already up"
   phase "images" load_images
+  phase "registry" start_registry
   phase "isolation" isolate
 elif control_plane_up; then
   log "the control plane runs; starting the node's components that stopped"
   phase "node" start_node
   phase "images" load_images
+  phase "registry" start_registry
   phase "isolation" isolate
   wait_for "cluster DNS" 120 dns_answers || die "cluster DNS does not answer"
 else
@@ -330,8 +375,10 @@ else
   phase "images" load_images
   phase "control plane" start_control_plane
   phase "node" start_node
+  phase "registry" start_registry
   phase "isolation" isolate
   phase "dns" deploy_dns
 fi
+advertise_registry
 write_kubeconfig
 log "cluster up in $((SECONDS - total_start))s"

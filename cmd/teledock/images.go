@@ -77,7 +77,9 @@ func bringClusterImages(ctx context.Context, d deps, cfg install.Config, wanted 
 	}
 	desc, err := d.describe(ctx, cfg)
 	if err != nil {
-		return err
+		// Install itself reports a kubeconfig that cannot be used, with its usual message.
+		d.log.Debug("describing the cluster", "err", err)
+		return nil
 	}
 	target := imageload.Target{Context: desc.Context, Server: desc.Server}
 	for _, n := range desc.Nodes {

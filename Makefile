@@ -39,14 +39,23 @@ help: ## show the targets
 deps: ## install Debian packages and Go-built tools (cached)
 	scripts/install-deps.sh all
 
+# The images' binaries bin/teledock carries (gzip'd, embedded with the teledockimages tag), so that
+# it can load its own images into Docker and local clusters' nodes (internal/images).
+SHIPPED_BINARIES := teledock-daemon traffic-manager traffic-agent
+PAYLOAD := internal/images/payload/linux_$(shell go env GOARCH)
+
 .PHONY: build
-build: ## build bin/teledock and the static binaries for images
-	go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/teledock ./cmd/teledock
+build: ## build the static binaries for images, then bin/teledock carrying the shipped ones
 	@mkdir -p build/bin
 	@for b in $(IMAGE_BINARIES); do \
 	  echo "go build $${b#*=} -> build/bin/$${b%%=*}"; \
 	  GOOS=linux go build -trimpath -ldflags "$(GO_LDFLAGS)" -o build/bin/$${b%%=*} $${b#*=} || exit 1; \
 	done
+	@rm -rf internal/images/payload && mkdir -p $(PAYLOAD)
+	@for b in $(SHIPPED_BINARIES); do \
+	  echo "gzip build/bin/$$b -> $(PAYLOAD)/$$b.gz"; gzip -9 -n -c build/bin/$$b > $(PAYLOAD)/$$b.gz; \
+	done
+	go build -trimpath -tags grpcnotrace,teledockimages -ldflags "$(GO_LDFLAGS)" -o bin/teledock ./cmd/teledock
 
 .PHONY: generate
 generate: ## regenerate the gRPC code from api/*.proto
@@ -127,4 +136,4 @@ bench: cluster-up ## benchmarks as ratios to kubectl port-forward and direct acc
 
 .PHONY: clean
 clean: ## remove build outputs (not the tool cache)
-	rm -rf bin build
+	rm -rf bin build internal/images/payload

@@ -16,6 +16,7 @@ import (
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/images"
 	"teledock.dev/teledock/internal/pprofserver"
 	"teledock.dev/teledock/internal/version"
 )
@@ -27,13 +28,14 @@ type connectOptions struct {
 	managerNamespace string
 	name             string
 	image            string
+	imageGiven       bool // --image was set: the image is used as given, never loaded
 	output           string
 	transport        string
 	timeout          time.Duration
 }
 
 func newConnectCmd(d deps) *cobra.Command {
-	opts := connectOptions{image: "teledock/daemon:" + version.Version}
+	opts := connectOptions{image: images.Daemon.Ref(version.Version)}
 	cmd := &cobra.Command{
 		Use:   "connect",
 		Short: "Connect to a cluster: start the daemon container that reaches the cluster's network",
@@ -41,7 +43,10 @@ func newConnectCmd(d deps) *cobra.Command {
 			"Connect is idempotent: connecting again with the same settings reports the existing connection.\n" +
 			"Several connections coexist under different --name values. On failure nothing is left behind.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runConnect(cmd.Context(), d, opts) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.imageGiven = cmd.Flags().Changed("image")
+			return runConnect(cmd.Context(), d, opts)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
@@ -124,6 +129,9 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 			}
 			spec.Env[k] = v
 		}
+	}
+	if err := ensureDaemonImage(ctx, d, opts.image, opts.imageGiven); err != nil {
+		return err
 	}
 	fmt.Fprintf(d.stderr, "Starting daemon container %s (%s)\n", launcher.ContainerName(opts.name), opts.image)
 	c, err = l.Start(ctx, spec)

@@ -28,6 +28,7 @@ var (
 	errAddressNetwork     = errors.New("the container shares no Docker network with the daemon container")
 	errBadTransport       = errors.New("invalid --transport")
 	errDirectUnavailable  = errors.New("the direct transport to the traffic-manager cannot be used")
+	errImageLoad          = errors.New("loading teledock's images failed")
 	// errUsage marks cobra's own flag and argument errors (see markUsageErrors).
 	errUsage = errors.New("usage")
 )
@@ -100,7 +101,10 @@ var errorKinds = []errorKind{
 	}, "Check --kubeconfig (or KUBECONFIG)."},
 	{"INVALID_KUBECONFIG", exitCluster, func(err error) bool { return errors.Is(err, launcher.ErrInvalidKubeconfig) }, "Check the kubeconfig with `kubectl config view --minify`."},
 	{"EXEC_CREDENTIALS", exitCluster, func(err error) bool { return errors.Is(err, launcher.ErrExecCredentials) }, "The daemon container cannot run credential plugins: use a context whose user has a token or a client certificate."},
-	{"IMAGE_NOT_FOUND", exitDocker, func(err error) bool { return errors.Is(err, launcher.ErrImageNotFound) }, "Load the daemon image into the local Docker engine, or pass --image."},
+	{"IMAGE_NOT_FOUND", exitDocker, func(err error) bool { return errors.Is(err, launcher.ErrImageNotFound) }, "Build teledock with `make build` (it then carries its images and loads them), load the daemon image into the\n" +
+		"local Docker engine (`make images`), or pass --image."},
+	{"IMAGE_LOAD_FAILED", exitDocker, func(err error) bool { return errors.Is(err, errImageLoad) }, "Load the images yourself (`docker load`, `kind load docker-image`, `k3d image import`, `minikube image load`)\n" +
+		"and pass --image (and --agent-image to install) so that teledock uses them as given."},
 	{"NAME_TAKEN", exitConnection, func(err error) bool { return errors.Is(err, launcher.ErrNotDaemon) }, "Another container has the daemon's name: remove it, or pass another --name."},
 	{"INVALID_NAME", exitUsage, func(err error) bool { return errors.Is(err, launcher.ErrInvalidName) }, "Pass another --name."},
 	{"CONNECTED_ELSEWHERE", exitConnection, func(err error) bool { return errors.Is(err, errConnectedElsewhere) }, "Run `teledock quit` (with --name) first, or pass another --name."},

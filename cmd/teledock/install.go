@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"teledock.dev/teledock/cluster/install"
+	"teledock.dev/teledock/internal/images"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -19,8 +20,11 @@ type installOptions struct {
 	managerNamespace string
 	image            string
 	agentImage       string
-	direct           bool
-	timeout          time.Duration
+	// imageGiven and agentImageGiven: the flag was set, and the image is used as given.
+	imageGiven      bool
+	agentImageGiven bool
+	direct          bool
+	timeout         time.Duration
 }
 
 func newInstallCmd(d deps) *cobra.Command {
@@ -31,14 +35,17 @@ func newInstallCmd(d deps) *cobra.Command {
 		Long: "Install or upgrade the traffic-manager (a Helm release of the chart built into teledock).\n\n" +
 			"Install is idempotent: running it again upgrades the release to this version and these settings.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runInstall(cmd.Context(), d, opts) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.imageGiven, opts.agentImageGiven = cmd.Flags().Changed("image"), cmd.Flags().Changed("agent-image")
+			return runInstall(cmd.Context(), d, opts)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
 	f.StringVar(&opts.context, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
-	f.StringVar(&opts.image, "image", "teledock/traffic-manager:"+version.Version, "traffic-manager image")
-	f.StringVar(&opts.agentImage, "agent-image", "teledock/traffic-agent:"+version.Version, "traffic-agent image the manager injects")
+	f.StringVar(&opts.image, "image", images.TrafficManager.Ref(version.Version), "traffic-manager image")
+	f.StringVar(&opts.agentImage, "agent-image", images.TrafficAgent.Ref(version.Version), "traffic-agent image the manager injects")
 	f.BoolVar(&opts.direct, "direct", false, "also expose the manager's tunnels on a TLS NodePort, for connect --transport auto|direct\n"+
 		"(opens a port on every node; only clients that may port-forward to the manager get a token for it)")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-manager to be ready")
@@ -68,6 +75,16 @@ func runInstall(ctx context.Context, d deps, opts installOptions) error {
 		Timeout: opts.timeout,
 		Events:  installProgress(d.stderr),
 		Log:     d.log,
+	}
+	var wanted []images.Spec
+	if !opts.imageGiven {
+		wanted = append(wanted, images.TrafficManager)
+	}
+	if !opts.agentImageGiven {
+		wanted = append(wanted, images.TrafficAgent)
+	}
+	if err := bringClusterImages(ctx, d, cfg, wanted); err != nil {
+		return err
 	}
 	if err := install.Install(ctx, cfg); err != nil {
 		return fmt.Errorf("install the traffic-manager in namespace %s: %w", opts.managerNamespace, err)

@@ -19,7 +19,9 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
+	"teledock.dev/teledock/cluster/install"
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/images"
 	"teledock.dev/teledock/internal/mounts"
 )
 
@@ -44,6 +46,12 @@ type deps struct {
 	volumes func() (mounts.Docker, error)
 	// connections holds the per-connection token files.
 	connections launcher.Store
+	// images reaches the engine to load teledock's own images into it and into local clusters'
+	// nodes (the same client); carried gives those images from the CLI's embedded binaries.
+	images  func() (imageEngine, error)
+	carried carriedFunc
+	// describe tells the context, server and nodes of the cluster install targets.
+	describe func(context.Context, install.Config) (install.Cluster, error)
 }
 
 func main() {
@@ -92,6 +100,15 @@ func main() {
 			return c, nil
 		},
 		connections: launcher.NewStore(configDir),
+		images: func() (imageEngine, error) {
+			c, err := dockerClient()
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		carried:  images.Carried,
+		describe: install.Describe,
 	}
 	root := newRootCmd(d)
 	cmd, err := root.ExecuteContextC(ctx)

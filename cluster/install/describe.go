@@ -2,11 +2,14 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"teledock.dev/teledock/internal/registry"
 )
 
 // Cluster is what Describe tells about the cluster a Config points at: enough for the CLI to find
@@ -15,6 +18,8 @@ type Cluster struct {
 	Context string // the kubeconfig context's name (Config.Context, or the current one)
 	Server  string // the API server's URL
 	Nodes   []Node // nil when the user may not list nodes
+	// Registry is the local registry the cluster advertises (KEP-1755), nil when none.
+	Registry *registry.Hosting
 }
 
 // Node is one node as the API server describes it.
@@ -50,6 +55,12 @@ func Describe(ctx context.Context, cfg Config) (Cluster, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c.Nodes = listNodes(ctx, k8s, log)
+	switch h, err := registry.LocalHosting(ctx, k8s); {
+	case err == nil:
+		c.Registry = &h
+	case !errors.Is(err, registry.ErrNoHosting):
+		log.Debug("reading the cluster's local registry", "err", err)
+	}
 	return c, nil
 }
 

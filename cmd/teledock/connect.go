@@ -130,7 +130,7 @@ func runConnect(ctx context.Context, d deps, opts connectOptions) error {
 			spec.Env[k] = v
 		}
 	}
-	if err := ensureDaemonImage(ctx, d, opts.image, opts.imageGiven); err != nil {
+	if err := ensureDaemonImage(ctx, d, opts.imageGiven); err != nil {
 		return err
 	}
 	fmt.Fprintf(d.stderr, "Starting daemon container %s (%s)\n", launcher.ContainerName(opts.name), opts.image)

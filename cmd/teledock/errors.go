@@ -29,6 +29,8 @@ var (
 	errBadTransport       = errors.New("invalid --transport")
 	errDirectUnavailable  = errors.New("the direct transport to the traffic-manager cannot be used")
 	errImageLoad          = errors.New("loading teledock's images failed")
+	errImagePush          = errors.New("pushing teledock's images failed")
+	errNoImageRoute       = errors.New("teledock cannot bring its images to this cluster")
 	// errUsage marks cobra's own flag and argument errors (see markUsageErrors).
 	errUsage = errors.New("usage")
 )
@@ -105,6 +107,9 @@ var errorKinds = []errorKind{
 		"local Docker engine (`make images`), or pass --image."},
 	{"IMAGE_LOAD_FAILED", exitDocker, func(err error) bool { return errors.Is(err, errImageLoad) }, "Load the images yourself (`docker load`, `kind load docker-image`, `k3d image import`, `minikube image load`)\n" +
 		"and pass --image (and --agent-image to install) so that teledock uses them as given."},
+	{"IMAGE_PUSH_FAILED", exitDocker, func(err error) bool { return errors.Is(err, errImagePush) }, "Check that the registry is reachable from the Docker engine and that `docker login REGISTRY` has credentials that may push."},
+	{"NO_IMAGE_ROUTE", exitUsage, func(err error) bool { return errors.Is(err, errNoImageRoute) }, "Pass --registry REGISTRY (teledock pushes its images there with your Docker credentials; the cluster must pull from it),\n" +
+		"or --image and --agent-image naming images the cluster's nodes have or can pull."},
 	{"NAME_TAKEN", exitConnection, func(err error) bool { return errors.Is(err, launcher.ErrNotDaemon) }, "Another container has the daemon's name: remove it, or pass another --name."},
 	{"INVALID_NAME", exitUsage, func(err error) bool { return errors.Is(err, launcher.ErrInvalidName) }, "Pass another --name."},
 	{"CONNECTED_ELSEWHERE", exitConnection, func(err error) bool { return errors.Is(err, errConnectedElsewhere) }, "Run `teledock quit` (with --name) first, or pass another --name."},

@@ -17,6 +17,7 @@ import (
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/imageload"
 	"teledock.dev/teledock/internal/images"
+	"teledock.dev/teledock/internal/registry"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -24,6 +25,7 @@ import (
 // to local clusters' nodes.
 type imageEngine interface {
 	imageload.Docker
+	registry.PushAPI
 	ImageInspect(ctx context.Context, image string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ServerVersion(ctx context.Context) (types.Version, error)
 }
@@ -35,7 +37,7 @@ type carriedFunc func(s images.Spec, version, arch string) (*images.Archive, err
 
 // ensureDaemonImage loads the default daemon image from the CLI when the engine lacks it. An image
 // the user gave is used as given; a CLI that carries no images leaves the error to ImageNotFound.
-func ensureDaemonImage(ctx context.Context, d deps, ref string, given bool) error {
+func ensureDaemonImage(ctx context.Context, d deps, given bool) error {
 	if given {
 		return nil
 	}
@@ -43,6 +45,77 @@ func ensureDaemonImage(ctx context.Context, d deps, ref string, given bool) erro
 	if err != nil {
 		return err
 	}
+	return ensureEngineImage(ctx, d, eng, images.Daemon)
+}
+
+// clusterImages brings the default traffic-manager and traffic-agent images (wanted; the user's
+// own images are used as given) to the cluster install targets, and returns the registry host their
+// references must name ("" for the plain names). In order: a --registry the user gave; the nodes of
+// a local cluster that take images without a registry (kind, k3d, minikube on the local engine,
+// Docker Desktop); the registry the cluster advertises (KEP-1755). Anything else is an error that
+// names the choices.
+func clusterImages(ctx context.Context, d deps, cfg install.Config, wanted []images.Spec, registryFlag string) (string, error) {
+	if len(wanted) == 0 {
+		return "", nil
+	}
+	if registryFlag != "" {
+		if err := pushImages(ctx, d, registryFlag, wanted); err != nil {
+			return "", err
+		}
+		return registryFlag, nil
+	}
+	desc, err := d.describe(ctx, cfg)
+	if err != nil {
+		// Install itself reports a kubeconfig that cannot be used, with its usual message.
+		d.log.Debug("describing the cluster", "err", err)
+		return "", nil
+	}
+	if loaded, err := bringClusterImages(ctx, d, desc, wanted); err != nil || loaded {
+		return "", err
+	}
+	if h := desc.Registry; h != nil {
+		fmt.Fprintf(d.stderr, "The cluster advertises the registry %s (kube-public/local-registry-hosting)\n", h.Host)
+		if err := pushImages(ctx, d, h.Host, wanted); err != nil {
+			return "", err
+		}
+		return h.PullHost(), nil
+	}
+	var refs []string
+	for _, s := range wanted {
+		refs = append(refs, s.Ref(version.Version))
+	}
+	return "", fmt.Errorf("%w: %s (context %s) is not a local cluster teledock can load images into and advertises no registry, so its nodes could not pull %s",
+		errNoImageRoute, desc.Server, desc.Context, strings.Join(refs, " or "))
+}
+
+// pushImages pushes the default images to host, from the engine, loading them from the CLI first
+// where the engine lacks them.
+func pushImages(ctx context.Context, d deps, host string, wanted []images.Spec) error {
+	eng, err := d.images()
+	if err != nil {
+		return err
+	}
+	auth, err := registry.Credentials(host)
+	if err != nil {
+		return err
+	}
+	for _, s := range wanted {
+		local := s.Ref(version.Version)
+		if err := ensureEngineImage(ctx, d, eng, s); err != nil {
+			return err
+		}
+		remote := host + "/" + local
+		fmt.Fprintf(d.stderr, "Pushing %s\n", remote)
+		if err := registry.Push(ctx, eng, local, remote, auth); err != nil {
+			return fmt.Errorf("%w: %w", errImagePush, err)
+		}
+	}
+	return nil
+}
+
+// ensureEngineImage loads one of the CLI's images into the engine unless it has it.
+func ensureEngineImage(ctx context.Context, d deps, eng imageEngine, s images.Spec) error {
+	ref := s.Ref(version.Version)
 	if _, err := eng.ImageInspect(ctx, ref); err == nil {
 		return nil
 	} else if !cerrdefs.IsNotFound(err) {
@@ -52,7 +125,7 @@ func ensureDaemonImage(ctx context.Context, d deps, ref string, given bool) erro
 	if err != nil {
 		return fmt.Errorf("docker version: %w", err)
 	}
-	a, err := d.carried(images.Daemon, version.Version, cmp.Or(sv.Arch, runtime.GOARCH))
+	a, err := d.carried(s, version.Version, cmp.Or(sv.Arch, runtime.GOARCH))
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", launcher.ErrImageNotFound, ref, err)
 	}
@@ -63,23 +136,13 @@ func ensureDaemonImage(ctx context.Context, d deps, ref string, given bool) erro
 	return nil
 }
 
-// bringClusterImages gets the default traffic-manager and traffic-agent images to the cluster
-// install targets, when it is one whose nodes take them without a registry (kind, k3d, minikube
-// on the local engine, Docker Desktop). Elsewhere it does nothing: the nodes pull them.
-func bringClusterImages(ctx context.Context, d deps, cfg install.Config, wanted []images.Spec) error {
-	if len(wanted) == 0 {
-		return nil // the user's own images
-	}
+// bringClusterImages loads the wanted images into a local cluster's nodes or the engine its
+// Kubernetes shares; it reports false when the cluster is none of those.
+func bringClusterImages(ctx context.Context, d deps, desc install.Cluster, wanted []images.Spec) (bool, error) {
 	eng, err := d.images()
 	if err != nil {
 		d.log.Debug("no Docker engine: not loading images", "err", err)
-		return nil
-	}
-	desc, err := d.describe(ctx, cfg)
-	if err != nil {
-		// Install itself reports a kubeconfig that cannot be used, with its usual message.
-		d.log.Debug("describing the cluster", "err", err)
-		return nil
+		return false, nil
 	}
 	target := imageload.Target{Context: desc.Context, Server: desc.Server}
 	for _, n := range desc.Nodes {
@@ -89,17 +152,17 @@ func bringClusterImages(ctx context.Context, d deps, cfg install.Config, wanted 
 	if err != nil {
 		// Docker may simply not run: a remote cluster needs none.
 		d.log.Debug("looking for local clusters", "err", err)
-		return nil
+		return false, nil
 	}
 	if cl.Type == imageload.Unknown {
 		d.log.Debug("not loading images", "reason", cl.Why)
-		return nil
+		return false, nil
 	}
 	arch := cl.Arch
 	if arch == "" {
 		sv, err := eng.ServerVersion(ctx)
 		if err != nil {
-			return fmt.Errorf("docker version: %w", err)
+			return false, fmt.Errorf("docker version: %w", err)
 		}
 		arch = cmp.Or(sv.Arch, runtime.GOARCH)
 	}
@@ -115,10 +178,10 @@ func bringClusterImages(ctx context.Context, d deps, cfg install.Config, wanted 
 			}
 			fmt.Fprintf(d.stderr, "Not loading images into %s cluster %s: %v (build teledock with `make build`); its nodes need %s already\n",
 				cl.Type, cl.Name, err, strings.Join(refs, " and "))
-			return nil
+			return true, nil
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		archives = append(archives, a)
 	}
@@ -130,7 +193,7 @@ func bringClusterImages(ctx context.Context, d deps, cfg install.Config, wanted 
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %s cluster %s: %w", errImageLoad, cl.Type, cl.Name, err)
+		return false, fmt.Errorf("%w: %s cluster %s: %w", errImageLoad, cl.Type, cl.Name, err)
 	}
-	return nil
+	return true, nil
 }

@@ -19,6 +19,7 @@ import (
 	"teledock.dev/teledock/cluster/install"
 	"teledock.dev/teledock/daemoncontainer/launcher"
 	"teledock.dev/teledock/internal/images"
+	"teledock.dev/teledock/internal/registry"
 	"teledock.dev/teledock/internal/version"
 )
 
@@ -30,6 +31,20 @@ type fakeImageEngine struct {
 	containers []container.Summary
 	loaded     []string
 	execs      []string
+	pushed     []string // "local -> remote"
+	pushErr    string   // an error the push's progress stream reports
+}
+
+func (f *fakeImageEngine) ImageTag(_ context.Context, source, target string) error {
+	f.pushed = append(f.pushed, source+" -> "+target)
+	return nil
+}
+
+func (f *fakeImageEngine) ImagePush(context.Context, string, image.PushOptions) (io.ReadCloser, error) {
+	if f.pushErr != "" {
+		return io.NopCloser(strings.NewReader(`{"errorDetail":{"message":"` + f.pushErr + `"}}`)), nil
+	}
+	return io.NopCloser(strings.NewReader(`{"status":"pushed"}`)), nil
 }
 
 func (f *fakeImageEngine) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
@@ -125,7 +140,7 @@ func TestEnsureDaemonImage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := &fakeImageEngine{present: map[string]bool{ref: tt.present}, inspectErr: tt.inspectErr}
 			d, stderr := imageDeps(eng, tt.carried, install.Cluster{})
-			err := ensureDaemonImage(context.Background(), d, ref, tt.given)
+			err := ensureDaemonImage(context.Background(), d, tt.given)
 			switch {
 			case tt.wantKind == "" && err != nil:
 				t.Fatalf("ensureDaemonImage: %v", err)
@@ -146,48 +161,76 @@ func TestEnsureDaemonImage(t *testing.T) {
 	}
 }
 
-func TestBringClusterImages(t *testing.T) {
+func TestClusterImages(t *testing.T) {
 	tm, ta := images.TrafficManager.Ref(version.Version), images.TrafficAgent.Ref(version.Version)
+	both := []images.Spec{images.TrafficManager, images.TrafficAgent}
 	kindNode := container.Summary{ID: "k1", Names: []string{"/dev-control-plane"},
 		Labels: map[string]string{"io.x-k8s.kind.cluster": "dev", "io.x-k8s.kind.role": "control-plane"}}
 	desktop := install.Cluster{Context: "docker-desktop", Server: "https://kubernetes.docker.internal:6443"}
+	remote := install.Cluster{Context: "gke", Server: "https://34.1.2.3"}
+	advertising := install.Cluster{Context: "dev", Server: "https://127.0.0.1:6443",
+		Registry: &registry.Hosting{Host: "localhost:5001", HostFromContainerRuntime: "registry.local:5000"}}
 	tests := []struct {
 		name       string
 		cluster    install.Cluster
 		wanted     []images.Spec
+		registry   string // --registry
+		present    []string
+		pushErr    string
 		carried    carriedFunc
+		wantHost   string
 		wantLoaded []string
+		wantPushed []string
 		wantExecs  []string
 		wantErr    string // the error kind
 		wantStderr string
 	}{
-		{name: "docker desktop", cluster: desktop, wanted: []images.Spec{images.TrafficManager, images.TrafficAgent},
+		{name: "docker desktop", cluster: desktop, wanted: both,
 			carried: carriedFake, wantLoaded: []string{tm, ta}, wantStderr: "Loading " + ta + " into the local Docker engine (docker-desktop)"},
 		{name: "user's manager image", cluster: desktop, wanted: []images.Spec{images.TrafficAgent},
 			carried: carriedFake, wantLoaded: []string{ta}},
-		{name: "user's images", cluster: desktop, carried: carriedFake},
-		{name: "remote cluster", cluster: install.Cluster{Context: "gke", Server: "https://34.1.2.3"},
-			wanted: []images.Spec{images.TrafficManager, images.TrafficAgent}, carried: carriedFake},
-		{name: "not carried", cluster: desktop, wanted: []images.Spec{images.TrafficManager, images.TrafficAgent},
+		{name: "user's images", cluster: remote, carried: carriedFake},
+		{name: "remote cluster, no registry", cluster: remote, wanted: both, carried: carriedFake, wantErr: "NO_IMAGE_ROUTE"},
+		{name: "not carried", cluster: desktop, wanted: both,
 			carried: carriedNone, wantStderr: "its nodes need " + tm + " and " + ta + " already"},
 		{name: "kind node fails", cluster: install.Cluster{Context: "kind-dev", Server: "https://10.0.0.1:6443"},
-			wanted: []images.Spec{images.TrafficManager, images.TrafficAgent}, carried: carriedFake,
+			wanted: both, carried: carriedFake,
 			wantExecs: []string{"k1: ctr -n k8s.io images import -"}, wantErr: "IMAGE_LOAD_FAILED",
 			wantStderr: "Loading " + tm + " into node dev-control-plane\n"},
+		{name: "--registry", cluster: remote, wanted: both, registry: "ghcr.io/me", present: []string{tm, ta}, carried: carriedNone,
+			wantHost: "ghcr.io/me", wantPushed: []string{tm + " -> ghcr.io/me/" + tm, ta + " -> ghcr.io/me/" + ta}, wantStderr: "Pushing ghcr.io/me/" + ta},
+		{name: "--registry wins over a local cluster", cluster: desktop, wanted: []images.Spec{images.TrafficAgent}, registry: "reg:5000",
+			carried: carriedFake, wantHost: "reg:5000", wantLoaded: []string{ta}, wantPushed: []string{ta + " -> reg:5000/" + ta}},
+		{name: "--registry, images neither in the engine nor carried", cluster: remote, wanted: both, registry: "reg:5000",
+			carried: carriedNone, wantErr: "IMAGE_NOT_FOUND"},
+		{name: "push refused", cluster: remote, wanted: both, registry: "reg:5000", present: []string{tm, ta}, pushErr: "denied: requested access to the resource is denied",
+			carried: carriedNone, wantErr: "IMAGE_PUSH_FAILED", wantPushed: []string{tm + " -> reg:5000/" + tm}},
+		{name: "advertised registry", cluster: advertising, wanted: both, present: []string{tm}, carried: carriedFake,
+			wantHost: "registry.local:5000", wantLoaded: []string{ta}, wantPushed: []string{tm + " -> localhost:5001/" + tm, ta + " -> localhost:5001/" + ta},
+			wantStderr: "The cluster advertises the registry localhost:5001"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeImageEngine{containers: []container.Summary{kindNode}}
-			d, stderr := imageDeps(eng, tt.carried, tt.cluster)
-			err := bringClusterImages(context.Background(), d, install.Config{}, tt.wanted)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || kindOf(err).code != tt.wantErr) {
-				t.Fatalf("bringClusterImages = %v, want kind %q", err, tt.wantErr)
+			eng := &fakeImageEngine{containers: []container.Summary{kindNode}, present: map[string]bool{}, pushErr: tt.pushErr}
+			for _, p := range tt.present {
+				eng.present[p] = true
 			}
-			if !slices.Equal(eng.loaded, tt.wantLoaded) || !slices.Equal(eng.execs, tt.wantExecs) {
-				t.Errorf("loaded %v, execs %v; want %v, %v", eng.loaded, eng.execs, tt.wantLoaded, tt.wantExecs)
+			d, stderr := imageDeps(eng, tt.carried, tt.cluster)
+			host, err := clusterImages(context.Background(), d, install.Config{}, tt.wanted, tt.registry)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || kindOf(err).code != tt.wantErr) {
+				t.Fatalf("clusterImages = %v, want kind %q", err, tt.wantErr)
+			}
+			if host != tt.wantHost {
+				t.Errorf("registry host %q, want %q", host, tt.wantHost)
+			}
+			if !slices.Equal(eng.loaded, tt.wantLoaded) || !slices.Equal(eng.execs, tt.wantExecs) || !slices.Equal(eng.pushed, tt.wantPushed) {
+				t.Errorf("loaded %v, execs %v, pushed %v; want %v, %v, %v", eng.loaded, eng.execs, eng.pushed, tt.wantLoaded, tt.wantExecs, tt.wantPushed)
 			}
 			if !strings.Contains(stderr.String(), tt.wantStderr) {
 				t.Errorf("stderr %q lacks %q", stderr.String(), tt.wantStderr)
+			}
+			if tt.wantErr == "NO_IMAGE_ROUTE" && !strings.Contains(hint(err), "--registry") {
+				t.Errorf("hint %q does not name --registry", hint(err))
 			}
 		})
 	}

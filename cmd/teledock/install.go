@@ -20,6 +20,7 @@ type installOptions struct {
 	managerNamespace string
 	image            string
 	agentImage       string
+	registry         string
 	// imageGiven and agentImageGiven: the flag was set, and the image is used as given.
 	imageGiven      bool
 	agentImageGiven bool
@@ -46,6 +47,9 @@ func newInstallCmd(d deps) *cobra.Command {
 	f.StringVar(&opts.managerNamespace, "manager-namespace", "teledock", "namespace of the traffic-manager")
 	f.StringVar(&opts.image, "image", images.TrafficManager.Ref(version.Version), "traffic-manager image")
 	f.StringVar(&opts.agentImage, "agent-image", images.TrafficAgent.Ref(version.Version), "traffic-agent image the manager injects")
+	f.StringVar(&opts.registry, "registry", "", "push the traffic-manager and traffic-agent images to this registry (e.g. ghcr.io/me) with your Docker\n"+
+		"credentials and install with its references (default: load them into a local cluster's nodes, or push to\n"+
+		"the registry the cluster advertises in kube-public/local-registry-hosting)")
 	f.BoolVar(&opts.direct, "direct", false, "also expose the manager's tunnels on a TLS NodePort, for connect --transport auto|direct\n"+
 		"(opens a port on every node; only clients that may port-forward to the manager get a token for it)")
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-manager to be ready")
@@ -83,8 +87,22 @@ func runInstall(ctx context.Context, d deps, opts installOptions) error {
 	if !opts.agentImageGiven {
 		wanted = append(wanted, images.TrafficAgent)
 	}
-	if err := bringClusterImages(ctx, d, cfg, wanted); err != nil {
+	if opts.registry != "" && len(wanted) == 0 {
+		return fmt.Errorf("%w: --registry pushes teledock's own images, and --image and --agent-image replace both", errUsage)
+	}
+	host, err := clusterImages(ctx, d, cfg, wanted, strings.TrimSuffix(opts.registry, "/"))
+	if err != nil {
 		return err
+	}
+	if host != "" {
+		// The pushed images are the defaults under the registry's name.
+		if !opts.imageGiven {
+			opts.image = host + "/" + opts.image
+			cfg.Values["image"] = map[string]any{"repository": host + "/" + repo, "tag": tag}
+		}
+		if !opts.agentImageGiven {
+			cfg.Values["agentImage"] = map[string]any{"repository": host + "/" + agentRepo, "tag": agentTag}
+		}
 	}
 	if err := install.Install(ctx, cfg); err != nil {
 		return fmt.Errorf("install the traffic-manager in namespace %s: %w", opts.managerNamespace, err)

@@ -187,7 +187,7 @@ func pipe(local *net.TCPConn, remote *tunnel.Conn) error {
 func (m *Intercepts) serveUDP(ctx context.Context, pc *net.UDPConn, name string, port uint16) {
 	flows := flow.NewUDPTable(ctx, flow.UDPConfig[netip.AddrPort]{
 		Dial: func(ctx context.Context, _ netip.AddrPort) (flow.Datagrams, error) {
-			c, err := m.dialPod(ctx, name, "udp", port)
+			c, err := m.dialPod(ctx, name, ToPod{UDP: true}.network(), port)
 			if err != nil {
 				return nil, err // not `return m.dialPod(...)`: a typed nil would pass as a conn
 			}

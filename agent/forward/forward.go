@@ -298,18 +298,6 @@ func (f *Forwarder) dial(flow Flow) (Conn, Destination, error) {
 	return c, dst, nil
 }
 
-// sleepCtx waits for d or for the Forwarder to close; it reports whether to go on.
-func (f *Forwarder) sleepCtx(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-f.ctx.Done():
-		return false
-	}
-}
-
 // addrPort is a's address and port, with an IPv4 peer of a dual-stack listener shown as IPv4
 // rather than as ::ffff:a.b.c.d.
 func addrPort(a net.Addr) netip.AddrPort {

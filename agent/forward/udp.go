@@ -49,7 +49,7 @@ func (f *Forwarder) serveUDP(pc *net.UDPConn, t Target, flows *flow.UDPTable[net
 				return
 			}
 			f.log.Debug("udp read", "target", t.Name, "err", err)
-			if !f.sleepCtx(5 * time.Millisecond) {
+			if !flow.Sleep(f.ctx, 5*time.Millisecond) {
 				return
 			}
 			continue

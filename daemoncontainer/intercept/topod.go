@@ -137,7 +137,7 @@ func (m *Intercepts) serveTCP(ctx context.Context, lis *net.TCPListener, name st
 			}
 			// Running out of file descriptors, say; it may pass.
 			m.log.Warn("--to-pod accept failed", "intercept", name, "port", port, "err", err)
-			sleep(ctx, 100*time.Millisecond)
+			flow.Sleep(ctx, 100*time.Millisecond)
 			continue
 		}
 		if !m.spawn(func() { m.forwardTCP(ctx, c, name, port) }) {
@@ -214,15 +214,6 @@ func (m *Intercepts) serveUDP(ctx context.Context, pc *net.UDPConn, name string,
 		if !flows.Deliver(src, buf[:n]) {
 			return
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

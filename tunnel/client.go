@@ -154,14 +154,13 @@ func DialStream(ctx context.Context, open func(context.Context) (ClientStream, e
 	return conn, nil
 }
 
+// protocolOf is ProtocolOf, refusing a network the tunnel does not carry.
 func protocolOf(network string) (managerv1.Protocol, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-		return managerv1.Protocol_PROTOCOL_TCP, nil
-	case "udp", "udp4", "udp6":
-		return managerv1.Protocol_PROTOCOL_UDP, nil
+	p := ProtocolOf(network)
+	if p == managerv1.Protocol_PROTOCOL_UNSPECIFIED {
+		return p, fmt.Errorf("tunnel dial: network %q: %w", network, ErrBadRequest)
 	}
-	return managerv1.Protocol_PROTOCOL_UNSPECIFIED, fmt.Errorf("tunnel dial: network %q: %w", network, ErrBadRequest)
+	return p, nil
 }
 
 // Read reads from the far end. For TCP it returns io.EOF after the far end's half-close, and keeps

@@ -245,13 +245,11 @@ func target(d *managerv1.Dial) (string, netip.AddrPort, error) {
 	if err != nil {
 		return "", ap, fmt.Errorf("address %q: %w", d.GetAddress(), ErrBadRequest)
 	}
-	switch d.GetProtocol() {
-	case managerv1.Protocol_PROTOCOL_TCP:
-		return "tcp", ap, nil
-	case managerv1.Protocol_PROTOCOL_UDP:
-		return "udp", ap, nil
+	network := NetworkOf(d.GetProtocol())
+	if network == "" {
+		return "", ap, fmt.Errorf("protocol %v: %w", d.GetProtocol(), ErrBadRequest)
 	}
-	return "", ap, fmt.Errorf("protocol %v: %w", d.GetProtocol(), ErrBadRequest)
+	return network, ap, nil
 }
 
 // reject answers a Dial that failed. The stream then ends without an error status: the failure is

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"teledock.dev/teledock/internal/flow"
 )
 
 // Defaults of Config.
@@ -116,15 +118,14 @@ type Forwarder struct {
 
 	joined     atomic.Int64
 	dialErrors atomic.Uint64
-	udpDrops   atomic.Uint64
 
 	mu        sync.Mutex // guards the following
 	started   bool
 	closed    bool
 	listeners []io.Closer
 	addrs     []net.Addr
-	conns     map[io.Closer]struct{} // both ends of every joined TCP connection
-	flows     map[flowKey]*udpFlow
+	conns     map[io.Closer]struct{}           // both ends of every joined TCP connection
+	udpTables []*flow.UDPTable[netip.AddrPort] // one per UDP target
 }
 
 // New checks cfg and returns a Forwarder that serves it once started.
@@ -157,7 +158,6 @@ func New(log *slog.Logger, cfg Config) (*Forwarder, error) {
 	return &Forwarder{
 		log: log, cfg: cfg, ctx: ctx, cancel: cancel,
 		conns: make(map[io.Closer]struct{}),
-		flows: make(map[flowKey]*udpFlow),
 	}, nil
 }
 
@@ -215,7 +215,9 @@ func (f *Forwarder) Start() error {
 		} else {
 			f.listeners = append(f.listeners, l.udp)
 			f.addrs = append(f.addrs, l.udp.LocalAddr())
-			go f.serveUDP(l.udp, l.t)
+			flows := f.newUDPTable(l.udp, l.t)
+			f.udpTables = append(f.udpTables, flows)
+			go f.serveUDP(l.udp, l.t, flows)
 		}
 		f.log.Info("forwarding", "target", l.t.Name, "network", l.t.Network, "listen", f.addrs[len(f.addrs)-1], "app_port", l.t.AppPort)
 	}
@@ -233,12 +235,13 @@ func (f *Forwarder) Addrs() []net.Addr {
 func (f *Forwarder) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Stats{
-		Conns:      int(f.joined.Load()),
-		Flows:      len(f.flows),
-		DialErrors: f.dialErrors.Load(),
-		UDPDrops:   f.udpDrops.Load(),
+	s := Stats{Conns: int(f.joined.Load()), DialErrors: f.dialErrors.Load()}
+	for _, t := range f.udpTables {
+		ts := t.Stats()
+		s.Flows += ts.Open
+		s.UDPDrops += ts.Drops
 	}
+	return s
 }
 
 // Close stops listening, ends every connection and flow, and waits for all goroutines. It may
@@ -293,18 +296,6 @@ func (f *Forwarder) dial(flow Flow) (Conn, Destination, error) {
 		return nil, dst, fmt.Errorf("dial %s: %w", dst.Name, err)
 	}
 	return c, dst, nil
-}
-
-// sleepCtx waits for d or for the Forwarder to close; it reports whether to go on.
-func (f *Forwarder) sleepCtx(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-f.ctx.Done():
-		return false
-	}
 }
 
 // addrPort is a's address and port, with an IPv4 peer of a dual-stack listener shown as IPv4

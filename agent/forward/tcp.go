@@ -22,7 +22,7 @@ func (f *Forwarder) serveTCP(l *net.TCPListener, t Target) {
 			// instead of spinning.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			f.log.Warn("accept", "target", t.Name, "err", err, "retry_in", delay)
-			if !f.sleepCtx(delay) {
+			if !flow.Sleep(f.ctx, delay) {
 				return
 			}
 			continue

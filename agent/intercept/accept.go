@@ -99,12 +99,7 @@ func (p *ToPod) Close() error {
 // loopback IP or "localhost" with a port; "localhost" becomes 127.0.0.1, so that no name is
 // resolved.
 func LoopbackTarget(d *managerv1.Dial) (network, address string, err error) {
-	switch d.GetProtocol() {
-	case managerv1.Protocol_PROTOCOL_TCP:
-		network = "tcp"
-	case managerv1.Protocol_PROTOCOL_UDP:
-		network = "udp"
-	default:
+	if network = tunnel.NetworkOf(d.GetProtocol()); network == "" {
 		return "", "", fmt.Errorf("protocol %v", d.GetProtocol())
 	}
 	host, port, err := net.SplitHostPort(d.GetAddress())

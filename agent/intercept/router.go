@@ -162,11 +162,13 @@ func keyOf(t *managerv1.AgentTarget) (routeKey, bool) {
 	if port <= 0 || port > 65535 {
 		return routeKey{}, false
 	}
-	switch t.GetProtocol() {
-	case managerv1.Protocol_PROTOCOL_TCP, managerv1.Protocol_PROTOCOL_UNSPECIFIED:
-		return routeKey{uint16(port), "tcp"}, true
-	case managerv1.Protocol_PROTOCOL_UDP:
-		return routeKey{uint16(port), "udp"}, true
+	p := t.GetProtocol()
+	if p == managerv1.Protocol_PROTOCOL_UNSPECIFIED {
+		p = managerv1.Protocol_PROTOCOL_TCP
 	}
-	return routeKey{}, false
+	network := tunnel.NetworkOf(p)
+	if network == "" {
+		return routeKey{}, false
+	}
+	return routeKey{uint16(port), network}, true
 }

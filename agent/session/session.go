@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/flow"
 )
 
 // Defaults of Config.
@@ -123,7 +123,7 @@ func (s *Session) Run(ctx context.Context) error {
 			} else {
 				s.log.Debug("arrive failed", "failures", failures, "err", err)
 			}
-			if !sleep(ctx, b.wait()) {
+			if !flow.Sleep(ctx, b()) {
 				return nil
 			}
 			continue
@@ -143,7 +143,7 @@ func (s *Session) Run(ctx context.Context) error {
 		if time.Since(start) > s.cfg.MaxBackoff {
 			b = s.newBackoff()
 		}
-		if !sleep(ctx, b.wait()) {
+		if !flow.Sleep(ctx, b()) {
 			return nil
 		}
 	}
@@ -262,7 +262,7 @@ func (s *Session) watch(ctx context.Context, id string) {
 		} else {
 			s.log.Debug("watch failed", "session", id, "failures", failures, "err", err)
 		}
-		if !sleep(ctx, b.wait()) {
+		if !flow.Sleep(ctx, b()) {
 			return
 		}
 	}
@@ -302,30 +302,8 @@ func (s *Session) apply(id string, u *managerv1.AgentUpdate) {
 	s.h.Targets(id, u.GetTargets())
 }
 
-// backoff doubles its wait from min to max, with ±20% jitter so that the agents of a workload
-// that lost the manager together do not come back in lockstep.
-type backoff struct {
-	next, max time.Duration
-}
-
-func (s *Session) newBackoff() *backoff {
-	return &backoff{next: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
-}
-
-func (b *backoff) wait() time.Duration {
-	d := b.next
-	b.next = min(2*b.next, b.max)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-// sleep waits for d or for ctx; it reports whether to go on.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// newBackoff gives the waits between retries: doubling from min to max, with ±20% jitter so that
+// the agents of a workload that lost the manager together do not come back in lockstep.
+func (s *Session) newBackoff() func() time.Duration {
+	return flow.Backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, 0.2)
 }

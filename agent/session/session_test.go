@@ -259,10 +259,11 @@ func TestRunStopsWhileUnreachable(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	b := &backoff{next: 100 * time.Millisecond, max: 350 * time.Millisecond}
+	s := &Session{cfg: Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: 350 * time.Millisecond}}
+	b := s.newBackoff()
 	for i, want := range []time.Duration{100, 200, 350, 350} {
 		want *= time.Millisecond
-		got := b.wait()
+		got := b()
 		if lo, hi := want*8/10, want*12/10; got < lo || got > hi {
 			t.Errorf("wait %d = %v, want %v±20%%", i, got, want)
 		}

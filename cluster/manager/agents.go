@@ -18,6 +18,7 @@ import (
 	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/inject"
+	"teledock.dev/teledock/tunnel"
 )
 
 // workloadKey names a workload across the manager's maps.
@@ -164,10 +165,7 @@ func equalTargets(a, b []*managerv1.AgentTarget) bool {
 }
 
 func protocol(p agentconfig.Protocol) managerv1.Protocol {
-	if p == agentconfig.UDP {
-		return managerv1.Protocol_PROTOCOL_UDP
-	}
-	return managerv1.Protocol_PROTOCOL_TCP
+	return tunnel.ProtocolOf(p.Network()) // a validated Config has TCP or UDP only
 }
 
 // agentsOf returns the live agents of a workload, newest first; with cfgJSON set, only those

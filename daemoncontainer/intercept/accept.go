@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/flow"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -125,10 +126,5 @@ func (m *Intercepts) accept(sessionID string, in *managerv1.IncomingDial) {
 
 // newBackoff returns a function giving the next wait: doubling from 250ms to MaxBackoff.
 func (m *Intercepts) newBackoff() func() time.Duration {
-	next := 250 * time.Millisecond
-	return func() time.Duration {
-		d := next
-		next = min(2*next, m.cfg.MaxBackoff)
-		return d
-	}
+	return flow.Backoff(250*time.Millisecond, m.cfg.MaxBackoff, 0)
 }

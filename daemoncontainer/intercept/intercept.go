@@ -98,11 +98,14 @@ type ToPod struct {
 	UDP  bool
 }
 
-func (p ToPod) protocol() managerv1.Protocol {
+func (p ToPod) protocol() managerv1.Protocol { return tunnel.ProtocolOf(p.network()) }
+
+// network is package net's name for the port's protocol.
+func (p ToPod) network() string {
 	if p.UDP {
-		return managerv1.Protocol_PROTOCOL_UDP
+		return "udp"
 	}
-	return managerv1.Protocol_PROTOCOL_TCP
+	return "tcp"
 }
 
 func (p ToPod) String() string {
@@ -612,13 +615,11 @@ func (m *Intercepts) target(d *managerv1.Dial) (network, address string, err err
 	if r == nil {
 		return "", "", fmt.Errorf("no intercept %q in this client", d.GetInterceptId())
 	}
-	switch d.GetProtocol() {
-	case managerv1.Protocol_PROTOCOL_TCP:
-		return "tcp", r.dest.String(), nil
-	case managerv1.Protocol_PROTOCOL_UDP:
-		return "udp", r.dest.String(), nil
+	network = tunnel.NetworkOf(d.GetProtocol())
+	if network == "" {
+		return "", "", fmt.Errorf("protocol %v", d.GetProtocol())
 	}
-	return "", "", fmt.Errorf("protocol %v", d.GetProtocol())
+	return network, r.dest.String(), nil
 }
 
 // interceptID is the manager's ID of the named intercept, for --to-pod dials.

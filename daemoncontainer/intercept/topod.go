@@ -1,14 +1,12 @@
 package intercept
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"teledock.dev/teledock/agent/agentconfig"
@@ -19,10 +17,6 @@ import (
 
 // podLoopback is where --to-pod connections go inside the pod: its sidecars listen on localhost.
 var podLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-
-// udpQueue is how many datagrams of one --to-pod UDP flow wait for its tunnel; more are dropped,
-// as a full socket buffer would drop them.
-const udpQueue = 64
 
 // listener is one --to-pod port: TCP connections or UDP flows to ListenAddress:PORT in the daemon's
 // network namespace are carried to 127.0.0.1:PORT in the intercepted pod, through the manager's
@@ -143,7 +137,7 @@ func (m *Intercepts) serveTCP(ctx context.Context, lis *net.TCPListener, name st
 			}
 			// Running out of file descriptors, say; it may pass.
 			m.log.Warn("--to-pod accept failed", "intercept", name, "port", port, "err", err)
-			sleep(ctx, 100*time.Millisecond)
+			flow.Sleep(ctx, 100*time.Millisecond)
 			continue
 		}
 		if !m.spawn(func() { m.forwardTCP(ctx, c, name, port) }) {
@@ -187,16 +181,26 @@ func pipe(local *net.TCPConn, remote *tunnel.Conn) error {
 	})
 }
 
-// udpFlow is the datagrams between one local source address and the pod's port.
-type udpFlow struct {
-	src netip.AddrPort
-	in  chan []byte // datagrams from src, waiting for the tunnel
-}
-
-// serveUDP reads datagrams and hands each to its source's flow, starting one when needed.
+// serveUDP reads datagrams and hands each to its source's flow in a flow table. The table keeps
+// no idle timeout of its own: a flow lasts until the far end ends its stream (the agent's UDP
+// idle timeout, or an error), a write fails either way, or the listener closes.
 func (m *Intercepts) serveUDP(ctx context.Context, pc *net.UDPConn, name string, port uint16) {
-	var mu sync.Mutex // guards flows
-	flows := map[netip.AddrPort]*udpFlow{}
+	flows := flow.NewUDPTable(ctx, flow.UDPConfig[netip.AddrPort]{
+		Dial: func(ctx context.Context, _ netip.AddrPort) (flow.Datagrams, error) {
+			c, err := m.dialPod(ctx, name, ToPod{UDP: true}.network(), port)
+			if err != nil {
+				return nil, err // not `return m.dialPod(...)`: a typed nil would pass as a conn
+			}
+			return c, nil
+		},
+		DialTimeout: m.cfg.DialTimeout,
+		Reply: func(src netip.AddrPort, b []byte) error {
+			_, err := pc.WriteToUDPAddrPort(b, src)
+			return err
+		},
+		Log: m.log.With("intercept", name, "port", port, "to_pod", "udp"),
+	})
+	defer flows.Close() // the listener's goroutine waits for its flows
 	buf := make([]byte, 64<<10)
 	for {
 		n, src, err := pc.ReadFromUDPAddrPort(buf)
@@ -207,85 +211,9 @@ func (m *Intercepts) serveUDP(ctx context.Context, pc *net.UDPConn, name string,
 			m.log.Debug("--to-pod UDP read failed", "intercept", name, "port", port, "err", err)
 			continue
 		}
-		mu.Lock()
-		f := flows[src]
-		if f == nil {
-			f = &udpFlow{src: src, in: make(chan []byte, udpQueue)}
-			flows[src] = f
-			started := m.spawn(func() {
-				m.runUDPFlow(ctx, pc, f, name, port)
-				mu.Lock()
-				if flows[f.src] == f {
-					delete(flows, f.src)
-				}
-				mu.Unlock()
-			})
-			if !started {
-				mu.Unlock()
-				return
-			}
-		}
-		mu.Unlock()
-		select {
-		case f.in <- bytes.Clone(buf[:n]):
-		default:
-		}
-	}
-}
-
-// runUDPFlow carries one --to-pod UDP flow. It ends when the tunnel dial fails (queued datagrams
-// are dropped), when the far end ends the stream (idle for the agent's UDP idle timeout, or an
-// error), when writing either way fails, or when the listener closes. A later datagram from the
-// same source starts a new flow.
-func (m *Intercepts) runUDPFlow(ctx context.Context, pc *net.UDPConn, f *udpFlow, name string, port uint16) {
-	dctx, cancel := context.WithTimeout(ctx, m.cfg.DialTimeout)
-	remote, err := m.dialPod(dctx, name, "udp", port)
-	cancel()
-	if err != nil {
-		m.log.Debug("--to-pod UDP dial failed", "intercept", name, "port", port, "src", f.src, "err", err)
-		return
-	}
-	fctx, fcancel := context.WithCancel(ctx)
-	defer fcancel()
-	defer context.AfterFunc(fctx, func() { _ = remote.Close() })()
-
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		defer fcancel()
-		buf := make([]byte, tunnel.MaxDatagram)
-		for {
-			n, err := remote.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := pc.WriteToUDPAddrPort(buf[:n], f.src); err != nil {
-				return
-			}
-		}
-	}()
-	defer func() {
-		fcancel() // closes remote, which ends the reader
-		<-readDone
-	}()
-	for {
-		select {
-		case d := <-f.in:
-			if _, err := remote.Write(d); err != nil {
-				return
-			}
-		case <-fctx.Done():
+		if !flows.Deliver(src, buf[:n]) {
 			return
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"teledock.dev/teledock/internal/flow"
 )
 
 // Conn is one flow through the tunnel. For UDP every Read and Write is one datagram.
@@ -88,9 +89,9 @@ type Stack struct {
 	log         *slog.Logger
 	dial        DialFunc
 	dialTimeout time.Duration
-	udpIdle     time.Duration
 
-	ns *stack.Stack
+	ns  *stack.Stack
+	udp *flow.UDPTable[udpPair] // the UDP flows; gVisor tells them apart
 
 	// ctx is cancelled by Close; every flow and every dial derives from it.
 	ctx    context.Context
@@ -104,7 +105,6 @@ type Stack struct {
 	closeOnce sync.Once
 
 	tcpFlows, tcpDialFailures atomic.Uint64
-	udpFlows, udpDialFailures atomic.Uint64
 }
 
 // nicID is the only NIC of the stack.
@@ -159,11 +159,11 @@ func New(cfg Config, log *slog.Logger) (*Stack, error) {
 		log:         log,
 		dial:        cfg.Dial,
 		dialTimeout: cfg.DialTimeout,
-		udpIdle:     cfg.UDPIdleTimeout,
 		ns:          ns,
 		ctx:         ctx,
 		cancel:      cancel,
 	}
+	s.udp = s.newUDPTable(cfg.UDPIdleTimeout, cfg.DialTimeout)
 	if err := s.setup(link); err != nil {
 		cancel()
 		ns.Destroy()
@@ -211,11 +211,12 @@ func (s *Stack) setRoutes() {
 
 // Stats returns the flow counters.
 func (s *Stack) Stats() Stats {
+	udp := s.udp.Stats()
 	return Stats{
 		TCPFlows:        s.tcpFlows.Load(),
 		TCPDialFailures: s.tcpDialFailures.Load(),
-		UDPFlows:        s.udpFlows.Load(),
-		UDPDialFailures: s.udpDialFailures.Load(),
+		UDPFlows:        udp.Flows,
+		UDPDialFailures: udp.DialFailures,
 	}
 }
 
@@ -233,6 +234,7 @@ func (s *Stack) Close() error {
 		// a handshake.
 		s.ns.Close()
 		s.wg.Wait()
+		s.udp.Close()
 		// Wait removes the NIC, which stops the link's reader goroutines.
 		s.ns.Wait()
 	})

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -13,6 +14,9 @@ import (
 
 	"teledock.dev/teledock/internal/flow"
 )
+
+// errStackClosed is why a TCP flow ended when Stack.Close aborted it, for the debug log.
+var errStackClosed = errors.New("stack closed")
 
 // TCP tuning. The leg between the kernel and this stack has a sub-millisecond RTT, so it is never
 // window-limited by itself; what the buffers buy is slack between the local peer and the tunnel,

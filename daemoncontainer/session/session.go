@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/flow"
 )
 
 // ErrNotConnected is returned by calls that need a session before the first arrival.
@@ -315,7 +316,7 @@ func (s *Session) Run(ctx context.Context) error {
 				s.log.Warn("cannot arrive at the traffic-manager; retrying", "err", err)
 				logged = msg
 			}
-			sleep(ctx, wait())
+			flow.Sleep(ctx, wait())
 			continue
 		}
 		wait, logged = s.newBackoff(), ""
@@ -521,19 +522,5 @@ func (s *Session) depart(id string) {
 
 // newBackoff returns a function giving the next wait: doubling from 250ms to MaxBackoff.
 func (s *Session) newBackoff() func() time.Duration {
-	next := 250 * time.Millisecond
-	return func() time.Duration {
-		d := next
-		next = min(2*next, s.cfg.MaxBackoff)
-		return d
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	return flow.Backoff(250*time.Millisecond, s.cfg.MaxBackoff, 0)
 }

@@ -5,6 +5,7 @@ package managertest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -262,11 +263,7 @@ func (m *Manager) developerTarget(d *managerv1.Dial) (string, string, error) {
 	if m.developer == "" {
 		return "", "", errors.New("no developer")
 	}
-	network := "tcp"
-	if d.GetProtocol() == managerv1.Protocol_PROTOCOL_UDP {
-		network = "udp"
-	}
-	return network, m.developer, nil
+	return cmp.Or(tunnel.NetworkOf(d.GetProtocol()), "tcp"), m.developer, nil
 }
 
 // Accepted is an Accept stream the agent opened. The test plays the initiator on it: Dial, then

@@ -96,3 +96,31 @@ func TestInstallPushesToRegistry(t *testing.T) {
 		t.Errorf("the intercepted pod's containers run %s, want the agent %s among them", images, agentRef)
 	}
 }
+
+// TestConnectLoadsItsDaemonImage: on an engine without the daemon image, `connect` (no --image)
+// loads the one the CLI carries and connects.
+func TestConnectLoadsItsDaemonImage(t *testing.T) {
+	ensureManager(t)
+	ns := newNamespace(t)
+	ref := image("daemon")
+	// Untag it even if a stopped container still refers to it; the CLI brings it back.
+	must(t, docker(t, "image", "rm", "-f", ref), "remove the daemon image")
+	t.Cleanup(func() {
+		if docker(t, "image", "inspect", ref).err != nil {
+			t.Errorf("%s is missing after the test; other tests need it", ref)
+		}
+	})
+	conn := connName(t, "")
+	t.Cleanup(func() { teledock(t, "quit", "--name", conn) })
+	r := teledock(t, "connect", "--kubeconfig", cfg.kubeconfig, "-n", ns, "--name", conn, "--manager-namespace", managerNamespace)
+	must(t, r, "connect without the daemon image")
+	if !strings.Contains(r.stderr, "Loading "+ref+" into the local Docker engine") {
+		t.Errorf("connect did not say it loaded %s:\n%s", ref, r.stderr)
+	}
+	if s := status(t, conn); !s.Daemon.Running || !s.TrafficManager.Connected {
+		t.Errorf("status after connect: %+v", s)
+	}
+	if img := strings.TrimSpace(must(t, docker(t, "inspect", "-f", "{{.Config.Image}}", "teledock-daemon-"+conn), "the daemon's image")); img != ref {
+		t.Errorf("the daemon runs %s, want %s", img, ref)
+	}
+}

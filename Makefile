@@ -67,6 +67,14 @@ images: build ## build the images with docker buildx bake
 	scripts/docker-up.sh
 	VERSION=$(VERSION) docker buildx bake --progress plain -f docker-bake.hcl
 
+.PHONY: push
+push: images ## push this build's images to REGISTRY (make push REGISTRY=ghcr.io/me)
+	@[ -n "$(REGISTRY)" ] || { echo "make push needs REGISTRY=HOST[/PATH]" >&2; exit 2; }
+	@for img in teledock/daemon teledock/traffic-manager teledock/traffic-agent; do \
+	  echo "docker push $(REGISTRY)/$$img:$(VERSION)"; \
+	  docker tag $$img:$(VERSION) $(REGISTRY)/$$img:$(VERSION) && docker push -q $(REGISTRY)/$$img:$(VERSION) || exit 1; \
+	done
+
 .PHONY: cluster-up
 cluster-up: deps images ## start the local test cluster and load the images into it
 	scripts/cluster/up.sh $(IMAGES)

@@ -2,7 +2,7 @@
 # Installs what teledock's build, tests and test cluster need on a fresh Debian machine with Go:
 # Debian packages (Docker engine, containerd, runc, CNI plugins, iptables, protoc, Node.js, Chromium)
 # and Go-built tools
-# (Kubernetes, etcd, CoreDNS, buildx, helm, protoc plugins). Idempotent; built tools are cached under
+# (Kubernetes, etcd, CoreDNS, buildx, helm, the distribution registry, protoc plugins). Idempotent; built tools are cached under
 # $TELEDOCK_CACHE, keyed by version, so a second run and a fresh clone on the same machine reuse them.
 #
 #   scripts/install-deps.sh [apt|tools|all]   (default all; apt needs root)
@@ -76,6 +76,7 @@ install_tools() {
   go_install "$COREDNS_BIN" "github.com/coredns/coredns@$COREDNS_VERSION"
   go_install "$BUILDX_BIN" "github.com/docker/buildx/cmd/buildx@$BUILDX_VERSION"
   go_install "$HELM_BIN" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  go_install "$REGISTRY_BIN" "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
   if ! have "$PROTOC_BIN/protoc-gen-go-grpc"; then
     rm -rf "$PROTOC_BIN.tmp" && mkdir -p "$PROTOC_BIN.tmp"
     GOBIN="$PROTOC_BIN.tmp" go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"

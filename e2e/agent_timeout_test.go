@@ -15,14 +15,7 @@ func TestInterceptExplainsAMissingAgent(t *testing.T) {
 	mgr := fmt.Sprintf("e2e-noagent-%d", time.Now().UnixNano()%1e6)
 	args := []string{"--kubeconfig", cfg.kubeconfig, "--manager-namespace", mgr}
 	// Its webhook would inject the missing agent into every later test's annotated workloads.
-	t.Cleanup(func() {
-		eventually(t, 2*time.Minute, "uninstall of "+mgr, func() error {
-			if r := teledock(t, append([]string{"uninstall"}, args...)...); r.err != nil {
-				return fmt.Errorf("%v: %s", r.err, r.stderr)
-			}
-			return nil
-		})
-	})
+	uninstallWhenDone(t, mgr, args)
 	must(t, teledock(t, append(append([]string{"install"}, args...), "--image", image("traffic-manager"),
 		"--agent-image", "teledock/traffic-agent:does-not-exist")...), "install a manager with a missing agent image")
 

@@ -15,6 +15,19 @@ func installArgs(ns string) []string {
 	return []string{"--kubeconfig", cfg.kubeconfig, "--manager-namespace", ns, "--image", image("traffic-manager")}
 }
 
+// uninstallWhenDone uninstalls a test's own manager (args select it) when the test ends, retrying:
+// its webhook would otherwise inject into every later test's workloads.
+func uninstallWhenDone(t testing.TB, mgr string, args []string) {
+	t.Cleanup(func() {
+		eventually(t, 2*time.Minute, "uninstall of "+mgr, func() error {
+			if r := teledock(t, append([]string{"uninstall"}, args...)...); r.err != nil {
+				return fmt.Errorf("%v: %s", r.err, r.stderr)
+			}
+			return nil
+		})
+	})
+}
+
 // A second install upgrades in place; uninstall removes the namespace and the cluster-scoped RBAC
 // it made, and is idempotent.
 func TestInstallIsIdempotentAndUninstallRemovesEverything(t *testing.T) {

@@ -35,14 +35,7 @@ func registryTags(t testing.TB, repo string) []string {
 func TestInstallPushesToRegistry(t *testing.T) {
 	mgr := fmt.Sprintf("e2e-registry-%d", time.Now().UnixNano()%1e6)
 	args := []string{"--kubeconfig", cfg.kubeconfig, "--manager-namespace", mgr}
-	t.Cleanup(func() {
-		eventually(t, 2*time.Minute, "uninstall of "+mgr, func() error {
-			if r := teledock(t, append([]string{"uninstall"}, args...)...); r.err != nil {
-				return fmt.Errorf("%v: %s", r.err, r.stderr)
-			}
-			return nil
-		})
-	})
+	uninstallWhenDone(t, mgr, args)
 	managerRef := clusterRegistry + "/teledock/traffic-manager:" + cfg.version
 	agentRef := clusterRegistry + "/teledock/traffic-agent:" + cfg.version
 	pulled := os.Geteuid() == 0

@@ -3,8 +3,6 @@ package imageload
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -92,28 +91,12 @@ func LoadEngine(ctx context.Context, docker Engine, a Archive) error {
 	return nil
 }
 
-// loadResult reads the engine's JSON message stream and returns the error it reports, if any.
+// loadResult reads the engine's JSON message stream to its end and returns the error it reports.
 func loadResult(body io.Reader) error {
-	dec := json.NewDecoder(body)
-	for {
-		var m struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("reading the engine's answer: %w", err)
-		}
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			return errors.New(m.ErrorDetail.Message)
-		}
-		if m.Error != "" {
-			return errors.New(m.Error)
-		}
+	if err := jsonmessage.DisplayJSONMessagesStream(body, io.Discard, 0, false, nil); err != nil {
+		return fmt.Errorf("the engine's answer: %w", err)
 	}
+	return nil
 }
 
 // loadNode pipes the archive into the node's image store through a docker exec.

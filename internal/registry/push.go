@@ -2,12 +2,11 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // PushAPI is what Push needs of the Docker engine.
@@ -28,24 +27,8 @@ func Push(ctx context.Context, api PushAPI, local, remote, auth string) error {
 		return fmt.Errorf("push %s: %w", remote, err)
 	}
 	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	for {
-		var m struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("push %s: reading the engine's progress: %w", remote, err)
-		}
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			return fmt.Errorf("push %s: %s", remote, m.ErrorDetail.Message)
-		}
-		if m.Error != "" {
-			return fmt.Errorf("push %s: %s", remote, m.Error)
-		}
+	if err := jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil); err != nil {
+		return fmt.Errorf("push %s: %w", remote, err)
 	}
+	return nil
 }

@@ -117,3 +117,25 @@ func TestConnectLoadsItsDaemonImage(t *testing.T) {
 		t.Errorf("the daemon runs %s, want %s", img, ref)
 	}
 }
+
+// TestInstallUsesTheAdvertisedRegistry: a plain `install` on a cluster that advertises a registry in
+// kube-public/local-registry-hosting (the built-in one does) pushes there and installs with its
+// references, so no image needs to be on the node beforehand.
+func TestInstallUsesTheAdvertisedRegistry(t *testing.T) {
+	mgr := fmt.Sprintf("e2e-advertised-%d", time.Now().UnixNano()%1e6)
+	args := []string{"--kubeconfig", cfg.kubeconfig, "--manager-namespace", mgr}
+	uninstallWhenDone(t, mgr, args)
+	r := teledock(t, append([]string{"install"}, args...)...)
+	must(t, r, "install")
+	if !strings.Contains(r.stderr, "The cluster advertises the registry "+clusterRegistry) {
+		t.Errorf("install did not say where it pushed:\n%s", r.stderr)
+	}
+	managerRef := clusterRegistry + "/teledock/traffic-manager:" + cfg.version
+	if got := jsonpath(t, mgr, "deployment/traffic-manager", "{.spec.template.spec.containers[0].image}"); got != managerRef {
+		t.Errorf("the manager runs %s, want %s", got, managerRef)
+	}
+	env := jsonpath(t, mgr, "deployment/traffic-manager", "{.spec.template.spec.containers[0].env}")
+	if !strings.Contains(env, clusterRegistry+"/teledock/traffic-agent:"+cfg.version) {
+		t.Errorf("the manager is not told to inject the pushed agent image: env %s", env)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,26 +25,19 @@ func hostPeers(routes, hosts string) func(netip.Addr) bool {
 		if a.IsLoopback() {
 			return true
 		}
-		if f, err := os.Open(routes); err == nil {
-			gws := routeGateways(f)
-			_ = f.Close()
-			for _, g := range gws {
-				if g == a {
-					return true
-				}
-			}
-		}
-		if f, err := os.Open(hosts); err == nil {
-			addrs := hostAddrs(f, launcher.HostGateway)
-			_ = f.Close()
-			for _, h := range addrs {
-				if h == a {
-					return true
-				}
-			}
-		}
-		return false
+		return slices.Contains(readWith(routes, routeGateways), a) ||
+			slices.Contains(readWith(hosts, func(r io.Reader) []netip.Addr { return hostAddrs(r, launcher.HostGateway) }), a)
 	}
+}
+
+// readWith parses the file at path with parse; a file that cannot be opened gives nothing.
+func readWith(path string, parse func(io.Reader) []netip.Addr) []netip.Addr {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	return parse(f)
 }
 
 // routeGateways reads the gateways of /proc/net/route (IPv4, addresses in host byte order as hex).

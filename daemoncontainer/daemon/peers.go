@@ -21,8 +21,7 @@ func (l *peerFilter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ap, perr := netip.ParseAddrPort(c.RemoteAddr().String())
-		if perr == nil && l.allow(ap.Addr().Unmap()) {
+		if tcp, ok := c.RemoteAddr().(*net.TCPAddr); ok && l.allow(tcp.AddrPort().Addr().Unmap()) {
 			return c, nil
 		}
 		l.log.Warn("refused an API connection from outside this host", "peer", c.RemoteAddr().String())

@@ -95,7 +95,7 @@ func TestKubeletRestart(t *testing.T) {
 	}
 	_, clusterIP, conn := echoConnection(t)
 	interceptWithHandler(t, conn, clusterIP)
-	namespaces := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces")
+	namespaces := activeNamespaces(t)
 	t.Cleanup(func() { run(t, 5*time.Minute, "bash", up) })
 
 	stopped := stopProcess(t, pid, "the kubelet")
@@ -113,8 +113,13 @@ func TestKubeletRestart(t *testing.T) {
 
 	must(t, run(t, 5*time.Minute, "bash", up), "scripts/cluster/up.sh")
 	back := time.Now()
-	if now := must(t, kubectl(t, "get", "namespaces", "-o", "name"), "namespaces"); now != namespaces {
-		t.Fatalf("up.sh did not just restart the kubelet: the namespaces changed\nbefore:\n%s\nafter:\n%s", namespaces, now)
+	// A cluster made anew would have lost them, or given them new UIDs. Namespaces an earlier test
+	// left terminating may go meanwhile, so only the active ones are compared.
+	now := activeNamespaces(t)
+	for name, uid := range namespaces {
+		if now[name] != uid {
+			t.Fatalf("up.sh did not just restart the kubelet: namespace %s was %s, is now %q\nbefore: %v\nafter: %v", name, uid, now[name], namespaces, now)
+		}
 	}
 	session, intercept := sessionAndInterceptBack(t, conn, clusterIP, back)
 	t.Logf("kubelet restarted: the session was back %.1fs and the intercept %.1fs after up.sh returned (the kubelet was away %.1fs)",
@@ -122,4 +127,21 @@ func TestKubeletRestart(t *testing.T) {
 	if intercept > 10*time.Second {
 		t.Errorf("the intercept came back %.1fs after the kubelet, want within 10s", intercept.Seconds())
 	}
+}
+
+// activeNamespaces maps the cluster's active namespaces to their UIDs.
+func activeNamespaces(t *testing.T) map[string]string {
+	t.Helper()
+	out := must(t, kubectl(t, "get", "namespaces", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.phase}{"\n"}{end}`), "namespaces")
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "Active" {
+			m[f[0]] = f[1]
+		}
+	}
+	if len(m) == 0 {
+		t.Fatalf("no active namespace in %q", out)
+	}
+	return m
 }

@@ -170,38 +170,15 @@ func (s *Server) serve(stream ServerStream) (udp bool, err error) {
 	if d == nil {
 		return false, fmt.Errorf("tunnel: first message is %T, not a dial: %w", first.GetMsg(), ErrProtocol)
 	}
-	if s.cfg.Authorize != nil {
-		life, err := s.cfg.Authorize(ctx, d.GetSessionId())
-		if err != nil {
-			return false, err
-		}
-		if life != nil {
-			defer context.AfterFunc(life, func() { cancel(context.Cause(life)) })()
-		}
-	}
-	log := s.log.With("session", d.GetSessionId(), "protocol", d.GetProtocol().String(), "dst", d.GetAddress())
-
-	network, addr, err := s.target(d)
+	o, err := s.open(ctx, cancel, d)
 	if err != nil {
-		return false, s.reject(stream, log, err)
+		return o.network == "udp", err
 	}
-	udp = network == "udp"
-	timeout := s.cfg.DialTimeout
-	if d.GetTimeoutMs() > 0 {
-		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
+	if o.refused != nil {
+		return false, s.reject(stream, o.log, o.refused) // no receive loop runs: Accept may linger
 	}
-	dctx, dcancel := context.WithTimeout(ctx, timeout)
-	conn, err := s.dial(dctx, network, addr)
-	dcancel()
-	if err != nil {
-		if ctx.Err() != nil && stream.Context().Err() == nil {
-			return udp, context.Cause(ctx) // the session ended while dialing
-		}
-		return false, s.reject(stream, log, err) // no receive loop runs: Accept may linger
-	}
+	udp, conn, log := o.network == "udp", o.conn, o.log
 	defer conn.Close()
-	// Closing the dialed connection is what unblocks the copy loops when the session ends.
-	defer context.AfterFunc(ctx, func() { conn.Close() })()
 
 	ok := &managerv1.TunnelMessage{Msg: &managerv1.TunnelMessage_DialResult{DialResult: &managerv1.DialResult{Ok: true}}}
 	if err := stream.Send(ok); err != nil {
@@ -224,6 +201,55 @@ func (s *Server) serve(stream ServerStream) (udp bool, err error) {
 			"duration", time.Since(start), "error", err)
 	}
 	return udp, err
+}
+
+// opened is a Dial that open served: the dialed connection, or why it was refused.
+type opened struct {
+	network string // "tcp" or "udp"
+	conn    net.Conn
+	refused error // a failure to tell the client in a DialResult
+	log     *slog.Logger
+}
+
+// open vets a Dial's session (tying ctx to the session's life through cancel) and dials its
+// destination. An error ends the tunnel without a DialResult. Once ctx ends (the session, the
+// tunnel) the dialed connection is closed, which unblocks whatever copies from it.
+func (s *Server) open(ctx context.Context, cancel context.CancelCauseFunc, d *managerv1.Dial) (opened, error) {
+	if s.cfg.Authorize != nil {
+		life, err := s.cfg.Authorize(ctx, d.GetSessionId())
+		if err != nil {
+			return opened{}, err
+		}
+		if life != nil {
+			stop := context.AfterFunc(life, func() { cancel(context.Cause(life)) })
+			// The tunnel's own end releases the watch.
+			context.AfterFunc(ctx, func() { stop() })
+		}
+	}
+	o := opened{log: s.log.With("session", d.GetSessionId(), "protocol", d.GetProtocol().String(), "dst", d.GetAddress())}
+	network, addr, err := s.target(d)
+	if err != nil {
+		o.refused = err
+		return o, nil
+	}
+	o.network = network
+	timeout := s.cfg.DialTimeout
+	if d.GetTimeoutMs() > 0 {
+		timeout = time.Duration(d.GetTimeoutMs()) * time.Millisecond
+	}
+	dctx, dcancel := context.WithTimeout(ctx, timeout)
+	conn, err := s.dial(dctx, network, addr)
+	dcancel()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return o, context.Cause(ctx) // the session or the tunnel ended while dialing
+	case err != nil:
+		o.refused = err
+		return o, nil
+	}
+	context.AfterFunc(ctx, func() { conn.Close() })
+	o.conn = conn
+	return o, nil
 }
 
 func (s *Server) target(d *managerv1.Dial) (string, string, error) {

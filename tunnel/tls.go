@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 
@@ -50,14 +51,7 @@ type coalescedConn struct {
 	held     *heldWrites
 }
 
-func (c *coalescedConn) Write(p []byte) (int, error) {
-	c.held.hold()
-	n, err := c.Conn.Write(p)
-	if ferr := c.held.release(); err == nil {
-		err = ferr
-	}
-	return n, err
-}
+func (c *coalescedConn) Write(p []byte) (int, error) { return c.held.writeThrough(c.Conn, p) }
 
 // heldWrites is the socket under TLS. While held, writes are gathered in buf; release writes
 // them in one go. TLS may also write from its read side (a key update's answer): that write is
@@ -67,6 +61,16 @@ type heldWrites struct {
 	mu   sync.Mutex
 	held bool
 	buf  []byte
+}
+
+// writeThrough writes p to tlsConn, the TLS connection over h, with its records gathered.
+func (h *heldWrites) writeThrough(tlsConn io.Writer, p []byte) (int, error) {
+	h.hold()
+	n, err := tlsConn.Write(p)
+	if ferr := h.release(); err == nil {
+		err = ferr
+	}
+	return n, err
 }
 
 func (h *heldWrites) hold() {

@@ -68,7 +68,15 @@ func (g *Guard) authorize(ctx context.Context, method string) (string, error) {
 		return "", errNoToken
 	}
 	token, ok := strings.CutPrefix(auth[0], "Bearer ")
-	if !ok || token == "" {
+	if !ok {
+		return "", errNoToken
+	}
+	return g.session(token)
+}
+
+// session returns the live session that token was issued to.
+func (g *Guard) session(token string) (string, error) {
+	if token == "" {
 		return "", errNoToken
 	}
 	id, ok := g.lookup(token)
@@ -76,6 +84,22 @@ func (g *Guard) authorize(ctx context.Context, method string) (string, error) {
 		return "", errBadToken
 	}
 	return id, nil
+}
+
+// admitRaw checks a raw tunnel's hello: a live session's token, a Dial of that session, and no
+// paired connection (those need the manager's pairing, over a Tunnel stream).
+func (g *Guard) admitRaw(token string, d *managerv1.Dial) error {
+	id, err := g.session(token)
+	if err != nil {
+		return err
+	}
+	if d.GetSessionId() != id {
+		return errSession
+	}
+	if d.GetInterceptId() != "" {
+		return errMethod
+	}
+	return nil
 }
 
 func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

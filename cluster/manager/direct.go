@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/tunnel"
 )
 
 // DirectConfig describes the direct port: a TLS listener exposed by a NodePort Service, which
@@ -137,4 +138,10 @@ func (d *DirectConfig) validate() error {
 		return fmt.Errorf("direct: service, CA certificate and server name are required")
 	}
 	return nil
+}
+
+// ServeRaw serves a raw tunnel on the direct port (see tunnel.RawALPN) whose hello the direct
+// port's guard has admitted: the same dialing, session checks and limits as a Tunnel stream.
+func (m *Manager) ServeRaw(ctx context.Context, conn *tunnel.RawConn, d *managerv1.Dial) error {
+	return m.tunnels.ServeRaw(ctx, conn, d)
 }

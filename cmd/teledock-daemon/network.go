@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/daemoncontainer/daemon"
 	"teledock.dev/teledock/daemoncontainer/dns"
 	"teledock.dev/teledock/daemoncontainer/netstack"
@@ -79,9 +80,19 @@ func startNetwork(ctx context.Context, sess *session.Session, cfg networkConfig,
 	if err = n.tun.AddRoutes(subnets...); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
-	// Every flow the stack accepts becomes one tunnel stream; the session ID is read per dial so
-	// that flows opened after a re-arrival use the new session.
+	// Every flow the stack accepts becomes one tunnel: a raw tunnel on the direct port for TCP
+	// when it can, a Tunnel stream otherwise. The session is read per dial so that flows opened
+	// after a re-arrival use the new one.
 	dial := func(ctx context.Context, network string, dst netip.AddrPort) (netstack.Conn, error) {
+		if tunnel.ProtocolOf(network) == managerv1.Protocol_PROTOCOL_TCP {
+			c, err := sess.DialRaw(ctx, dst)
+			if err == nil {
+				return c, nil
+			}
+			if !errors.Is(err, session.ErrNoRaw) {
+				return nil, err
+			}
+		}
 		c, err := tunnel.Dial(ctx, sess.Manager(), sess.SessionID(), network, dst)
 		if err != nil {
 			// Not `return tunnel.Dial(...)`: a nil *tunnel.Conn would become a non-nil Conn.

@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,13 +39,14 @@ func newDirectTLS(service, namespace string) (*tls.Config, *manager.DirectConfig
 	return cfg, &manager.DirectConfig{Service: service, CACert: certs.CACert, ServerName: names[2]}, nil
 }
 
-// directServer serves the manager's tunnels on the direct port: TLS, the tunnel's window options,
-// and the guard that admits only session tokens (see package direct).
-func directServer(m *manager.Manager, tlsCfg *tls.Config) (*grpc.Server, error) {
+// directServer serves the manager's tunnels on the direct port: the Mux terminates TLS and takes
+// the raw tunnels, the gRPC server the rest (its streams with the tunnel's window options); the
+// guard admits only session tokens on both (see package direct).
+func directServer(m *manager.Manager, l net.Listener, tlsCfg *tls.Config, log *slog.Logger) (*grpc.Server, *direct.Mux, error) {
 	g, err := direct.New(m.DirectSession)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	opts := append(tunnel.ServerOptions(), grpc.Creds(tunnel.TLS(tlsCfg)))
-	return grpc.NewServer(append(opts, g.ServerOptions()...)...), nil
+	mux := g.NewMux(l, tlsCfg, m.ServeRaw, log.With("component", "direct"))
+	return grpc.NewServer(append(tunnel.ServerOptions(), g.ServerOptions()...)...), mux, nil
 }

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/direct"
 	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/manager"
 	"teledock.dev/teledock/internal/pprofserver"
@@ -252,8 +253,9 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	managerv1.RegisterManagerServer(cs, m)
 	healthpb.RegisterHealthServer(cs, hs)
 	var ds *grpc.Server
+	var mux *direct.Mux
 	if ls.direct != nil {
-		if ds, err = directServer(m, ls.directTLS); err != nil {
+		if ds, mux, err = directServer(m, ls.direct, ls.directTLS, log); err != nil {
 			return err
 		}
 		managerv1.RegisterManagerServer(ds, m)
@@ -279,7 +281,12 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	}()
 	if ds != nil {
 		go func() {
-			if err := ds.Serve(ls.direct); err != nil {
+			if err := mux.Serve(runCtx); err != nil {
+				serveErr <- fmt.Errorf("direct port: %w", err)
+			}
+		}()
+		go func() {
+			if err := ds.Serve(mux.GRPC()); err != nil {
 				serveErr <- fmt.Errorf("direct serve: %w", err)
 			}
 		}()

@@ -63,6 +63,13 @@ type directConn struct {
 	mgr  managerv1.ManagerClient
 	// addrs are the addresses the manager offered; dialFirst races them.
 	addrs []string
+	// raw opens the TCP flows' raw tunnels; Tunnel streams carry the rest.
+	raw *rawDialer
+}
+
+func (d *directConn) close() {
+	d.raw.close()
+	_ = d.conn.Close()
 }
 
 // tokenCreds sends the session's token with every call on the direct port.
@@ -125,7 +132,8 @@ func (s *Session) openDirect(ctx context.Context, sessionID string) (*directConn
 		_ = conn.Close()
 		return nil, fmt.Errorf("%w: %v within %s: %w", ErrDirectUnavailable, addrs, s.cfg.DirectTimeout, err)
 	}
-	return &directConn{conn: conn, mgr: managerv1.NewManagerClient(conn), addrs: addrs}, nil
+	return &directConn{conn: conn, mgr: managerv1.NewManagerClient(conn), addrs: addrs,
+		raw: newRawDialer(tlsCfg, addrs, info.GetToken(), sessionID, s.log.With("part", "raw"))}, nil
 }
 
 // dialFirst dials every address at once and keeps the first connection made; any node's

@@ -20,6 +20,7 @@ import (
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/direct"
 	"teledock.dev/teledock/cluster/inject"
+	"teledock.dev/teledock/tunnel"
 )
 
 // countingTunnels answers each Tunnel's Dial with success and counts the streams; with broken set,
@@ -59,6 +60,7 @@ type directFake struct {
 	pf      countingTunnels // tunnels over the port-forward
 	direct  countingTunnels // tunnels over the direct port
 	srv     *grpc.Server
+	raw     *tunnel.Server // serves the raw tunnels, dialing for real
 	addr    string
 	ca      []byte
 	enabled bool
@@ -84,7 +86,15 @@ func (f *directFake) DirectInfo(_ context.Context, r *managerv1.SessionRequest) 
 		ServerName: "traffic-manager-direct.teledock.svc", Token: token}, nil
 }
 
+// startDirectFake serves the direct port as the manager does (cluster/direct's Mux: gRPC and raw
+// tunnels on one TLS port).
 func startDirectFake(t testing.TB, enabled bool) (*directFake, *pipeDialer) {
+	return startDirectFakeWith(t, enabled, false)
+}
+
+// startDirectFakeWith with legacy serves gRPC only, with gRPC's own TLS, as managers did before raw
+// tunnels.
+func startDirectFakeWith(t testing.TB, enabled, legacy bool) (*directFake, *pipeDialer) {
 	t.Helper()
 	f := &directFake{fakeManager: &fakeManager{live: map[string]bool{}}, enabled: enabled, tokens: map[string]string{}}
 	certs, err := inject.NewServingCerts("traffic-manager-direct", "teledock", time.Now(), time.Hour)
@@ -110,7 +120,19 @@ func startDirectFake(t testing.TB, enabled bool) (*directFake, *pipeDialer) {
 		t.Fatal(err)
 	}
 	f.addr = lis.Addr().String()
-	f.srv = grpc.NewServer(append(g.ServerOptions(), grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}})))...)
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{pair}}
+	var d net.Dialer
+	if f.raw, err = tunnel.NewServer(tunnel.ServerConfig{}, d.DialContext, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if legacy {
+		f.srv = grpc.NewServer(append(g.ServerOptions(), grpc.Creds(credentials.NewTLS(serverTLS)))...)
+	} else {
+		f.srv = grpc.NewServer(g.ServerOptions()...)
+		mux := g.NewMux(lis, serverTLS, f.raw.ServeRaw, testLogger(t))
+		go func() { _ = mux.Serve(context.Background()) }()
+		lis = mux.GRPC()
+	}
 	managerv1.RegisterManagerServer(f.srv, &f.direct)
 	healthpb.RegisterHealthServer(f.srv, health.NewServer())
 	go func() { _ = f.srv.Serve(lis) }()

@@ -380,7 +380,7 @@ func (s *Session) arrive(ctx context.Context) error {
 	s.direct, s.directErr = direct, directErr
 	s.mu.Unlock()
 	if old != nil {
-		_ = old.conn.Close()
+		old.close()
 	}
 	s.log.Info("session arrived", "session", sess.GetSessionId(), "lease", lease, "manager", ver.GetVersion())
 	switch {
@@ -503,7 +503,7 @@ func (s *Session) Close() error {
 		s.direct = nil
 		s.mu.Unlock()
 		if direct != nil {
-			_ = direct.conn.Close()
+			direct.close()
 		}
 		s.closeErr = s.conn.Close()
 	})

@@ -1,0 +1,197 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"teledock.dev/teledock/internal/flow"
+	"teledock.dev/teledock/tunnel"
+)
+
+// ErrNoRaw: no raw tunnel can carry this flow now; open a Tunnel stream instead.
+var ErrNoRaw = errors.New("no raw tunnel")
+
+const (
+	// rawSpares is how many raw connections wait, handshaken, for the next flows.
+	rawSpares = 2
+	// rawSpareAge is how long a spare is trusted: less than the manager's wait for a hello
+	// (cluster/direct's helloTimeout, 60s), so the manager never closes one under a new flow.
+	rawSpareAge = 45 * time.Second
+)
+
+// rawDialer opens raw tunnels (tunnel.RawALPN): one TLS connection to the direct port per TCP
+// flow, with the session's token in its hello. A few are dialled ahead, so a flow waits for one
+// round trip (its hello and the manager's dial), as a Tunnel stream does.
+type rawDialer struct {
+	tls     *tls.Config
+	addrs   []string
+	token   string
+	session string
+	log     *slog.Logger
+
+	spares chan spare
+	wake   chan struct{}
+	// off: the manager does not serve raw tunnels (it answered with gRPC's ALPN only).
+	off    atomic.Bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+type spare struct {
+	conn *tunnel.RawConn
+	at   time.Time
+}
+
+// newRawDialer starts keeping spares; close stops it.
+func newRawDialer(cfg *tls.Config, addrs []string, token, sessionID string, log *slog.Logger) *rawDialer {
+	cfg = cfg.Clone()
+	// Offering h2 too tells a manager that predates raw tunnels (it picks h2) from a broken one.
+	cfg.NextProtos = []string{tunnel.RawALPN, "h2"}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rawDialer{tls: cfg, addrs: addrs, token: token, session: sessionID, log: log,
+		spares: make(chan spare, rawSpares), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	r.done.Add(1)
+	go r.fill()
+	return r
+}
+
+// fill keeps the spares full, dialling again after each take.
+func (r *rawDialer) fill() {
+	defer r.done.Done()
+	wait := flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2)
+	for r.ctx.Err() == nil && !r.off.Load() {
+		if len(r.spares) == cap(r.spares) {
+			select {
+			case <-r.wake:
+				continue
+			case <-r.ctx.Done():
+				return
+			}
+		}
+		c, err := r.dial(r.ctx)
+		if err != nil {
+			if r.off.Load() {
+				return
+			}
+			r.log.Debug("raw tunnel: dial ahead", "err", err)
+			flow.Sleep(r.ctx, wait())
+			continue
+		}
+		wait = flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2)
+		select {
+		case r.spares <- spare{conn: c, at: time.Now()}:
+		default:
+			c.Close()
+		}
+	}
+}
+
+// dial makes one raw connection: TCP to the first address that answers, then TLS.
+func (r *rawDialer) dial(ctx context.Context) (*tunnel.RawConn, error) {
+	raw, err := dialFirst(ctx, r.addrs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := tunnel.ClientTLS(ctx, raw, r.tls)
+	if err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != tunnel.RawALPN {
+		_ = c.Close()
+		if !r.off.Swap(true) {
+			r.log.Info("the traffic-manager predates raw tunnels; flows use gRPC streams on the direct port", "alpn", p)
+		}
+		return nil, ErrNoRaw
+	}
+	return tunnel.NewRawConn(c), nil
+}
+
+// take returns a fresh spare, or dials one. reused says it was a spare, which the manager may
+// have dropped meanwhile (a restart).
+func (r *rawDialer) take(ctx context.Context) (c *tunnel.RawConn, reused bool, err error) {
+	defer func() {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}()
+	for {
+		select {
+		case s := <-r.spares:
+			if time.Since(s.at) < rawSpareAge {
+				return s.conn, true, nil
+			}
+			s.conn.Close()
+			continue
+		default:
+		}
+		c, err := r.dial(ctx)
+		return c, false, err
+	}
+}
+
+// open starts a raw tunnel to dst. ErrNoRaw (wrapped): use a Tunnel stream; a *tunnel.DialError:
+// the destination's answer.
+func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (*tunnel.RawConn, error) {
+	if r.off.Load() {
+		return nil, ErrNoRaw
+	}
+	for {
+		c, reused, err := r.take(ctx)
+		if errors.Is(err, ErrNoRaw) {
+			return nil, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
+		}
+		err = tunnel.DialRaw(ctx, c, r.token, r.session, dst)
+		var derr *tunnel.DialError
+		switch {
+		case err == nil:
+			return c, nil
+		case errors.As(err, &derr), ctx.Err() != nil:
+			return nil, err
+		case reused:
+			r.log.Debug("raw tunnel: a spare failed; dialling anew", "err", err)
+			continue
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
+	}
+}
+
+func (r *rawDialer) close() {
+	r.cancel()
+	r.done.Wait()
+	for {
+		select {
+		case s := <-r.spares:
+			s.conn.Close()
+		default:
+			return
+		}
+	}
+}
+
+// DialRaw opens a TCP flow to dst as a raw tunnel on the direct port. It fails with ErrNoRaw
+// when the direct port is not in use or cannot carry it now: the caller then uses a Tunnel
+// stream (tunnel.Dial with Manager()), which falls back to the port-forward as needed.
+func (s *Session) DialRaw(ctx context.Context, dst netip.AddrPort) (*tunnel.RawConn, error) {
+	d := s.directForFlow()
+	if d == nil || d.raw == nil {
+		return nil, ErrNoRaw
+	}
+	c, err := d.raw.open(ctx, dst)
+	if errors.Is(err, ErrNoRaw) {
+		s.log.Debug("raw tunnel unavailable; the flow uses a stream", "dst", dst.String(), "err", err)
+	}
+	return c, err
+}

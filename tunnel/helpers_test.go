@@ -40,6 +40,8 @@ type harnessOpts struct {
 	dial DialFunc // default: a net.Dialer
 	// grpc, when set, replaces DialOptions and ServerOptions (an empty variant means gRPC's defaults).
 	grpc *optionVariant
+	// tls puts TLS (tunnel.TLS, as on the direct port) under gRPC.
+	tls bool
 	// wrap, when set, sits between the client and the gRPC server (e.g. a delaying proxy) and
 	// returns the address the client dials.
 	wrap func(tb testing.TB, addr string) string
@@ -67,6 +69,11 @@ func startHarness(tb testing.TB, o harnessOpts) *harness {
 	} else {
 		sopts = o.grpc.server
 		dopts = append(dopts, o.grpc.client...)
+	}
+	if o.tls {
+		clientCfg, serverCfg := testTLSConfigs(tb)
+		sopts = append(sopts, grpc.Creds(TLS(serverCfg)))
+		dopts[0] = grpc.WithTransportCredentials(TLS(clientCfg))
 	}
 	gs := grpc.NewServer(sopts...)
 	managerv1.RegisterManagerServer(gs, &tunnelService{srv: srv})

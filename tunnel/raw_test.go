@@ -18,7 +18,7 @@ import (
 
 // rawServer serves raw tunnels on a loopback TLS listener with s, as the manager's direct port
 // does: handshake, hello, token check, ServeRaw. It returns the address and the client's TLS config.
-func rawServer(t *testing.T, s *Server, token string) (string, func() *RawConn) {
+func rawServer(t testing.TB, s *Server, token string) (string, func() *RawConn) {
 	t.Helper()
 	clientCfg, serverCfg := testTLSConfigs(t)
 	serverCfg.NextProtos = []string{RawALPN}
@@ -51,7 +51,7 @@ func rawServer(t *testing.T, s *Server, token string) (string, func() *RawConn) 
 	return lis.Addr().String(), dial
 }
 
-func newRawTestServer(t *testing.T) *Server {
+func newRawTestServer(t testing.TB) *Server {
 	t.Helper()
 	var d net.Dialer
 	s, err := NewServer(ServerConfig{}, d.DialContext, testLogger(t))

@@ -28,7 +28,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func testTLSConfigs(t *testing.T) (client, server *tls.Config) {
+func testTLSConfigs(t testing.TB) (client, server *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -43,7 +43,7 @@ func printCPUTable(results []pathResult) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nCPU during each transfer, in cores (CPU seconds / wall seconds; the machine has 2):\n\n")
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "path\t\tMB/s\tbusy\t%s\ttop other\t\n", strings.Join(cpuGroups, "\t"))
+	fmt.Fprintf(w, "path\t\tMB/s\tbusy\tCPU-ms/MB\t%s\ttop other\t\n", strings.Join(cpuGroups, "\t"))
 	for _, r := range results {
 		if r.err != nil {
 			continue
@@ -61,11 +61,13 @@ func printCPUTable(results []pathResult) {
 			for i, g := range cpuGroups {
 				cols[i] = fmt.Sprintf("%.2f", dir.u.cores(g))
 			}
-			fmt.Fprintf(w, "%s\t%s\t%.1f\t%.2f\t%s\t%s\t\n", r.name, dir.name, dir.mbps, dir.u.busyCores(), strings.Join(cols, "\t"), dir.u.topOther())
+			fmt.Fprintf(w, "%s\t%s\t%.1f\t%.2f\t%.2f\t%s\t%s\t\n", r.name, dir.name, dir.mbps, dir.u.busyCores(),
+				1000*dir.u.busyCores()/dir.mbps, strings.Join(cols, "\t"), dir.u.topOther())
 		}
 	}
 	w.Flush()
-	fmt.Fprintf(&b, "  busy = all cores, from /proc/stat. daemon = teledock-daemon (TUN, gVisor, gRPC, port-forward client);\n")
+	fmt.Fprintf(&b, "  busy = all cores, from /proc/stat; CPU-ms/MB = busy CPU per MB moved, the cost of a path whatever\n")
+	fmt.Fprintf(&b, "  the machine's speed. daemon = teledock-daemon (TUN, gVisor, gRPC, port-forward client);\n")
 	fmt.Fprintf(&b, "  cri = the cluster's containerd, which serves port-forwards into pods; test = this test process (the\n")
 	fmt.Fprintf(&b, "  delay proxy, the tunnel-only forwarder, the sampler); docker = dockerd, Docker's containerd, shims\n")
 	fmt.Fprintf(&b, "  and CLIs. Groups are machine-wide, so a concurrent e2e run lands in them too.\n")

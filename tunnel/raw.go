@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -118,13 +119,40 @@ type RawConn struct {
 // NewRawConn wraps a connection whose handshake negotiated RawALPN.
 func NewRawConn(c *TLSConn) *RawConn { return &RawConn{TLSConn: c} }
 
+// Read returns what the next TLS record holds and then whatever further records have already
+// arrived, as far as p goes: crypto/tls returns one record (at most 16 KiB) per Read, and a flow's
+// reader (the daemon's netstack) pays per call, one TUN packet per write, so a 128 KiB buffer is
+// filled rather than one eighth of it.
 func (c *RawConn) Read(p []byte) (int, error) {
 	n, err := c.TLSConn.Read(p)
+	if err == nil && n > 0 && len(p)-n >= rawGather {
+		// A deadline in the past makes the reads below take only what is already buffered (in
+		// crypto/tls or in the socket's poller state) and fail at once, without a syscall, where
+		// they would wait; a deadline error leaves crypto/tls's state as it was.
+		_ = c.raw.SetReadDeadline(time.Unix(1, 0))
+		for len(p)-n >= rawGather {
+			m, rerr := c.TLSConn.Read(p[n:])
+			n += m
+			if rerr != nil {
+				if errors.Is(rerr, io.EOF) {
+					c.readEOF.Store(true)
+				}
+				if !errors.Is(rerr, os.ErrDeadlineExceeded) {
+					err = rerr
+				}
+				break
+			}
+		}
+		_ = c.raw.SetReadDeadline(time.Time{})
+	}
 	if errors.Is(err, io.EOF) {
 		c.readEOF.Store(true)
 	}
 	return n, err
 }
+
+// rawGather: Read gathers further records while p has room for a whole one.
+const rawGather = 16 << 10
 
 // CloseWrite sends close_notify: the peer reads EOF and may go on writing.
 func (c *RawConn) CloseWrite() error {

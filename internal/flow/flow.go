@@ -75,7 +75,8 @@ func copyHalf(dst, src Side, abort func()) error {
 
 // Copy copies src to dst until src reports EOF. Between two kernel TCP sockets it is io.Copy
 // (splice on Linux); otherwise it reads into a pooled bufSize buffer, since the io.ReaderFrom and
-// io.WriterTo shortcuts of other types would bypass the buffer and its size.
+// io.WriterTo shortcuts of other types would bypass the buffer and its size. Once a read fills the
+// buffer the direction carries bulk data, and it goes on in two goroutines (see pipeline).
 func Copy(dst io.Writer, src io.Reader) error {
 	if _, ok := dst.(*net.TCPConn); ok {
 		if _, ok := src.(*net.TCPConn); ok {
@@ -84,21 +85,86 @@ func Copy(dst io.Writer, src io.Reader) error {
 		}
 	}
 	bp := GetBuffer()
-	defer PutBuffer(bp)
 	buf := *bp
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if _, err := dst.Write(buf[:n]); err != nil {
+				PutBuffer(bp)
 				return fmt.Errorf("write: %w", err)
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
+			PutBuffer(bp)
 			return nil
 		}
 		if rerr != nil {
+			PutBuffer(bp)
 			return fmt.Errorf("read: %w", rerr)
 		}
+		if n == len(buf) {
+			return pipeline(dst, src, bp)
+		}
+	}
+}
+
+// chunk is one read of pipeline's reader.
+type chunk struct {
+	buf *[]byte
+	n   int
+	err error
+}
+
+// pipeline is Copy for a bulk direction: one goroutine reads into one buffer while this one
+// writes the other, so that what a read costs (a TLS record's decryption, say) and what a write
+// costs (the daemon's netstack and TUN) run on two cores instead of taking turns on one. Idle and
+// request/response flows never get here and keep one buffer and one goroutine.
+//
+// After a failed write, the reader stays blocked in src.Read until the flow's abort closes src
+// (Join always aborts on an error); its buffers are then left to the garbage collector.
+func pipeline(dst io.Writer, src io.Reader, first *[]byte) error {
+	free := make(chan *[]byte, 2)
+	free <- GetBuffer()
+	free <- first
+	full := make(chan chunk, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			var b *[]byte
+			select {
+			case b = <-free:
+			case <-done:
+				return
+			}
+			n, err := src.Read(*b)
+			select {
+			case full <- chunk{buf: b, n: n, err: err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		c := <-full
+		if c.n > 0 {
+			if _, err := dst.Write((*c.buf)[:c.n]); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+		}
+		if c.err != nil {
+			// The reader has returned; the other buffer waits in free.
+			PutBuffer(c.buf)
+			PutBuffer(<-free)
+			if errors.Is(c.err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read: %w", c.err)
+		}
+		free <- c.buf
 	}
 }
 

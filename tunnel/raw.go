@@ -114,6 +114,20 @@ type RawConn struct {
 	*TLSConn
 	readEOF   atomic.Bool
 	writeDone atomic.Bool
+	// deadline: the owner set a read deadline, which Read's gathering must not clear.
+	deadline atomic.Bool
+}
+
+// SetDeadline is net.Conn's; see SetReadDeadline.
+func (c *RawConn) SetDeadline(t time.Time) error {
+	c.deadline.Store(!t.IsZero())
+	return c.TLSConn.SetDeadline(t)
+}
+
+// SetReadDeadline is net.Conn's. While a read deadline is set, Read returns one record at a time.
+func (c *RawConn) SetReadDeadline(t time.Time) error {
+	c.deadline.Store(!t.IsZero())
+	return c.TLSConn.SetReadDeadline(t)
 }
 
 // NewRawConn wraps a connection whose handshake negotiated RawALPN.
@@ -125,7 +139,7 @@ func NewRawConn(c *TLSConn) *RawConn { return &RawConn{TLSConn: c} }
 // filled rather than one eighth of it.
 func (c *RawConn) Read(p []byte) (int, error) {
 	n, err := c.TLSConn.Read(p)
-	if err == nil && n > 0 && len(p)-n >= rawGather {
+	if err == nil && n > 0 && len(p)-n >= rawGather && !c.deadline.Load() {
 		// A deadline in the past makes the reads below take only what is already buffered (in
 		// crypto/tls or in the socket's poller state) and fail at once, without a syscall, where
 		// they would wait; a deadline error leaves crypto/tls's state as it was.

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -68,8 +69,30 @@ func TestWebhookUnreachableDuringRollout(t *testing.T) {
 		return kubectl(t, "patch", webhook, "--type=json", "-p",
 			`[{"op":"replace","path":"/webhooks/0/clientConfig/service/port","value":`+p+`}]`)
 	}
+	// The API server takes up a changed webhook configuration a moment later. Until then it still
+	// calls the injector, which warns, naming its manager, about a pod with a bad
+	// inject-container-ports annotation (a server-side dry run: nothing is created).
+	ours := "teledock (manager " + managerNamespace + "): traffic-agent not injected"
+	injectorWarns := func() (bool, error) {
+		r := kubectl(t, "-n", ns, "run", "webhook-probe", "--image=none", "--restart=Never", "--dry-run=server",
+			"--annotations=teledock.dev/inject-container-ports=,,", "-o", "name")
+		if r.err != nil {
+			return false, fmt.Errorf("dry run: %v\n%s", r.err, r.stderr)
+		}
+		return strings.Contains(r.stderr, ours), nil
+	}
+	if warns, err := injectorWarns(); err != nil || !warns {
+		t.Fatalf("the reachable injector did not warn about a bad annotation (%v)", err)
+	}
 	t.Cleanup(func() { setPort(port) })
 	must(t, setPort("1"), "point the webhook at a port nobody serves")
+	eventually(t, 30*time.Second, "the API server no longer calls the injector", func() error {
+		warns, err := injectorWarns()
+		if err == nil && warns {
+			err = errors.New("the injector still answers")
+		}
+		return err
+	})
 
 	start := time.Now()
 	r := teledock(t, "intercept", "echo", "--port", "8080:http", "--timeout", "40s", "--name", conn)

@@ -33,19 +33,21 @@ const (
 type AdmissionHandler struct {
 	log     *slog.Logger
 	configs ConfigSource
+	manager string // the traffic-manager's namespace, named in warnings
 }
 
 var _ http.Handler = (*AdmissionHandler)(nil)
 
-// NewAdmissionHandler returns a handler that finds configs in configs.
-func NewAdmissionHandler(log *slog.Logger, configs ConfigSource) (*AdmissionHandler, error) {
+// NewAdmissionHandler returns a handler that finds configs in configs, for the traffic-manager in
+// namespace manager.
+func NewAdmissionHandler(log *slog.Logger, configs ConfigSource, manager string) (*AdmissionHandler, error) {
 	if log == nil {
 		return nil, errors.New("nil logger")
 	}
 	if configs == nil {
 		return nil, errors.New("nil config source")
 	}
-	return &AdmissionHandler{log: log, configs: configs}, nil
+	return &AdmissionHandler{log: log, configs: configs, manager: manager}, nil
 }
 
 // ServeHTTP decodes an admission.k8s.io/v1 AdmissionReview and answers with one.
@@ -101,13 +103,13 @@ func (h *AdmissionHandler) Review(ctx context.Context, req *admissionv1.Admissio
 	}
 	if err != nil {
 		log.Warn("traffic-agent not injected", "err", err)
-		resp.Warnings = []string{warning(err)}
+		resp.Warnings = []string{h.warning(err)}
 		return resp
 	}
 	ops, err := Mutate(&pod, cfg)
 	if err != nil {
 		log.Warn("traffic-agent not injected", "workload", cfg.WorkloadName, "err", err)
-		resp.Warnings = []string{warning(err)}
+		resp.Warnings = []string{h.warning(err)}
 		return resp
 	}
 	if len(ops) == 0 {
@@ -223,8 +225,10 @@ func podName(pod *corev1.Pod) string {
 	return pod.GenerateName + "*"
 }
 
-func warning(err error) string {
-	s := fmt.Sprintf("teledock: traffic-agent not injected: %v", err)
+// warning names the manager: with several installed, each one's injector sees every pod, and the
+// API server shows identical warnings once.
+func (h *AdmissionHandler) warning(err error) string {
+	s := fmt.Sprintf("teledock (manager %s): traffic-agent not injected: %v", h.manager, err)
 	if len(s) > maxWarningLen {
 		s = strings.ToValidUTF8(s[:maxWarningLen-3], "") + "..."
 	}

@@ -168,7 +168,7 @@ func (fc *fakeCluster) startPod(name, workloadName string, skipWebhook bool, st 
 // admit runs the pod through the manager's admission handler and applies its patch.
 func (fc *fakeCluster) admit(pod *corev1.Pod) *corev1.Pod {
 	fc.tb.Helper()
-	h, err := inject.NewAdmissionHandler(testLogger(fc.tb), fc.m.AgentConfigs())
+	h, err := inject.NewAdmissionHandler(testLogger(fc.tb), fc.m.AgentConfigs(), "teledock")
 	if err != nil {
 		fc.tb.Fatal(err)
 	}

@@ -239,7 +239,7 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 	var web *http.Server
 	if ls.webhook != nil {
 		wlog := log.With("component", "webhook")
-		h, err := inject.NewAdmissionHandler(wlog, m.AgentConfigs())
+		h, err := inject.NewAdmissionHandler(wlog, m.AgentConfigs(), cfg.Namespace)
 		if err != nil {
 			return err
 		}

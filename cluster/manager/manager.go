@@ -150,7 +150,7 @@ func New(cfg Config, k8s kubernetes.Interface, log *slog.Logger) (*Manager, erro
 		intercepts: make(map[string]*intercept),
 		tokens:     make(map[tokenKey]*session),
 	}
-	m.configs = newRecordingSource(store, m.planAnnotated)
+	m.configs = newRecordingSource(store, m.planAnnotated, cfg.AgentManagerAddress)
 	ts, err := tunnel.NewServer(tunnel.ServerConfig{Authorize: m.authorizeTunnel}, dial, log.With("component", "tunnel"))
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)

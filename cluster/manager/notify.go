@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -43,9 +44,14 @@ const (
 
 // recordingSource is the webhook's ConfigSource: the store, plus a note of when the webhook last
 // asked about each workload name. It plans the configs of annotated workloads with plan.
+//
+// Only this manager's configs count (their agents reach managerAddress): agent configs share one
+// ConfigMap per namespace, and another install's injector would otherwise inject them too, with
+// its own version's mutation and whether or not their manager's injector can be reached.
 type recordingSource struct {
-	src  inject.ConfigSource
-	plan func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error)
+	src            inject.ConfigSource
+	plan           func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error)
+	managerAddress string
 
 	mu    sync.Mutex // mu guards asked
 	asked map[string]time.Time
@@ -56,8 +62,8 @@ var (
 	_ inject.AnnotatedPlanner = (*recordingSource)(nil)
 )
 
-func newRecordingSource(src inject.ConfigSource, plan func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error)) *recordingSource {
-	return &recordingSource{src: src, plan: plan, asked: make(map[string]time.Time)}
+func newRecordingSource(src inject.ConfigSource, plan func(ctx context.Context, namespace, kind, name string) (inject.AgentConfig, error), managerAddress string) *recordingSource {
+	return &recordingSource{src: src, plan: plan, managerAddress: managerAddress, asked: make(map[string]time.Time)}
 }
 
 // AgentConfig implements inject.ConfigSource.
@@ -73,7 +79,12 @@ func (r *recordingSource) AgentConfig(ctx context.Context, namespace, workload s
 	}
 	r.asked[namespace+"/"+workload] = now
 	r.mu.Unlock()
-	return r.src.AgentConfig(ctx, namespace, workload)
+	cfg, err := r.src.AgentConfig(ctx, namespace, workload)
+	if err == nil && cfg.ManagerAddress != r.managerAddress {
+		return inject.AgentConfig{}, fmt.Errorf("%w for %s/%s: the config is another traffic-manager's (%s)",
+			inject.ErrNoConfig, namespace, workload, cfg.ManagerAddress)
+	}
+	return cfg, err
 }
 
 // PlanAnnotated implements inject.AnnotatedPlanner.

@@ -121,18 +121,8 @@ func DialStream(ctx context.Context, open func(context.Context) (ClientStream, e
 		}
 		return fail(fmt.Errorf("tunnel dial %s: %w", dst, err))
 	}
-	res := msg.GetDialResult()
-	switch {
-	case res == nil:
-		return fail(fmt.Errorf("tunnel dial %s: first message is not a dial result: %w", dst, ErrProtocol))
-	case !res.GetOk():
-		derr := &DialError{Reason: res.GetReason(), Message: res.GetError(), Addr: dst}
-		// The server ran out of the time our deadline gave it just before ctx itself ended: report
-		// it as ctx's deadline, as a local dial would.
-		if derr.Reason == managerv1.DialError_DIAL_ERROR_TIMEOUT && hasDeadline(ctx) {
-			return fail(fmt.Errorf("%w: %w", derr, context.DeadlineExceeded))
-		}
-		return fail(derr)
+	if err := resultError(ctx, msg.GetDialResult(), dst); err != nil {
+		return fail(err)
 	}
 	if !stop() {
 		// ctx ended while the result was on its way; the stream is already cancelled.

@@ -285,18 +285,17 @@ func resultError(ctx context.Context, res *managerv1.DialResult, dst netip.AddrP
 
 // ClientTLS completes a client handshake on raw; the connection's writes are coalesced (see TLS).
 func ClientTLS(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error) {
-	held := &heldWrites{Conn: raw}
-	c := tls.Client(held, cfg)
-	if err := c.HandshakeContext(ctx); err != nil {
-		return nil, err
-	}
-	return &TLSConn{Conn: c, raw: raw, held: held}, nil
+	return handshake(ctx, raw, func(c net.Conn) *tls.Conn { return tls.Client(c, cfg) })
 }
 
 // ServerTLS completes a server handshake on raw; the connection's writes are coalesced.
 func ServerTLS(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error) {
+	return handshake(ctx, raw, func(c net.Conn) *tls.Conn { return tls.Server(c, cfg) })
+}
+
+func handshake(ctx context.Context, raw net.Conn, side func(net.Conn) *tls.Conn) (*TLSConn, error) {
 	held := &heldWrites{Conn: raw}
-	c := tls.Server(held, cfg)
+	c := side(held)
 	if err := c.HandshakeContext(ctx); err != nil {
 		return nil, err
 	}

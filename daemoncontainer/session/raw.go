@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ type rawDialer struct {
 
 	spares chan spare
 	wake   chan struct{}
+	last   atomic.Pointer[string] // the address that answered last
 	// off: the manager does not serve raw tunnels (it answered with gRPC's ALPN only).
 	off    atomic.Bool
 	ctx    context.Context
@@ -66,7 +68,8 @@ func newRawDialer(cfg *tls.Config, addrs []string, token, sessionID string, log 
 // fill keeps the spares full, dialling again after each take.
 func (r *rawDialer) fill() {
 	defer r.done.Done()
-	wait := flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2)
+	newWait := func() func() time.Duration { return flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2) }
+	wait := newWait()
 	for r.ctx.Err() == nil && !r.off.Load() {
 		if len(r.spares) == cap(r.spares) {
 			select {
@@ -85,7 +88,7 @@ func (r *rawDialer) fill() {
 			flow.Sleep(r.ctx, wait())
 			continue
 		}
-		wait = flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2)
+		wait = newWait()
 		select {
 		case r.spares <- spare{conn: c, at: time.Now()}:
 		default:
@@ -94,9 +97,10 @@ func (r *rawDialer) fill() {
 	}
 }
 
-// dial makes one raw connection: TCP to the first address that answers, then TLS.
+// dial makes one raw connection: TCP to the address that answered last (or the first of all
+// that answers), then TLS.
 func (r *rawDialer) dial(ctx context.Context) (*tunnel.RawConn, error) {
-	raw, err := dialFirst(ctx, r.addrs)
+	raw, err := r.dialTCP(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +119,24 @@ func (r *rawDialer) dial(ctx context.Context) (*tunnel.RawConn, error) {
 	return tunnel.NewRawConn(c), nil
 }
 
+// dialTCP reuses the address that answered last: racing every node's address for each flow
+// would make and drop a connection per node.
+func (r *rawDialer) dialTCP(ctx context.Context) (net.Conn, error) {
+	if addr := r.last.Load(); addr != nil {
+		var d net.Dialer
+		if c, err := d.DialContext(ctx, "tcp", *addr); err == nil {
+			return c, nil
+		}
+	}
+	c, err := dialFirst(ctx, r.addrs)
+	if err != nil {
+		return nil, err
+	}
+	addr := c.RemoteAddr().String()
+	r.last.Store(&addr)
+	return c, nil
+}
+
 // take returns a fresh spare, or dials one. reused says it was a spare, which the manager may
 // have dropped meanwhile (a restart).
 func (r *rawDialer) take(ctx context.Context) (c *tunnel.RawConn, reused bool, err error) {
@@ -131,11 +153,10 @@ func (r *rawDialer) take(ctx context.Context) (c *tunnel.RawConn, reused bool, e
 				return s.conn, true, nil
 			}
 			s.conn.Close()
-			continue
 		default:
+			c, err := r.dial(ctx)
+			return c, false, err
 		}
-		c, err := r.dial(ctx)
-		return c, false, err
 	}
 }
 

@@ -183,11 +183,24 @@ func (c *RawConn) Close() error {
 	return c.raw.Close()
 }
 
+// RawEnd is either end of a raw tunnel: a *RawConn on the direct port, a *FramedConn over a
+// port-forward stream.
+type RawEnd interface {
+	flow.End
+	io.Closer
+	SetDeadline(t time.Time) error
+}
+
+var (
+	_ RawEnd = (*RawConn)(nil)
+	_ RawEnd = (*FramedConn)(nil)
+)
+
 // DialRaw starts a raw tunnel to dst on conn for the session that token belongs to: it sends the
 // hello and waits for the server's DialResult. ctx bounds the dial only. A refused or unreachable
 // destination comes back as a *DialError, as from Dial; any other error means the raw tunnel
 // could not be used (the caller may fall back to a Tunnel stream) and conn is closed.
-func DialRaw(ctx context.Context, conn *RawConn, token, sessionID string, dst netip.AddrPort) error {
+func DialRaw(ctx context.Context, conn RawEnd, token, sessionID string, dst netip.AddrPort) error {
 	if !dst.IsValid() {
 		conn.Close()
 		return fmt.Errorf("tunnel dial: invalid destination %v: %w", dst, ErrBadRequest)
@@ -224,7 +237,7 @@ func DialRaw(ctx context.Context, conn *RawConn, token, sessionID string, dst ne
 // ServeRaw serves one raw tunnel whose hello the caller has read and vetted: it dials d's TCP
 // destination, answers, and joins the two until the flow ends (see Server for the ways it ends).
 // conn is closed when ServeRaw returns.
-func (s *Server) ServeRaw(ctx context.Context, conn *RawConn, d *managerv1.Dial) error {
+func (s *Server) ServeRaw(ctx context.Context, conn RawEnd, d *managerv1.Dial) error {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	defer conn.Close()

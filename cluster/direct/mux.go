@@ -14,7 +14,7 @@ import (
 )
 
 // RawServer serves a raw tunnel whose hello the guard admitted (Manager.ServeRaw).
-type RawServer func(ctx context.Context, conn *tunnel.RawConn, d *managerv1.Dial) error
+type RawServer func(ctx context.Context, conn tunnel.RawEnd, d *managerv1.Dial) error
 
 const (
 	// handshakeTimeout bounds a connection's TLS handshake.

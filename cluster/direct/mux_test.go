@@ -44,7 +44,7 @@ func TestMux(t *testing.T) {
 		t.Fatal(err)
 	}
 	var served atomic.Int32
-	raw := func(_ context.Context, c *tunnel.RawConn, d *managerv1.Dial) error {
+	raw := func(_ context.Context, c tunnel.RawEnd, d *managerv1.Dial) error {
 		served.Add(1)
 		defer c.Close()
 		return nil

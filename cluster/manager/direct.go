@@ -142,6 +142,6 @@ func (d *DirectConfig) validate() error {
 
 // ServeRaw serves a raw tunnel on the direct port (see tunnel.RawALPN) whose hello the direct
 // port's guard has admitted: the same dialing, session checks and limits as a Tunnel stream.
-func (m *Manager) ServeRaw(ctx context.Context, conn *tunnel.RawConn, d *managerv1.Dial) error {
+func (m *Manager) ServeRaw(ctx context.Context, conn tunnel.RawEnd, d *managerv1.Dial) error {
 	return m.tunnels.ServeRaw(ctx, conn, d)
 }

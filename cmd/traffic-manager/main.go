@@ -51,12 +51,14 @@ type options struct {
 	listen string // the agents' endpoint, behind the Service
 	// clientListen is the clients' endpoint: on loopback, where port-forwards arrive.
 	clientListen string
-	namespace    string
-	agentImage   string
-	kubeconfig   string // empty: in-cluster config
-	resolvConf   string
-	dnsServer    string
-	logLevel     slog.Level
+	// clientRawListen is the clients' framed tunnels' endpoint, beside clientListen; empty: none.
+	clientRawListen string
+	namespace       string
+	agentImage      string
+	kubeconfig      string // empty: in-cluster config
+	resolvConf      string
+	dnsServer       string
+	logLevel        slog.Level
 	// managerAddress is where agents reach the manager; empty: the chart's Service.
 	managerAddress string
 	// webhookListen is the admission webhook's HTTPS address; empty: no webhook.
@@ -81,6 +83,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		"gRPC address of the agents' endpoint, behind the Service ($LISTEN_ADDRESS)")
 	fs.StringVar(&o.clientListen, "client-listen", envOr(getenv, "CLIENT_LISTEN_ADDRESS", "127.0.0.1:8082"),
 		"gRPC address of the clients' endpoint; keep it on loopback, where port-forwards arrive ($CLIENT_LISTEN_ADDRESS)")
+	fs.StringVar(&o.clientRawListen, "client-raw-listen", envOr(getenv, "CLIENT_RAW_LISTEN_ADDRESS", "127.0.0.1:8084"),
+		"address of the clients' framed tunnels (one port-forward stream per TCP flow); keep it on loopback; empty: none ($CLIENT_RAW_LISTEN_ADDRESS)")
 	fs.StringVar(&o.namespace, "namespace", getenv("POD_NAMESPACE"), "the manager's namespace ($POD_NAMESPACE)")
 	fs.StringVar(&o.agentImage, "agent-image", getenv("AGENT_IMAGE"), "traffic-agent image to inject ($AGENT_IMAGE)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig to use instead of the in-cluster config")
@@ -172,6 +176,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ls.grpc.Close()
 		return fmt.Errorf("client listen: %w", err)
 	}
+	if o.clientRawListen != "" {
+		if ls.clientRaw, err = net.Listen("tcp", o.clientRawListen); err != nil {
+			ls.grpc.Close()
+			ls.client.Close()
+			return fmt.Errorf("client raw listen: %w", err)
+		}
+	}
 	if o.webhookListen != "" {
 		if ls.certs, err = newCertFiles(o.webhookCertDir); err != nil {
 			return err
@@ -200,6 +211,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 type listeners struct {
 	grpc      net.Listener // agents
 	client    net.Listener // clients, through port-forwards
+	clientRaw net.Listener // clients' framed tunnels, through port-forwards; nil: none
 	webhook   net.Listener
 	certs     *certFiles
 	direct    net.Listener // clients' tunnels, through a NodePort
@@ -268,7 +280,7 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 		defer close(runDone)
 		m.Run(runCtx)
 	}()
-	serveErr := make(chan error, 3)
+	serveErr := make(chan error, 6)
 	go func() {
 		if err := gs.Serve(ls.grpc); err != nil {
 			serveErr <- fmt.Errorf("grpc serve: %w", err)
@@ -279,6 +291,13 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 			serveErr <- fmt.Errorf("grpc serve (clients): %w", err)
 		}
 	}()
+	if ls.clientRaw != nil {
+		go func() {
+			if err := m.ServeFramed(runCtx, ls.clientRaw); err != nil {
+				serveErr <- fmt.Errorf("framed tunnels: %w", err)
+			}
+		}()
+	}
 	if ds != nil {
 		go func() {
 			if err := mux.Serve(runCtx); err != nil {
@@ -310,6 +329,9 @@ func serve(ctx context.Context, ls listeners, cfg manager.Config, k8s kubernetes
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		web.Shutdown(sctx)
 		cancel()
+	}
+	if ls.clientRaw != nil {
+		_ = ls.clientRaw.Close()
 	}
 	stopRun() // ends every session, and with them every tunnel
 	<-runDone

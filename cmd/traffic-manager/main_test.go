@@ -41,19 +41,19 @@ func TestParseFlags(t *testing.T) {
 		{
 			name: "defaults from the environment",
 			env:  map[string]string{"POD_NAMESPACE": "teledock", "AGENT_IMAGE": "teledock/agent:v1"},
-			want: options{listen: ":8081", clientListen: "127.0.0.1:8082", namespace: "teledock", agentImage: "teledock/agent:v1",
+			want: options{listen: ":8081", clientListen: "127.0.0.1:8082", clientRawListen: "127.0.0.1:8084", namespace: "teledock", agentImage: "teledock/agent:v1",
 				resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo, webhookCertDir: "/var/run/teledock/webhook-tls",
 				directService: "traffic-manager-direct"},
 		},
 		{
 			name: "direct port from the environment",
 			env:  map[string]string{"POD_NAMESPACE": "teledock", "DIRECT_LISTEN": ":8083", "DIRECT_SERVICE": "tm-direct", "NODE_NAME": "n1"},
-			want: options{listen: ":8081", clientListen: "127.0.0.1:8082", namespace: "teledock", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo,
+			want: options{listen: ":8081", clientListen: "127.0.0.1:8082", clientRawListen: "127.0.0.1:8084", namespace: "teledock", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelInfo,
 				webhookCertDir: "/var/run/teledock/webhook-tls", directListen: ":8083", directService: "tm-direct", nodeName: "n1"},
 		},
 		{
 			name: "flags win",
-			args: []string{"--listen", "127.0.0.1:9", "--client-listen", "127.0.0.1:10", "--namespace", "ns", "--log-level", "debug", "--webhook-listen", ":9443"},
+			args: []string{"--listen", "127.0.0.1:9", "--client-listen", "127.0.0.1:10", "--client-raw-listen", "", "--namespace", "ns", "--log-level", "debug", "--webhook-listen", ":9443"},
 			env: map[string]string{"POD_NAMESPACE": "teledock", "LOG_LEVEL": "warn", "WEBHOOK_LISTEN": ":8443",
 				"MANAGER_ADDRESS": "tm.ns:8081", "WEBHOOK_CERT_DIR": "/certs"},
 			want: options{listen: "127.0.0.1:9", clientListen: "127.0.0.1:10", namespace: "ns", resolvConf: "/etc/resolv.conf", logLevel: slog.LevelDebug,

@@ -25,6 +25,8 @@ type managerTarget struct {
 	namespace string
 	pod       string
 	port      int32
+	// rawPort is the manager's framed tunnels' port ("client-raw"), 0 when the pod has none.
+	rawPort int32
 }
 
 func (t managerTarget) String() string {
@@ -56,7 +58,8 @@ func findManager(ctx context.Context, k kubernetes.Interface, cfg Config) (manag
 				ErrManagerNotReady, cfg.ManagerNamespace, cfg.ManagerService, cfg.ManagerSelector)
 		}
 	}
-	return managerTarget{namespace: pod.Namespace, pod: pod.Name, port: grpcPort(pod, cfg.ManagerPort)}, nil
+	return managerTarget{namespace: pod.Namespace, pod: pod.Name, port: grpcPort(pod, cfg.ManagerPort),
+		rawPort: namedPort(pod, "client-raw")}, nil
 }
 
 // pickPod returns the newest ready pod that is not being deleted, or nil and a short reason that
@@ -122,13 +125,21 @@ func podState(p *corev1.Pod) string {
 // "grpc" (a manager that serves clients and agents on one port); else fallback.
 func grpcPort(p *corev1.Pod, fallback int32) int32 {
 	for _, name := range []string{"client-api", "grpc"} {
-		for _, c := range p.Spec.Containers {
-			for _, port := range c.Ports {
-				if port.Name == name && port.ContainerPort > 0 {
-					return port.ContainerPort
-				}
-			}
+		if port := namedPort(p, name); port > 0 {
+			return port
 		}
 	}
 	return fallback
+}
+
+// namedPort is the number of p's container port called name, or 0.
+func namedPort(p *corev1.Pod, name string) int32 {
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name == name && port.ContainerPort > 0 {
+				return port.ContainerPort
+			}
+		}
+	}
+	return 0
 }

@@ -202,15 +202,21 @@ func (r *rawDialer) close() {
 	}
 }
 
-// DialRaw opens a TCP flow to dst as a raw tunnel on the direct port. It fails with ErrNoRaw
-// when the direct port is not in use or cannot carry it now: the caller then uses a Tunnel
-// stream (tunnel.Dial with Manager()), which falls back to the port-forward as needed.
-func (s *Session) DialRaw(ctx context.Context, dst netip.AddrPort) (*tunnel.RawConn, error) {
-	d := s.directForFlow()
-	if d == nil || d.raw == nil {
+// DialRaw opens a TCP flow to dst as a raw tunnel: on the direct port when the session uses it,
+// and otherwise as a framed tunnel on the port-forward. It fails with ErrNoRaw when neither can
+// carry it now: the caller then uses a Tunnel stream (tunnel.Dial with Manager()), which takes
+// the direct port or the port-forward as the session does.
+func (s *Session) DialRaw(ctx context.Context, dst netip.AddrPort) (tunnel.RawEnd, error) {
+	var c tunnel.RawEnd
+	var err error
+	switch d := s.directForFlow(); {
+	case d != nil && d.raw != nil:
+		c, err = d.raw.open(ctx, dst)
+	case d == nil && s.framed != nil:
+		c, err = s.framed.open(ctx, s.SessionID(), dst)
+	default:
 		return nil, ErrNoRaw
 	}
-	c, err := d.raw.open(ctx, dst)
 	if errors.Is(err, ErrNoRaw) {
 		s.log.Debug("raw tunnel unavailable; the flow uses a stream", "dst", dst.String(), "err", err)
 	}

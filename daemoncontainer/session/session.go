@@ -129,8 +129,10 @@ type Session struct {
 	cfg  Config
 	log  *slog.Logger
 	dial dialer
-	conn *grpc.ClientConn
-	mgr  managerv1.ManagerClient
+	// framed opens the TCP flows' framed tunnels on the port-forward; nil in tests with a pipe.
+	framed *framedDialer
+	conn   *grpc.ClientConn
+	mgr    managerv1.ManagerClient
 
 	closing   chan struct{} // closed by Close
 	runDone   chan struct{} // closed when Run returns
@@ -167,7 +169,13 @@ func New(cfg Config, rc *rest.Config, log *slog.Logger) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: kubernetes client: %w", err)
 	}
-	return newSession(cfg, newForwarder(kube, rc, cfg, log), log)
+	f := newForwarder(kube, rc, cfg, log)
+	s, err := newSession(cfg, f, log)
+	if err != nil {
+		return nil, err
+	}
+	s.framed = newFramedDialer(f, log.With("part", "framed"))
+	return s, nil
 }
 
 func newSession(cfg Config, d dialer, log *slog.Logger) (*Session, error) {
@@ -504,6 +512,9 @@ func (s *Session) Close() error {
 		s.mu.Unlock()
 		if direct != nil {
 			direct.close()
+		}
+		if s.framed != nil {
+			s.framed.close()
 		}
 		s.closeErr = s.conn.Close()
 	})

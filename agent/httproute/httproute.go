@@ -59,13 +59,38 @@ type Conn interface {
 // Dialer opens a new connection to a destination.
 type Dialer func(ctx context.Context) (Conn, error)
 
-// Route is one intercept of the port.
+// Route is one intercept of the port: Dial answers the requests it matches, or, for a wiretap,
+// Tap gets a copy of them while the app (or another intercept) answers.
 type Route struct {
-	Name    string // the intercept id, for logs and Stats
-	Match   *Matcher
-	Wiretap bool // gets a copy of matching requests; the app (or another intercept) answers
-	Dial    Dialer
+	Name  string // the intercept id, for logs
+	Match *Matcher
+	Dial  Dialer // nil for a wiretap
+	Tap   *Tap   // nil unless a wiretap
 }
+
+// Tap delivers request copies to one wiretap's handler, from every connection of the port, over
+// its own connections: a bounded queue, so a slow or dead handler never holds up the app; copies
+// that do not fit, or that the handler fails to take, are dropped and counted. Responses are read
+// and discarded.
+type Tap struct{ _ struct{} }
+
+// TapConfig configures a Tap.
+type TapConfig struct {
+	Log  *slog.Logger
+	Dial Dialer // the developer's handler
+	// Queue is the number of copies held for a slow handler; 0 means DefaultWiretapQueue.
+	Queue int
+	// Body is the most body bytes a copy keeps (the rest is cut, and the copy's Content-Length
+	// says what it carries); 0 means DefaultWiretapBody.
+	Body  int
+	Stats *Stats // may be nil
+}
+
+// NewTap starts a Tap; Close stops it and drops what is queued.
+func NewTap(cfg TapConfig) *Tap { panic("httproute: not implemented") }
+
+// Close stops the Tap's delivery; it is idempotent.
+func (t *Tap) Close() error { panic("httproute: not implemented") }
 
 // Config is what Serve routes to.
 type Config struct {
@@ -77,12 +102,6 @@ type Config struct {
 	// SniffTimeout bounds the wait for a connection's first bytes before it goes to the app whole
 	// (a server-speaks-first protocol); 0 means DefaultSniffTimeout.
 	SniffTimeout time.Duration
-	// WiretapQueue is the number of request copies a wiretap holds for a slow handler before it
-	// drops new ones; 0 means DefaultWiretapQueue.
-	WiretapQueue int
-	// WiretapBody is the most body bytes a copy keeps (the rest is cut, and the copy's
-	// Content-Length says what it carries); 0 means DefaultWiretapBody.
-	WiretapBody int
 	Stats *Stats // may be nil
 }
 
@@ -97,12 +116,12 @@ const (
 type Stats struct {
 	Requests    atomic.Uint64 // requests and streams seen
 	Intercepted atomic.Uint64 // answered by an intercept
-	Copied      atomic.Uint64 // copies queued for wiretaps
-	Dropped     atomic.Uint64 // copies dropped because a wiretap's queue was full or its handler failed
+	Copied      atomic.Uint64 // copies delivered to wiretaps
+	Dropped     atomic.Uint64 // copies dropped: a wiretap's queue was full or its handler failed
 	NotHTTP     atomic.Uint64 // connections passed to the app whole
 }
 
 // Serve routes the requests of in until either side closes it, ctx ends, or a protocol error
-// makes the connection unusable, and closes in before it returns. Wiretap copies of requests
-// already routed may still be delivered after Serve returns (see Wiretaps).
+// makes the connection unusable, and closes in before it returns. Copies handed to a Tap may
+// still be delivered after Serve returns.
 func Serve(ctx context.Context, in Conn, cfg Config) error { panic("httproute: not implemented") }

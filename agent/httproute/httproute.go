@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"sync/atomic"
 	"time"
 )
@@ -31,24 +32,29 @@ type HeaderMatch struct {
 }
 
 // Matcher is a compiled Filter.
-type Matcher struct{ _ struct{} }
+type Matcher struct {
+	headers    []headerMatcher
+	pathEqual  string
+	pathPrefix string
+	pathRegex  *regexp.Regexp
+}
 
 // Compile checks f (at most one path matcher, valid regular expressions, header names that are
 // HTTP tokens) and compiles it.
-func (f Filter) Compile() (*Matcher, error) { panic("httproute: not implemented") }
+func (f Filter) Compile() (*Matcher, error) { return compile(f) }
 
 // Match reports whether a request with this path (no query) and header is selected.
-func (m *Matcher) Match(path string, h http.Header) bool { panic("httproute: not implemented") }
+func (m *Matcher) Match(path string, h http.Header) bool { return m.match(path, h) }
 
 // Overlaps reports whether some request could match both f and g. It answers false only when the
 // two are provably disjoint: the same header name with different literal values (no regular
 // expression metacharacters), or path matches that cannot both hold (different equal paths,
 // prefixes neither of which starts the other, an equal path outside the other's prefix).
-func (f Filter) Overlaps(g Filter) bool { panic("httproute: not implemented") }
+func (f Filter) Overlaps(g Filter) bool { return overlaps(f, g) }
 
 // String is the filter as users wrote it, e.g. `header x-dev=alice, path prefix /api`; the zero
 // Filter is "all requests".
-func (f Filter) String() string { panic("httproute: not implemented") }
+func (f Filter) String() string { return filterString(f) }
 
 // Conn is one end of a byte stream that can be half-closed (a TCP connection, a tunnel stream).
 type Conn interface {

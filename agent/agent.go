@@ -157,16 +157,16 @@ type Options struct {
 // session with the traffic-manager that switches their routes, and the health endpoint.
 // New → Run → Close.
 type Agent struct {
-	log   *slog.Logger
-	cfg   agentconfig.Config
-	pod   Pod
-	conn  *grpc.ClientConn
+	log    *slog.Logger
+	cfg    agentconfig.Config
+	pod    Pod
+	conn   *grpc.ClientConn
 	fwd    *forward.Forwarder
 	router *intercept.Router
 	mgr    managerv1.ManagerClient
 	toPod  *intercept.ToPod
-	sess  *session.Session
-	ready readiness
+	sess   *session.Session
+	ready  readiness
 
 	mounts      []agentconfig.Mount
 	volumesAddr string

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"teledock.dev/teledock/agent/agentconfig"
-	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/internal/httpfilter"
 )
@@ -56,28 +55,8 @@ func validateFilter(req *managerv1.CreateInterceptRequest) error {
 	if req.GetReplace() && (w || httpfilter.Selects(f)) {
 		return fmt.Errorf("%w: --replace cannot be combined with HTTP filters or --wiretap: it stops the app, which must answer the requests the intercept does not take", errInvalid)
 	}
-	for _, h := range f.GetHeaders() {
-		if _, err := (httproute.Filter{Headers: []httproute.HeaderMatch{{Name: h.GetName(), Value: h.GetValue()}}}).Compile(); err != nil {
-			return fmt.Errorf("%w: --http-header %s=%s: %w", errInvalid, h.GetName(), h.GetValue(), err)
-		}
-	}
-	var flag, value string
-	switch p := f.GetPath().(type) {
-	case *managerv1.HttpFilter_PathEqual:
-		flag, value = "--http-path-equal", p.PathEqual
-	case *managerv1.HttpFilter_PathPrefix:
-		flag, value = "--http-path-prefix", p.PathPrefix
-	case *managerv1.HttpFilter_PathRegex:
-		flag, value = "--http-path-regex", p.PathRegex
-	}
-	if flag != "" {
-		if value == "" {
-			return fmt.Errorf("%w: %s with an empty path", errInvalid, flag)
-		}
-		pf := httpfilter.FromProto(&managerv1.HttpFilter{Path: f.GetPath()})
-		if _, err := pf.Compile(); err != nil {
-			return fmt.Errorf("%w: %s %s: %w", errInvalid, flag, value, err)
-		}
+	if err := httpfilter.Validate(f); err != nil {
+		return fmt.Errorf("%w: %w", errInvalid, err)
 	}
 	return nil
 }

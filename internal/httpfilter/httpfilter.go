@@ -3,6 +3,8 @@
 package httpfilter
 
 import (
+	"fmt"
+
 	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 )
@@ -40,4 +42,33 @@ func ToProto(f httproute.Filter, plaintext bool) *managerv1.HttpFilter {
 // connections unless it is a wiretap.
 func Selects(p *managerv1.HttpFilter) bool {
 	return len(p.GetHeaders()) > 0 || p.GetPath() != nil
+}
+
+// Validate checks p as the flags that make it, and names the flag that is wrong: each header
+// match and the path match must compile (httproute.Filter.Compile), and a path must not be empty.
+func Validate(p *managerv1.HttpFilter) error {
+	for _, h := range p.GetHeaders() {
+		f := httproute.Filter{Headers: []httproute.HeaderMatch{{Name: h.GetName(), Value: h.GetValue()}}}
+		if _, err := f.Compile(); err != nil {
+			return fmt.Errorf("--http-header %s=%s: %w", h.GetName(), h.GetValue(), err)
+		}
+	}
+	var flag, value string
+	switch path := p.GetPath().(type) {
+	case *managerv1.HttpFilter_PathEqual:
+		flag, value = "--http-path-equal", path.PathEqual
+	case *managerv1.HttpFilter_PathPrefix:
+		flag, value = "--http-path-prefix", path.PathPrefix
+	case *managerv1.HttpFilter_PathRegex:
+		flag, value = "--http-path-regex", path.PathRegex
+	default:
+		return nil
+	}
+	if value == "" {
+		return fmt.Errorf("%s with an empty path", flag)
+	}
+	if _, err := FromProto(&managerv1.HttpFilter{Path: p.GetPath()}).Compile(); err != nil {
+		return fmt.Errorf("%s %s: %w", flag, value, err)
+	}
+	return nil
 }

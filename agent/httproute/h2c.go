@@ -25,7 +25,9 @@ func h2cProtocols() *http.Protocols {
 // serveH2C serves the HTTP/2 connection rc until it ends or ctx does.
 func serveH2C(ctx context.Context, rc *replayConn, cfg *config) error {
 	nc := newNetConn(rc)
-	h := &h2handler{ctx: ctx, cfg: cfg, proxies: make(map[int]*h2proxy)}
+	h := &h2handler{cfg: cfg, proxies: make(map[int]*h2proxy)}
+	h.dialCtx, h.cancelDials = context.WithCancel(ctx)
+	defer h.cancelDials()
 	h.idle = sync.NewCond(&h.mu)
 	srv := &http.Server{
 		Handler:     h,
@@ -79,14 +81,17 @@ func (l *oneListener) Addr() net.Addr { return l.addr }
 
 // h2handler routes the streams of one client connection.
 type h2handler struct {
-	ctx context.Context
-	cfg *config
+	cfg         *config
+	dialCtx     context.Context // ends dials in progress when the connection does
+	cancelDials context.CancelFunc
 
 	mu      sync.Mutex
-	idle    *sync.Cond // signalled when active drops
+	idle    *sync.Cond // signalled when active or dials drops
 	active  int        // handlers running
+	dials   int        // upstream dials in progress
 	closing bool
 	proxies map[int]*h2proxy // by dest index
+	conns   []net.Conn       // every upstream connection, closed at the end
 }
 
 // h2proxy proxies streams to one destination over its own Transport: the Transport's dialer
@@ -133,18 +138,58 @@ func (h *h2handler) leave() {
 	h.idle.Broadcast()
 }
 
-// shutdown waits for the handlers and closes the upstream connections.
+// shutdown waits for the handlers and dials, and closes the upstream connections. Closing only
+// idle connections would not do: a connection whose last stream is still being torn down does
+// not count as idle.
 func (h *h2handler) shutdown() {
 	h.mu.Lock()
 	h.closing = true
 	for h.active > 0 {
 		h.idle.Wait()
 	}
-	proxies := h.proxies
+	h.cancelDials()
+	for h.dials > 0 {
+		h.idle.Wait()
+	}
+	proxies, conns := h.proxies, h.conns
 	h.mu.Unlock()
 	for _, p := range proxies {
 		p.tr.CloseIdleConnections()
 	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// dial opens an upstream connection for a Transport, unless the client connection is ending.
+func (h *h2handler) dial(ctx context.Context, d dest) (net.Conn, error) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	h.dials++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.dials--
+		h.idle.Broadcast()
+		h.mu.Unlock()
+	}()
+	// Dials end with the client connection too, not only with the request.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(h.dialCtx, cancel)
+	defer stop()
+	conn, err := dialDest(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	nc := newNetConn(&onceConn{Conn: conn})
+	h.mu.Lock()
+	h.conns = append(h.conns, nc)
+	h.mu.Unlock()
+	return nc, nil
 }
 
 func (h *h2handler) proxy(d dest) *h2proxy {
@@ -156,16 +201,7 @@ func (h *h2handler) proxy(d dest) *h2proxy {
 	tr := &http.Transport{
 		Protocols: h2cProtocols(),
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			// Dials end with the client connection too, not only with the request.
-			ctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			stop := context.AfterFunc(h.ctx, cancel)
-			defer stop()
-			conn, err := dialDest(ctx, d)
-			if err != nil {
-				return nil, err
-			}
-			return newNetConn(&onceConn{Conn: conn}), nil
+			return h.dial(ctx, d)
 		},
 		// The request must reach the destination as sent: no added Accept-Encoding, and no
 		// transparent decompression of the answer.

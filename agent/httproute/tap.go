@@ -208,6 +208,10 @@ func (t *Tap) run() {
 		case <-t.ctx.Done():
 			return
 		case cp := <-t.queue:
+			if t.ctx.Err() != nil {
+				t.stats.Dropped.Add(1)
+				return
+			}
 			if err := t.deliver(cp); err != nil {
 				t.stats.Dropped.Add(1)
 				t.log.Debug("wiretap copy not delivered", "method", cp.method, "target", cp.target, "error", err)

@@ -62,6 +62,7 @@ func (h *head) keepAlive() bool {
 func readHead(r *bufio.Reader, skipEmpty bool) (h *head, started bool, err error) {
 	h = &head{contentLength: -1}
 	var lines [][]byte
+	skipped := 0
 	for {
 		line, err := readLine(r, maxHeadBytes-len(h.raw))
 		if len(line) > 0 {
@@ -75,6 +76,9 @@ func readHead(r *bufio.Reader, skipEmpty bool) (h *head, started bool, err error
 		}
 		body := trimEOL(line)
 		if len(body) == 0 && len(lines) == 0 && skipEmpty {
+			if skipped += len(line); skipped > maxHeadBytes {
+				return nil, started, errHeadTooLarge
+			}
 			continue
 		}
 		h.raw = append(h.raw, line...)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -243,5 +244,74 @@ func TestGRPC(t *testing.T) {
 	cancel()
 	if stats.Intercepted.Load() != 4 {
 		t.Errorf("Intercepted = %d; want 4", stats.Intercepted.Load())
+	}
+}
+
+func TestH2CDialFailure(t *testing.T) {
+	r := startRouter(t, Config{
+		App:    tcpDialer(startH2CServer(t, &recorder{name: "app"})),
+		Routes: []Route{{Name: "alice-1234", Match: devHeader("alice"), Dial: failingDialer}},
+	})
+	client := h2cClient(t)
+	for _, dev := range []string{"alice", ""} {
+		req, _ := http.NewRequest("GET", "http://"+r.addr+"/x", nil)
+		req.Header.Set("X-Dev", dev)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case dev == "alice" && (resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "intercept alice-1234")):
+			t.Errorf("intercepted request: %d %q; want 502 naming the intercept", resp.StatusCode, body)
+		case dev == "" && string(body) != "app /x":
+			t.Errorf("app request: %d %q", resp.StatusCode, body)
+		}
+	}
+}
+
+func TestH2CServeEndsWithContext(t *testing.T) {
+	// The upstream sees its connection end when Serve does, even in the middle of a stream.
+	streaming := make(chan struct{})
+	backend := startH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		close(streaming)
+		<-r.Context().Done()
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- Serve(ctx, c.(*net.TCPConn), Config{App: tcpDialer(backend), Log: testLog(t)})
+	}()
+	resp, err := h2cClient(t).Get("http://" + ln.Addr().String() + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-streaming
+	cancel()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Errorf("Serve = %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after ctx ended")
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("the client's stream ended cleanly; want an error")
 	}
 }

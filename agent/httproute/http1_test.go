@@ -508,3 +508,43 @@ func TestServeEndsWithContext(t *testing.T) {
 		t.Fatal("the upstream connection was not closed")
 	}
 }
+
+func TestHTTP1AmbiguousFramingRejected(t *testing.T) {
+	app := &recorder{name: "app"}
+	srv := httptest.NewServer(app)
+	defer srv.Close()
+	r := startRouter(t, Config{App: tcpDialer(srv.Listener.Addr().String())})
+	c := r.dial(t)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if resp, _ := readResponse(t, br, "POST"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status = %d; want 400", resp.StatusCode)
+	}
+	expectEOF(t, br)
+	if len(app.requests()) != 0 {
+		t.Errorf("the app got %v", app.uris())
+	}
+}
+
+func TestHTTP1LargeChunks(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Echo the body back chunked, in the pieces it arrives in: the response streams while
+		// the request still does.
+		http.NewResponseController(w).EnableFullDuplex()
+		io.Copy(w, r.Body)
+	}))
+	defer srv.Close()
+	r := startRouter(t, Config{App: tcpDialer(srv.Listener.Addr().String())})
+	c := r.dial(t)
+	big := make([]byte, 1<<20)
+	rand.Read(big)
+	go func() {
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", len(big))
+		c.Write(big)
+		io.WriteString(c, "\r\n3\r\nend\r\n0\r\n\r\n")
+	}()
+	resp, body := readResponse(t, bufio.NewReader(c), "POST")
+	if resp.StatusCode != 200 || body != string(big)+"end" {
+		t.Fatalf("status %d, body of %d bytes; want the %d bytes sent", resp.StatusCode, len(body), len(big)+3)
+	}
+}

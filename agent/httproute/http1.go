@@ -21,6 +21,44 @@ type upstream struct {
 	r      *bufio.Reader
 	w      *bufio.Writer
 	reused bool // a previous exchange completed on it
+	// idle, between exchanges, gets the outcome of a read that waits for the next response
+	// bytes: when it is ready before a request is sent, the destination closed the connection
+	// (or spoke out of turn), and the request goes on a new connection instead.
+	idle chan error
+}
+
+// watch starts the idle read of a kept connection.
+func (u *upstream) watch() {
+	u.idle = make(chan error, 1)
+	go func() {
+		_, err := u.r.Peek(1)
+		u.idle <- err
+	}()
+}
+
+// stale reports whether the kept connection ended (or sent unasked bytes) while idle.
+func (u *upstream) stale() bool {
+	if u.idle == nil {
+		return false
+	}
+	select {
+	case <-u.idle:
+		u.idle = nil
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitResponse waits for the idle read to see the response start; afterwards u.r is the main
+// goroutine's again.
+func (u *upstream) awaitResponse() error {
+	if u.idle == nil {
+		return nil
+	}
+	err := <-u.idle
+	u.idle = nil
+	return err
 }
 
 // h1conn routes the requests of one HTTP/1.x client connection, one at a time.
@@ -93,8 +131,12 @@ func (c *h1conn) upstream(d dest) (*upstream, error) {
 	c.mu.Lock()
 	u := c.ups[d.index]
 	c.mu.Unlock()
-	if u != nil {
+	if u != nil && !u.stale() {
 		return u, nil
+	}
+	if u != nil {
+		c.cfg.log.Debug("kept connection was closed; redialing", "destination", d.name)
+		c.drop(d, u)
 	}
 	conn, err := dialDest(c.ctx, d)
 	if err != nil {
@@ -189,11 +231,13 @@ func (c *h1conn) badGateway(req *head, d dest, cp *tapCopy, taps []*Tap, dialErr
 }
 
 // forward does one exchange over u. retry reports that u, a kept connection, turned out closed
-// before anything of the exchange but the request head was sent, so a new connection can repeat it.
+// before the response started, and that the request can be sent again on a new connection: it
+// has no body and is idempotent (the rule of net/http's Transport), since the destination may
+// have acted on it before closing.
 func (c *h1conn) forward(req *head, d dest, u *upstream, cp *tapCopy, taps []*Tap) (keep, retry bool, err error) {
 	if _, err := u.w.Write(req.raw); err != nil {
 		c.drop(d, u)
-		retry := u.reused && !req.hasBody()
+		retry := u.reused && replayable(req)
 		if !retry {
 			c.reply(http.StatusBadGateway, badGatewayText(d))
 		}
@@ -228,9 +272,14 @@ func (c *h1conn) forward(req *head, d dest, u *upstream, cp *tapCopy, taps []*Ta
 	continued := false
 	relayed := false // whether any response bytes reached the client
 	for {
-		resp, started, err := readHead(u.r, false)
+		var resp *head
+		started := false
+		err := u.awaitResponse()
+		if err == nil {
+			resp, started, err = readHead(u.r, false)
+		}
 		if err != nil {
-			if !started && u.reused && !req.hasBody() {
+			if !started && u.reused && replayable(req) {
 				c.drop(d, u)
 				<-bodyDone
 				return false, true, err
@@ -304,9 +353,23 @@ func (c *h1conn) forward(req *head, d dest, u *upstream, cp *tapCopy, taps []*Ta
 		}
 		if !reusable {
 			c.drop(d, u)
+		} else {
+			u.reused = true
+			u.watch()
 		}
-		u.reused = true
 		// A response that ends the upstream connection tells the client the same, verbatim.
 		return reusable && req.keepAlive(), false, nil
 	}
+}
+
+// replayable reports whether req may be sent twice.
+func replayable(req *head) bool {
+	if req.hasBody() {
+		return false
+	}
+	switch req.method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.header.Get("Idempotency-Key") != "" || req.header.Get("X-Idempotency-Key") != ""
 }

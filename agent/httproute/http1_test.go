@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -546,5 +547,64 @@ func TestHTTP1LargeChunks(t *testing.T) {
 	resp, body := readResponse(t, bufio.NewReader(c), "POST")
 	if resp.StatusCode != 200 || body != string(big)+"end" {
 		t.Fatalf("status %d, body of %d bytes; want the %d bytes sent", resp.StatusCode, len(body), len(big)+3)
+	}
+}
+
+// eofConn tells when a read of its connection saw the peer close.
+type eofConn struct {
+	*net.TCPConn
+	eof  chan struct{}
+	once sync.Once
+}
+
+func (c *eofConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	if err == io.EOF {
+		c.once.Do(func() { close(c.eof) })
+	}
+	return n, err
+}
+
+func TestHTTP1KeptConnectionClosedWhileIdle(t *testing.T) {
+	// One answer per connection, then close, as an app with a short keep-alive timeout does.
+	app := startRawServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, _ := io.ReadAll(req.Body)
+		msg := req.Method + " " + string(body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(msg))+"\r\n\r\n"+msg)
+	})
+	conns := make(chan *eofConn, 10)
+	dial := func(ctx context.Context) (Conn, error) {
+		c, err := tcpDialer(app.addr)(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ec := &eofConn{TCPConn: c.(*net.TCPConn), eof: make(chan struct{})}
+		conns <- ec
+		return ec, nil
+	}
+	r := startRouter(t, Config{App: dial})
+	c := r.dial(t)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if _, body := readResponse(t, br, "GET"); body != "GET " {
+		t.Fatalf("body = %q", body)
+	}
+	select {
+	case <-(<-conns).eof: // the router noticed the close while idle
+	case <-time.After(10 * time.Second):
+		t.Fatal("the router did not read the close of the idle upstream")
+	}
+	// A POST with a body cannot be repeated: it must go on a new connection from the start.
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\n\r\ndata")
+	if resp, body := readResponse(t, br, "POST"); resp.StatusCode != 200 || body != "POST data" {
+		t.Fatalf("response = %d %q", resp.StatusCode, body)
+	}
+	if app.accepted() != 2 {
+		t.Errorf("the app got %d connections; want 2", app.accepted())
 	}
 }

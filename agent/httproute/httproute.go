@@ -78,7 +78,7 @@ type Route struct {
 // its own connections: a bounded queue, so a slow or dead handler never holds up the app; copies
 // that do not fit, or that the handler fails to take, are dropped and counted. Responses are read
 // and discarded.
-type Tap struct{ _ struct{} }
+type Tap struct{ tapState }
 
 // TapConfig configures a Tap.
 type TapConfig struct {
@@ -93,10 +93,10 @@ type TapConfig struct {
 }
 
 // NewTap starts a Tap; Close stops it and drops what is queued.
-func NewTap(cfg TapConfig) *Tap { panic("httproute: not implemented") }
+func NewTap(cfg TapConfig) *Tap { return newTap(cfg) }
 
 // Close stops the Tap's delivery; it is idempotent.
-func (t *Tap) Close() error { panic("httproute: not implemented") }
+func (t *Tap) Close() error { return t.close() }
 
 // Config is what Serve routes to.
 type Config struct {
@@ -108,7 +108,7 @@ type Config struct {
 	// SniffTimeout bounds the wait for a connection's first bytes before it goes to the app whole
 	// (a server-speaks-first protocol); 0 means DefaultSniffTimeout.
 	SniffTimeout time.Duration
-	Stats *Stats // may be nil
+	Stats        *Stats // may be nil
 }
 
 // Defaults of Config.
@@ -130,4 +130,4 @@ type Stats struct {
 // Serve routes the requests of in until either side closes it, ctx ends, or a protocol error
 // makes the connection unusable, and closes in before it returns. Copies handed to a Tap may
 // still be delivered after Serve returns.
-func Serve(ctx context.Context, in Conn, cfg Config) error { panic("httproute: not implemented") }
+func Serve(ctx context.Context, in Conn, cfg Config) error { return serve(ctx, in, cfg) }

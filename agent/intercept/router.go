@@ -158,8 +158,9 @@ func (r *Router) httpRoutes(session string, p *port, t forward.Target) forward.D
 		if rt.tap == nil {
 			dev := withTimeout(r.developer(session, rt).Dial, t)
 			c := rt.counts
-			// Each dial is one request sent to the intercept: httproute opens a connection to
-			// the developer per request it routes there.
+			// What is counted is the connections opened to the developer for its requests:
+			// httproute keeps one per client connection and destination, and does not say which
+			// route a request took, so this is a lower bound of the requests.
 			hr.Dial = func(ctx context.Context) (httproute.Conn, error) {
 				conn, err := dev(ctx)
 				if err == nil {

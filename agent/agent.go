@@ -157,14 +157,16 @@ type Options struct {
 // session with the traffic-manager that switches their routes, and the health endpoint.
 // New → Run → Close.
 type Agent struct {
-	log   *slog.Logger
-	cfg   agentconfig.Config
-	pod   Pod
-	conn  *grpc.ClientConn
-	fwd   *forward.Forwarder
-	toPod *intercept.ToPod
-	sess  *session.Session
-	ready readiness
+	log    *slog.Logger
+	cfg    agentconfig.Config
+	pod    Pod
+	conn   *grpc.ClientConn
+	fwd    *forward.Forwarder
+	router *intercept.Router
+	mgr    managerv1.ManagerClient
+	toPod  *intercept.ToPod
+	sess   *session.Session
+	ready  readiness
 
 	mounts      []agentconfig.Mount
 	volumesAddr string
@@ -247,7 +249,7 @@ func build(log *slog.Logger, cfg agentconfig.Config, pod Pod, podIP netip.Addr, 
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{log: log, cfg: cfg, pod: pod, conn: conn, fwd: fwd, toPod: toPod, sess: sess,
+	return &Agent{log: log, cfg: cfg, pod: pod, conn: conn, fwd: fwd, router: router, mgr: mgr, toPod: toPod, sess: sess,
 		mounts: opts.Mounts, volumesAddr: cmp.Or(opts.VolumesAddr, volumesAddr())}, nil
 }
 
@@ -297,10 +299,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(sessDone)
 		_ = a.sess.Run(ctx) // returns once ctx ends, after departing
 	}()
+	reportsDone := make(chan struct{})
+	go func() {
+		defer close(reportsDone)
+		_ = intercept.Reports(ctx, intercept.ReportConfig{Log: a.log, Manager: a.mgr, Router: a.router})
+	}()
 	<-ctx.Done()
 	a.log.Info("traffic-agent stopping")
 	a.ready.set(false)
 	<-sessDone
+	<-reportsDone
 	return nil
 }
 

@@ -57,6 +57,11 @@ type Dialer func(ctx context.Context, network string, target Target) (Conn, erro
 type Destination struct {
 	Name string // for logs: "app", "intercept <id>", …
 	Dial Dialer
+	// Serve, when set, takes over an accepted TCP connection instead of Dial and the join: it
+	// answers client itself (an HTTP router that picks a destination per request) and returns
+	// when it is done with it; the Forwarder closes client afterwards, and at Close, which also
+	// cancels ctx. UDP flows always use Dial.
+	Serve func(ctx context.Context, client Conn) error
 }
 
 // Router picks the destination of each new flow. Flows that are already joined keep their
@@ -288,14 +293,19 @@ func (f *Forwarder) untrack(c io.Closer) {
 // dial opens the destination of a flow within the dial timeout.
 func (f *Forwarder) dial(flow Flow) (Conn, Destination, error) {
 	dst := f.cfg.Router(flow)
+	c, err := f.dialDestination(dst, flow)
+	return c, dst, err
+}
+
+func (f *Forwarder) dialDestination(dst Destination, flow Flow) (Conn, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
 	defer cancel()
 	c, err := dst.Dial(ctx, flow.Target.Network, flow.Target)
 	if err != nil {
 		f.dialErrors.Add(1)
-		return nil, dst, fmt.Errorf("dial %s: %w", dst.Name, err)
+		return nil, fmt.Errorf("dial %s: %w", dst.Name, err)
 	}
-	return c, dst, nil
+	return c, nil
 }
 
 // addrPort is a's address and port, with an IPv4 peer of a dual-stack listener shown as IPv4

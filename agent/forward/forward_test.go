@@ -1,6 +1,7 @@
 package forward_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -491,5 +493,77 @@ func TestNewErrors(t *testing.T) {
 				t.Errorf("New = %v, want %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestServe: a Destination with Serve gets the accepted connection instead of a dial and a join;
+// the client's connection is closed when Serve returns, and Close ends a Serve that is still
+// reading (its ctx ends and its connection closes).
+func TestServe(t *testing.T) {
+	checkGoroutines(t)
+	served := make(chan error, 2)
+	f, err := forward.New(testLogger(t), forward.Config{
+		Targets: []forward.Target{tcpTarget(1)},
+		Router: func(forward.Flow) forward.Destination {
+			return forward.Destination{Name: "router", Serve: func(ctx context.Context, c forward.Conn) error {
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					served <- err
+					return err
+				}
+				if line == "wait\n" {
+					<-ctx.Done() // until Close
+					served <- ctx.Err()
+					return ctx.Err()
+				}
+				_, err = io.WriteString(c, "served "+line)
+				served <- err
+				return err
+			}}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialTCP(t, f, 0)
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c) // EOF: the Forwarder closed the connection after Serve
+	if err != nil || string(got) != "served hello\n" {
+		t.Errorf("answer %q %v", got, err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+
+	waiting := dialTCP(t, f, 0)
+	if _, err := io.WriteString(waiting, "wait\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitForConns(t, f, 1)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, context.Canceled) {
+		t.Errorf("Serve after Close: %v, want its ctx canceled", err)
+	}
+	_ = waiting.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := waiting.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("served connection after Close: %v, want it closed", err)
+	}
+}
+
+func waitForConns(tb testing.TB, f *forward.Forwarder, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Conns != n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("connections %d, want %d", f.Stats().Conns, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

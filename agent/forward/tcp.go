@@ -37,15 +37,23 @@ func (f *Forwarder) serveTCP(l *net.TCPListener, t Target) {
 	}
 }
 
-// handleTCP dials the destination of one accepted connection and joins the two. When the dial
-// fails the client's connection is reset, as a refused connection would be, rather than closed
-// as if the app had answered with nothing.
+// handleTCP dials the destination of one accepted connection and joins the two, or hands the
+// connection to the destination's Serve. When the dial fails the client's connection is reset,
+// as a refused connection would be, rather than closed as if the app had answered with nothing.
 func (f *Forwarder) handleTCP(client *net.TCPConn, t Target) {
 	defer f.wg.Done()
 	defer f.untrack(client)
 	fl := Flow{Target: t, Source: addrPort(client.RemoteAddr())}
-	up, dst, err := f.dial(fl)
+	dst := f.cfg.Router(fl)
 	log := f.log.With("target", t.Name, "src", fl.Source, "dst", dst.Name)
+	if dst.Serve != nil {
+		f.joined.Add(1)
+		defer f.joined.Add(-1)
+		err := dst.Serve(f.ctx, client)
+		log.Debug("connection done", "err", err)
+		return
+	}
+	up, err := f.dialDestination(dst, fl)
 	if err != nil {
 		log.Warn("connection refused", "err", err)
 		flow.Reset(client)

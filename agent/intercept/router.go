@@ -12,12 +12,16 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 
 	"teledock.dev/teledock/agent/forward"
+	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/internal/httpfilter"
 	"teledock.dev/teledock/tunnel"
 )
 
@@ -27,17 +31,22 @@ type Tunneler interface {
 }
 
 // Router picks the destination of each flow: the developer, through an AgentTunnel, while the
-// flow's target is intercepted, and the app otherwise. Set and Reset change the answer for new
-// flows only; flows already joined keep their destination until they end.
+// flow's target is intercepted, and the app otherwise. A target with HTTP-filtered intercepts or
+// wiretaps is routed request by request (package httproute); one intercepted whole keeps the
+// plain join, with no HTTP parsing. Set and Reset change the answer for new flows only; flows
+// already joined keep their destination until they end.
 type Router struct {
 	log   *slog.Logger
 	mgr   Tunneler
 	app   forward.Destination
 	podIP netip.Addr
 
-	mu      sync.Mutex          // guards the following
-	session string              // the agent session the routes belong to
-	routes  map[routeKey]*route // intercepted targets only
+	mu      sync.Mutex         // guards the following
+	session string             // the agent session the routes belong to
+	routes  map[routeKey]*port // intercepted targets only
+	// counts are the request counters of filtered intercepts and wiretaps, by intercept id. They
+	// outlive a Reset (the manager wants totals), and go when a Set no longer has the intercept.
+	counts map[string]*counts
 }
 
 // routeKey names a target the way the manager does: its agent port and protocol.
@@ -46,9 +55,28 @@ type routeKey struct {
 	network string // "tcp" or "udp"
 }
 
+// port is what the manager said about one intercepted target: at most one intercept takes whole
+// connections; the others are HTTP-filtered intercepts and wiretaps.
+type port struct {
+	whole      *route
+	perRequest []*route // in the manager's order
+	stats      *httproute.Stats
+}
+
 type route struct {
 	interceptID string
 	targetPort  int32
+	wiretap     bool
+	match       *httproute.Matcher // for per-request routes
+	tap         *httproute.Tap     // for wiretaps
+	session     string             // the session the tap dials in
+	counts      *counts            // for per-request routes
+}
+
+// counts are one intercept's request counters.
+type counts struct {
+	intercepted atomic.Uint64
+	tap         httproute.Stats // the wiretap's Copied and Dropped
 }
 
 // NewRouter returns a router that sends everything to app until Set says otherwise. podIP is
@@ -66,19 +94,24 @@ func NewRouter(log *slog.Logger, mgr Tunneler, app forward.Destination, podIP ne
 	if !podIP.IsValid() {
 		podIP = netip.IPv4Unspecified()
 	}
-	return &Router{log: log, mgr: mgr, app: app, podIP: podIP.Unmap(), routes: make(map[routeKey]*route)}, nil
+	return &Router{log: log, mgr: mgr, app: app, podIP: podIP.Unmap(), routes: make(map[routeKey]*port), counts: make(map[string]*counts)}, nil
 }
 
 // Route is the forward.Router.
 func (r *Router) Route(f forward.Flow) forward.Destination {
 	r.mu.Lock()
-	rt, ok := r.routes[routeKey{f.Target.AgentPort, f.Target.Network}]
+	p, ok := r.routes[routeKey{f.Target.AgentPort, f.Target.Network}]
 	session := r.session
 	r.mu.Unlock()
-	if !ok {
+	switch {
+	case !ok:
 		return r.app
+	case len(p.perRequest) > 0 && f.Target.Network == "tcp":
+		return r.httpRoutes(session, p, f.Target)
+	case p.whole != nil:
+		return r.developer(session, p.whole)
 	}
-	return r.developer(session, rt)
+	return r.app // its only intercept could not be used
 }
 
 // developer is the destination of an intercepted flow: an AgentTunnel stream that the manager
@@ -88,26 +121,83 @@ func (r *Router) developer(session string, rt *route) forward.Destination {
 	return forward.Destination{
 		Name: "intercept " + rt.interceptID,
 		Dial: func(ctx context.Context, network string, t forward.Target) (forward.Conn, error) {
-			// The manager names the target; a manager that left its port out gets the one the
-			// agent knows, which is the same container port.
-			targetPort := cmp.Or(rt.targetPort, int32(t.AppPort))
-			dial := &managerv1.Dial{SessionId: session, InterceptId: rt.interceptID, TargetPort: targetPort}
-			// What the developer is told is the destination the peer meant: the app's port on the pod.
-			dst := netip.AddrPortFrom(r.podIP, t.AppPort)
-			open := func(ctx context.Context) (tunnel.ClientStream, error) { return r.mgr.AgentTunnel(ctx) }
-			c, err := tunnel.DialStream(ctx, open, dial, network, dst)
-			if err != nil {
-				return nil, fmt.Errorf("intercept %s: %w", rt.interceptID, err)
-			}
-			return c, nil
+			return r.dialDeveloper(ctx, session, rt, network, t.AppPort)
 		},
 	}
 }
 
+func (r *Router) dialDeveloper(ctx context.Context, session string, rt *route, network string, appPort uint16) (forward.Conn, error) {
+	// The manager names the target; a manager that left its port out gets the one the agent
+	// knows, which is the same container port.
+	targetPort := cmp.Or(rt.targetPort, int32(appPort))
+	dial := &managerv1.Dial{SessionId: session, InterceptId: rt.interceptID, TargetPort: targetPort}
+	// What the developer is told is the destination the peer meant: the app's port on the pod.
+	dst := netip.AddrPortFrom(r.podIP, appPort)
+	open := func(ctx context.Context) (tunnel.ClientStream, error) { return r.mgr.AgentTunnel(ctx) }
+	c, err := tunnel.DialStream(ctx, open, dial, network, dst)
+	if err != nil {
+		return nil, fmt.Errorf("intercept %s: %w", rt.interceptID, err)
+	}
+	return c, nil
+}
+
+// httpRoutes is the destination of a connection to a target with per-request routes: httproute
+// reads its requests and sends each to the intercept whose filter it matches, a copy to each
+// wiretap that matches, and the rest (and connections that are not HTTP) to the app, or to the
+// intercept of whole connections that shares the target with wiretaps.
+func (r *Router) httpRoutes(session string, p *port, t forward.Target) forward.Destination {
+	fallback := r.app
+	if p.whole != nil {
+		fallback = r.developer(session, p.whole)
+	}
+	cfg := httproute.Config{Log: r.log, App: withTimeout(fallback.Dial, t), Stats: p.stats}
+	ids := make([]string, 0, len(p.perRequest))
+	for _, rt := range p.perRequest {
+		ids = append(ids, rt.interceptID)
+		hr := httproute.Route{Name: rt.interceptID, Match: rt.match, Tap: rt.tap}
+		if rt.tap == nil {
+			dev := withTimeout(r.developer(session, rt).Dial, t)
+			c := rt.counts
+			// What is counted is the connections opened to the developer for its requests:
+			// httproute keeps one per client connection and destination, and does not say which
+			// route a request took, so this is a lower bound of the requests.
+			hr.Dial = func(ctx context.Context) (httproute.Conn, error) {
+				conn, err := dev(ctx)
+				if err == nil {
+					c.intercepted.Add(1)
+				}
+				return conn, err
+			}
+		}
+		cfg.Routes = append(cfg.Routes, hr)
+	}
+	return forward.Destination{
+		Name: "HTTP routes of " + strings.Join(ids, ",") + " (else " + fallback.Name + ")",
+		Dial: fallback.Dial,
+		Serve: func(ctx context.Context, client forward.Conn) error {
+			return httproute.Serve(ctx, client, cfg)
+		},
+	}
+}
+
+// withTimeout binds a forward.Dialer to a TCP target as an httproute.Dialer that gives up after
+// forward.DefaultDialTimeout, as the Forwarder's own dials do.
+func withTimeout(d forward.Dialer, t forward.Target) httproute.Dialer {
+	return func(ctx context.Context) (httproute.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, forward.DefaultDialTimeout)
+		defer cancel()
+		return d(ctx, "tcp", t)
+	}
+}
+
 // Set replaces the routes with the manager's state of the agent's targets. Targets that are not
-// intercepted, or that name no port, go to the app.
+// intercepted, or that name no port, go to the app. A wiretap's Tap is kept while the wiretap
+// and the session stay, and closed when either goes.
 func (r *Router) Set(session string, targets []*managerv1.AgentTarget) {
-	routes := make(map[routeKey]*route)
+	r.mu.Lock()
+	old := r.routes
+	routes := make(map[routeKey]*port)
+	used := make(map[*httproute.Tap]bool)
 	for _, t := range targets {
 		if t.GetInterceptId() == "" {
 			continue
@@ -118,39 +208,167 @@ func (r *Router) Set(session string, targets []*managerv1.AgentTarget) {
 				"protocol", t.GetProtocol().String(), "intercept", t.GetInterceptId())
 			continue
 		}
-		routes[key] = &route{interceptID: t.GetInterceptId(), targetPort: t.GetTargetPort()}
+		portOf := func() *port {
+			p := routes[key]
+			if p == nil {
+				p = &port{stats: new(httproute.Stats)}
+				if o := old[key]; o != nil {
+					p.stats = o.stats
+				}
+				routes[key] = p
+			}
+			return p
+		}
+		rt := &route{interceptID: t.GetInterceptId(), targetPort: t.GetTargetPort(), wiretap: t.GetWiretap(), session: session}
+		if !rt.wiretap && !httpfilter.Selects(t.GetHttpFilter()) {
+			p := portOf()
+			if p.whole != nil {
+				r.log.Warn("ignoring a second intercept of whole connections", "agent_port", key.port, "intercept", rt.interceptID, "kept", p.whole.interceptID)
+				continue
+			}
+			p.whole = rt
+			continue
+		}
+		if key.network != "tcp" {
+			r.log.Warn("ignoring an HTTP filter or wiretap of a UDP target", "agent_port", key.port, "intercept", rt.interceptID)
+			continue
+		}
+		m, err := httpfilter.FromProto(t.GetHttpFilter()).Compile()
+		if err != nil {
+			// The manager checked it; one it could not have checked goes nowhere rather than
+			// taking requests it did not ask for.
+			r.log.Warn("ignoring an intercept whose HTTP filter does not compile", "intercept", rt.interceptID, "err", err)
+			continue
+		}
+		rt.match = m
+		rt.counts = r.counts[rt.interceptID]
+		if rt.counts == nil {
+			rt.counts = new(counts)
+			r.counts[rt.interceptID] = rt.counts
+		}
+		if rt.wiretap {
+			rt.tap = r.keepTap(old[key], rt, used)
+		}
+		p := portOf()
+		p.perRequest = append(p.perRequest, rt)
 	}
-	r.replace(session, routes)
+	for id := range r.counts {
+		if !hasIntercept(routes, id) {
+			delete(r.counts, id)
+		}
+	}
+	r.swap(session, routes, used)
 }
 
-// Reset sends every new flow to the app: the manager's state is no longer known.
-func (r *Router) Reset() { r.replace("", make(map[routeKey]*route)) }
+// keepTap is the Tap of the wiretap rt: the one it had on that port in the same session, or a
+// new one. used collects the Taps kept.
+func (r *Router) keepTap(old *port, rt *route, used map[*httproute.Tap]bool) *httproute.Tap {
+	if old != nil {
+		for _, o := range old.perRequest {
+			if o.tap != nil && o.interceptID == rt.interceptID && o.session == rt.session && o.targetPort == rt.targetPort {
+				used[o.tap] = true
+				return o.tap
+			}
+		}
+	}
+	appPort := uint16(rt.targetPort)
+	tap := httproute.NewTap(httproute.TapConfig{
+		Log: r.log.With("wiretap", rt.interceptID),
+		Dial: func(ctx context.Context) (httproute.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, forward.DefaultDialTimeout)
+			defer cancel()
+			return r.dialDeveloper(ctx, rt.session, rt, "tcp", appPort)
+		},
+		Stats: &rt.counts.tap,
+	})
+	used[tap] = true
+	return tap
+}
+
+func hasIntercept(routes map[routeKey]*port, id string) bool {
+	for _, p := range routes {
+		for _, rt := range p.perRequest {
+			if rt.interceptID == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Reset sends every new flow to the app: the manager's state is no longer known. Wiretaps stop.
+func (r *Router) Reset() {
+	r.mu.Lock()
+	r.swap("", make(map[routeKey]*port), nil)
+}
+
+// swap installs routes (the caller holds r.mu, which swap releases) and closes the Taps of the
+// old routes that are not in used.
+func (r *Router) swap(session string, routes map[routeKey]*port, used map[*httproute.Tap]bool) {
+	before := describe(r.routes)
+	var stale []*httproute.Tap
+	for _, p := range r.routes {
+		for _, rt := range p.perRequest {
+			if rt.tap != nil && !used[rt.tap] {
+				stale = append(stale, rt.tap)
+			}
+		}
+	}
+	r.session, r.routes = session, routes
+	after := describe(routes)
+	r.mu.Unlock()
+	for _, tap := range stale {
+		tap.Close()
+	}
+	if !slices.Equal(before, after) {
+		r.log.Info("intercepts changed", "session", session, "intercepted", after, "before", before)
+	}
+}
 
 // Intercepted lists the intercepted targets as "PORT/NETWORK=INTERCEPT", sorted, for logs and
-// tests.
+// tests; an HTTP-filtered intercept is "INTERCEPT(http)", a wiretap "INTERCEPT(wiretap)", and
+// the intercepts of one target are joined with "+".
 func (r *Router) Intercepted() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return describe(r.routes)
 }
 
-func (r *Router) replace(session string, routes map[routeKey]*route) {
+// Counters are the totals of the filtered intercepts and wiretaps that the routes have now, by
+// intercept id, and the session they belong to ("" when there is none).
+func (r *Router) Counters() (string, []*managerv1.AgentInterceptCounters) {
 	r.mu.Lock()
-	before := describe(r.routes)
-	r.session, r.routes = session, routes
-	after := describe(routes)
-	r.mu.Unlock()
-	if !slices.Equal(before, after) {
-		r.log.Info("intercepts changed", "session", session, "intercepted", after, "before", before)
+	defer r.mu.Unlock()
+	out := make([]*managerv1.AgentInterceptCounters, 0, len(r.counts))
+	for _, id := range slices.Sorted(maps.Keys(r.counts)) {
+		c := r.counts[id]
+		out = append(out, &managerv1.AgentInterceptCounters{InterceptId: id, Counters: &managerv1.InterceptCounters{
+			Intercepted: c.intercepted.Load(),
+			Copied:      c.tap.Copied.Load(),
+			Dropped:     c.tap.Dropped.Load(),
+		}})
 	}
+	return r.session, out
 }
 
-func describe(routes map[routeKey]*route) []string {
+func describe(routes map[routeKey]*port) []string {
 	out := make([]string, 0, len(routes))
 	for _, k := range slices.SortedFunc(maps.Keys(routes), func(a, b routeKey) int {
 		return cmp.Or(cmp.Compare(a.port, b.port), cmp.Compare(a.network, b.network))
 	}) {
-		out = append(out, strconv.Itoa(int(k.port))+"/"+k.network+"="+routes[k].interceptID)
+		p := routes[k]
+		var ids []string
+		if p.whole != nil {
+			ids = append(ids, p.whole.interceptID)
+		}
+		for _, rt := range p.perRequest {
+			kind := "(http)"
+			if rt.wiretap {
+				kind = "(wiretap)"
+			}
+			ids = append(ids, rt.interceptID+kind)
+		}
+		out = append(out, strconv.Itoa(int(k.port))+"/"+k.network+"="+strings.Join(ids, "+"))
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -137,8 +138,10 @@ func (m *Manager) WatchAgent(req *managerv1.SessionRequest, stream managerv1.Man
 	}
 }
 
-// agentTargets says, for each agent port of the agent, where it goes: to the app (no intercept
-// id) or to the client of the ACTIVE intercept that covers the app port behind it.
+// agentTargets says, for each agent port of the agent, where it goes: to the app (one target
+// without an intercept id) or to the clients of the ACTIVE intercepts that cover the app port
+// behind it, one target each (several only for filtered intercepts and wiretaps), sorted by
+// intercept id so that an unchanged state compares equal.
 func (m *Manager) agentTargets(a *agent) []*managerv1.AgentTarget {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -149,13 +152,26 @@ func (m *Manager) agentTargets(a *agent) []*managerv1.AgentTarget {
 			continue
 		}
 		seen[t.AgentPort] = true
-		at := &managerv1.AgentTarget{AgentPort: int32(t.AgentPort), TargetPort: int32(t.ContainerPort), Protocol: protocol(t.Protocol)}
+		port := func() *managerv1.AgentTarget {
+			return &managerv1.AgentTarget{AgentPort: int32(t.AgentPort), TargetPort: int32(t.ContainerPort), Protocol: protocol(t.Protocol)}
+		}
+		var ics []*managerv1.AgentTarget
 		for _, ic := range m.intercepts {
 			if ic.state == stateActive && ic.workload == a.workload && sameBackend(ic.target, t) {
-				at.InterceptId = ic.id
+				at := port()
+				at.InterceptId, at.Wiretap = ic.id, ic.wiretap
+				if ic.filtered() {
+					at.HttpFilter = proto.CloneOf(ic.filter)
+				}
+				ics = append(ics, at)
 			}
 		}
-		out = append(out, at)
+		if len(ics) == 0 {
+			out = append(out, port())
+			continue
+		}
+		slices.SortFunc(ics, func(x, y *managerv1.AgentTarget) int { return strings.Compare(x.GetInterceptId(), y.GetInterceptId()) })
+		out = append(out, ics...)
 	}
 	return out
 }

@@ -20,16 +20,17 @@ import (
 
 // agentMethods are the RPCs of the agents' endpoint.
 var agentMethods = map[string]bool{
-	managerv1.Manager_Version_FullMethodName:     true,
-	managerv1.Manager_ArriveAgent_FullMethodName: true,
-	managerv1.Manager_Remain_FullMethodName:      true, // with an agent's session: its heartbeat
-	managerv1.Manager_Depart_FullMethodName:      true, // with an agent's session
-	managerv1.Manager_WatchAgent_FullMethodName:  true,
-	managerv1.Manager_AgentTunnel_FullMethodName: true,
-	managerv1.Manager_Accept_FullMethodName:      true, // with an agent's session
-	healthpb.Health_Check_FullMethodName:         true, // the kubelet's probes
-	healthpb.Health_Watch_FullMethodName:         true,
-	healthpb.Health_List_FullMethodName:          true,
+	managerv1.Manager_Version_FullMethodName:        true,
+	managerv1.Manager_ArriveAgent_FullMethodName:    true,
+	managerv1.Manager_Remain_FullMethodName:         true, // with an agent's session: its heartbeat
+	managerv1.Manager_Depart_FullMethodName:         true, // with an agent's session
+	managerv1.Manager_WatchAgent_FullMethodName:     true,
+	managerv1.Manager_AgentTunnel_FullMethodName:    true,
+	managerv1.Manager_ReportCounters_FullMethodName: true,
+	managerv1.Manager_Accept_FullMethodName:         true, // with an agent's session
+	healthpb.Health_Check_FullMethodName:            true, // the kubelet's probes
+	healthpb.Health_Watch_FullMethodName:            true,
+	healthpb.Health_List_FullMethodName:             true,
 }
 
 // AgentEndpointOptions are the server options of the agents' endpoint.

@@ -22,6 +22,7 @@ import (
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/inject"
 	"teledock.dev/teledock/cluster/workload"
+	"teledock.dev/teledock/internal/httpfilter"
 )
 
 // Intercept states.
@@ -50,11 +51,15 @@ type intercept struct {
 	env         map[string]string
 	podAddress  string
 	mounts      []*managerv1.VolumeMount
+	filter      *managerv1.HttpFilter // nil: whole connections
+	wiretap     bool
+	// counters are the agents' latest reports (filtered intercepts and wiretaps), by pod.
+	counters map[string]*managerv1.InterceptCounters
 }
 
 func (ic *intercept) info() *managerv1.InterceptInfo {
 	t := ic.target
-	return &managerv1.InterceptInfo{
+	info := &managerv1.InterceptInfo{
 		Id:                    ic.id,
 		Name:                  ic.name,
 		Namespace:             ic.workload.namespace,
@@ -76,7 +81,14 @@ func (ic *intercept) info() *managerv1.InterceptInfo {
 		ToPod:                 cloneToPod(ic.toPod),
 		ServiceLess:           t.Serviceless(),
 		Mounts:                cloneMounts(ic.mounts),
+		HttpFilter:            describeFilter(ic.filter),
+		Filter:                proto.CloneOf(ic.filter),
+		Wiretap:               ic.wiretap,
 	}
+	if ic.perRequest() {
+		info.Counters = sumCounters(ic.counters)
+	}
+	return info
 }
 
 func cloneMounts(in []*managerv1.VolumeMount) []*managerv1.VolumeMount {
@@ -142,6 +154,9 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 		return nil, err
 	}
 	target, err := chooseTarget(cfg, wl.String(), req.GetService(), req.GetPort())
+	if err == nil {
+		err = checkFilterTarget(req, target)
+	}
 	if err != nil {
 		unlock()
 		return nil, err
@@ -256,7 +271,7 @@ func validateCreate(req *managerv1.CreateInterceptRequest) error {
 			return fmt.Errorf("%w: --to-pod port %d", errInvalid, tp.GetPort())
 		}
 	}
-	return nil
+	return validateFilter(req)
 }
 
 // lockApply takes the right to plan, store and roll out agent configs.
@@ -306,13 +321,16 @@ func (m *Manager) claim(s *session, req *managerv1.CreateInterceptRequest, key w
 			mine = x
 			continue
 		}
-		if x.workload == key && sameBackend(x.target, target) {
+		if x.workload != key || !sameBackend(x.target, target) {
+			continue
+		}
+		if refused, detail := conflictWith(x, req.GetHttpFilter(), req.GetWiretap()); refused {
 			owner := clientName(x.session.client)
 			if x.session == s {
 				owner = "you"
 			}
-			return nil, nil, fmt.Errorf("%w: %s port %s is already intercepted by %s (intercept %q)",
-				errConflict, key, portLabel(target), owner, x.name)
+			return nil, nil, fmt.Errorf("%w: %s port %s is already intercepted by %s (intercept %q%s)",
+				errConflict, key, portLabel(target), owner, x.name, detail)
 		}
 	}
 	if mine == nil {
@@ -327,6 +345,10 @@ func (m *Manager) claim(s *session, req *managerv1.CreateInterceptRequest, key w
 	ic.target, ic.replace, ic.state = target, req.GetReplace(), stateWaiting
 	ic.toPod = cloneToPod(req.GetToPod())
 	ic.destination, ic.localPort = req.GetDestination(), req.GetLocalPort()
+	ic.filter, ic.wiretap = nil, req.GetWiretap()
+	if httpfilter.Selects(req.GetHttpFilter()) || req.GetHttpFilter().GetPlaintext() {
+		ic.filter = proto.CloneOf(req.GetHttpFilter())
+	}
 	return ic, undo, nil
 }
 

@@ -30,6 +30,7 @@ import (
 	"teledock.dev/teledock/daemoncontainer/daemon"
 	"teledock.dev/teledock/daemoncontainer/intercept"
 	"teledock.dev/teledock/daemoncontainer/launcher"
+	"teledock.dev/teledock/internal/httpfilter"
 )
 
 // These tests run the commands against a real daemon API server in the test process, with fakes
@@ -66,7 +67,13 @@ func (f *fakeIntercepts) Create(_ context.Context, req intercept.Request) (*mana
 	info := &managerv1.InterceptInfo{
 		Id: "i-1", Name: req.Name, Workload: cmp.Or(req.Workload, req.Name), WorkloadKind: "Deployment", State: "ACTIVE",
 		ServicePortIdentifier: req.ServicePort, Destination: netip.AddrPortFrom(addr, port).String(), LocalPort: int32(port),
-		Client: "ann@laptop", Environment: f.env,
+		Client: "ann@laptop", Environment: f.env, Filter: proto.CloneOf(req.HTTPFilter), Wiretap: req.Wiretap,
+	}
+	if httpfilter.Selects(req.HTTPFilter) {
+		info.HttpFilter = httpfilter.FromProto(req.HTTPFilter).String()
+	}
+	if req.Wiretap || info.HttpFilter != "" {
+		info.Counters = &managerv1.InterceptCounters{}
 	}
 	f.list = append(f.list, info)
 	return proto.CloneOf(info), nil
@@ -91,6 +98,18 @@ func (f *fakeIntercepts) List() []*managerv1.InterceptInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.list
+}
+
+func (f *fakeIntercepts) Counters(context.Context) (map[string]*managerv1.InterceptCounters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]*managerv1.InterceptCounters)
+	for _, ic := range f.list {
+		if c := ic.GetCounters(); c != nil {
+			out[ic.GetName()] = c
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeIntercepts) Workloads(context.Context, string) (*managerv1.ListWorkloadsResponse, error) {

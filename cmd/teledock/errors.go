@@ -25,6 +25,7 @@ var (
 	errNetwork            = errors.New("the daemon container's network failed")
 	errBadImage           = errors.New("bad image reference")
 	errBadAddress         = errors.New("invalid --address")
+	errBadFilter          = errors.New("invalid HTTP filter")
 	errAddressNetwork     = errors.New("the container shares no Docker network with the daemon container")
 	errBadTransport       = errors.New("invalid --transport")
 	errDirectUnavailable  = errors.New("the direct transport to the traffic-manager cannot be used")
@@ -89,7 +90,7 @@ func (k errorKind) reason() string {
 // place where errors become advice; commands only return (wrapped) errors.
 var errorKinds = []errorKind{
 	{"USAGE", exitUsage, func(err error) bool {
-		return errors.Is(err, errUsage) || errors.Is(err, errBadTransport) || errors.Is(err, errBadAddress) ||
+		return errors.Is(err, errUsage) || errors.Is(err, errBadTransport) || errors.Is(err, errBadAddress) || errors.Is(err, errBadFilter) ||
 			errors.Is(err, errInvalidRequest) || strings.HasPrefix(err.Error(), "unknown command ")
 	}, "`teledock COMMAND --help` shows the command's flags and arguments."},
 	{"COMPOSE_MISSING", exitDocker, func(err error) bool { return errors.Is(err, errComposeMissing) || errors.Is(err, errComposeTooOld) }, "Install the docker compose CLI plugin, 2.30 or newer (2.36 or newer for provider services)."},

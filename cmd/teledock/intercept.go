@@ -36,6 +36,7 @@ type interceptOptions struct {
 	output     string
 	timeout    time.Duration
 	mount      mountOptions
+	filter     httpFilterOptions
 }
 
 func newInterceptCmd(d deps) *cobra.Command {
@@ -52,7 +53,10 @@ func newInterceptCmd(d deps) *cobra.Command {
 			"localhost:PORT (its sidecars) reachable at 127.0.0.1:PORT in the connection's network.\n\n" +
 			"With --docker-run, the container after -- runs in the connection's network with the pod's\n" +
 			"environment, named after the intercept unless --name is among its flags; when it exits, the\n" +
-			"intercept ends and its exit code is teledock's.",
+			"intercept ends and its exit code is teledock's.\n\n" +
+			"With --http-header or an --http-path flag, only the HTTP requests that match come to LOCAL and the\n" +
+			"app answers the others, so that several developers can intercept one port with their own filters.\n" +
+			"--wiretap sends a copy of each request while the app answers it.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
@@ -82,6 +86,7 @@ func newInterceptCmd(d deps) *cobra.Command {
 	f.DurationVar(&opts.timeout, "timeout", 2*time.Minute, "how long to wait for the traffic-agent to be ready")
 	f.StringVar(&opts.mount.mount, "mount", "true", "the pod's volume mounts as Docker volumes: true (at the pod's paths in --docker-run and `teledock run --intercept` containers), false, or a folder to put them under")
 	f.Lookup("mount").NoOptDefVal = "true"
+	opts.filter.addFlags(f)
 	f.BoolVar(&opts.mount.readOnly, "mount-readonly", false, "make every mount read-only")
 	f.StringVar(&opts.mount.mode, "mount-mode", "auto", "auto (the volume plugin, else copies), plugin (live, writes reach the pod), or copy (refreshed copies, writes stay local)")
 	return cmd
@@ -192,6 +197,10 @@ func (o interceptOptions) request() (*daemonv1.CreateInterceptRequest, error) {
 	if err != nil {
 		return nil, err
 	}
+	filter, err := o.filter.filter(o.replace)
+	if err != nil {
+		return nil, err
+	}
 	req := &daemonv1.CreateInterceptRequest{
 		Name:        o.name,
 		Workload:    o.workload,
@@ -201,6 +210,8 @@ func (o interceptOptions) request() (*daemonv1.CreateInterceptRequest, error) {
 		Mechanism:   o.mechanism,
 		Replace:     o.replace,
 		Held:        o.dockerRun, // runIntercept holds it right after the create
+		HttpFilter:  filter,
+		Wiretap:     o.filter.wiretap,
 	}
 	for _, s := range o.toPod {
 		p, err := parseToPod(s)
@@ -418,6 +429,7 @@ func interceptFields(info *managerv1.InterceptInfo) []field {
 		{"Service Port Identifier", info.GetServicePortIdentifier()},
 		{"Volume Mount Point", info.GetMountPoint()},
 		{"Intercepting", intercepting(info)},
+		filterField(info),
 		{"Address", podAddress(info)},
 	}
 }
@@ -432,7 +444,12 @@ func podAddress(info *managerv1.InterceptInfo) string {
 }
 
 func intercepting(info *managerv1.InterceptInfo) string {
-	if info.GetProtocol() == managerv1.Protocol_PROTOCOL_UDP {
+	switch {
+	case info.GetWiretap():
+		return "copies of HTTP requests"
+	case info.GetHttpFilter() != "":
+		return "HTTP requests that match the filter"
+	case info.GetProtocol() == managerv1.Protocol_PROTOCOL_UDP:
 		return "all UDP datagrams"
 	}
 	return "all TCP connections"
@@ -463,6 +480,10 @@ type interceptJSON struct {
 	Owner                 string          `json:"owner,omitempty"`
 	Replace               bool            `json:"replace,omitempty"`
 	ToPod                 []string        `json:"to_pod,omitempty"`
+	HTTPFilter            string          `json:"http_filter,omitempty"` // as the block shows it
+	Filter                *httpFilterJSON `json:"filter,omitempty"`
+	Wiretap               bool            `json:"wiretap,omitempty"`
+	Counters              *countersJSON   `json:"counters,omitempty"`
 }
 
 func newInterceptJSON(info *managerv1.InterceptInfo) interceptJSON {
@@ -483,6 +504,10 @@ func newInterceptJSON(info *managerv1.InterceptInfo) interceptJSON {
 		Address:               podAddress(info),
 		Owner:                 info.GetClient(),
 		Replace:               info.GetReplace(),
+		HTTPFilter:            info.GetHttpFilter(),
+		Filter:                newHTTPFilterJSON(info.GetFilter()),
+		Wiretap:               info.GetWiretap(),
+		Counters:              newCountersJSON(info.GetCounters()),
 	}
 	for _, p := range info.GetToPod() {
 		s := strconv.Itoa(int(p.GetPort()))

@@ -73,6 +73,8 @@ func renderWorkloads(workloads []*managerv1.WorkloadInfo) string {
 				{"Intercept name", ic.GetName()},
 				{"State", ic.GetState()},
 				{"Owner", ic.GetClient()},
+				filterField(ic),
+				{"Requests", counterText(ic)},
 			})
 		}
 	}
@@ -90,9 +92,13 @@ type workloadJSON struct {
 }
 
 type workloadInterceptJ struct {
-	Name  string `json:"name"`
-	State string `json:"state"`
-	Owner string `json:"owner"`
+	Name       string          `json:"name"`
+	State      string          `json:"state"`
+	Owner      string          `json:"owner"`
+	HTTPFilter string          `json:"http_filter,omitempty"`
+	Filter     *httpFilterJSON `json:"filter,omitempty"`
+	Wiretap    bool            `json:"wiretap,omitempty"`
+	Counters   *countersJSON   `json:"counters,omitempty"`
 }
 
 // workloadsJSON is what `list -o json` prints.
@@ -113,7 +119,8 @@ func newWorkloadsJSON(workloads []*managerv1.WorkloadInfo) []workloadJSON {
 			Services:       w.GetServices(),
 		}
 		for _, ic := range w.GetIntercepts() {
-			j.Intercepts = append(j.Intercepts, workloadInterceptJ{Name: ic.GetName(), State: ic.GetState(), Owner: ic.GetClient()})
+			j.Intercepts = append(j.Intercepts, workloadInterceptJ{Name: ic.GetName(), State: ic.GetState(), Owner: ic.GetClient(),
+				HTTPFilter: ic.GetHttpFilter(), Filter: newHTTPFilterJSON(ic.GetFilter()), Wiretap: ic.GetWiretap(), Counters: newCountersJSON(ic.GetCounters())})
 		}
 		out = append(out, j)
 	}

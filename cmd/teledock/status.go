@@ -200,8 +200,34 @@ func stoppedStatusOf(c *launcher.Container) *stoppedStatus {
 
 // interceptSummary is one intercept in status: its name and owner (the client's name@host).
 type interceptSummary struct {
-	Name  string `json:"name"`
-	Owner string `json:"owner"`
+	Name       string        `json:"name"`
+	Owner      string        `json:"owner"`
+	HTTPFilter string        `json:"http_filter,omitempty"`
+	Wiretap    bool          `json:"wiretap,omitempty"`
+	Counters   *countersJSON `json:"counters,omitempty"`
+}
+
+// describe is what status says after the intercept's owner: its filter or wiretap and what its
+// counters counted, e.g. " (HTTP filter header x-dev=alice; 3 requests)".
+func (s interceptSummary) describe() string {
+	var parts []string
+	switch {
+	case s.Wiretap:
+		parts = append(parts, "wiretap of "+cmp.Or(s.HTTPFilter, "all requests"))
+	case s.HTTPFilter != "":
+		parts = append(parts, "HTTP filter "+s.HTTPFilter)
+	}
+	if c := s.Counters; c != nil {
+		if s.Wiretap {
+			parts = append(parts, fmt.Sprintf("%d copies, %d dropped", c.Copied, c.Dropped))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d requests", c.Intercepted))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }
 
 type dnsStatus struct {
@@ -240,7 +266,8 @@ func newStatusInfo(c *launcher.Container, st *daemonv1.StatusResponse) statusInf
 		Subnets:           append(append([]string(nil), st.GetServiceSubnets()...), st.GetPodSubnets()...),
 	}
 	for _, ic := range st.GetInterceptList() {
-		ds.InterceptList = append(ds.InterceptList, interceptSummary{Name: ic.GetName(), Owner: ic.GetOwner()})
+		ds.InterceptList = append(ds.InterceptList, interceptSummary{Name: ic.GetName(), Owner: ic.GetOwner(),
+			HTTPFilter: ic.GetHttpFilter(), Wiretap: ic.GetWiretap(), Counters: newCountersJSON(ic.GetCounters())})
 	}
 	if dns := st.GetDns(); dns != nil {
 		ds.DNS = &dnsStatus{
@@ -335,7 +362,7 @@ func renderStatus(info statusInfo) string {
 		case f.name == "Intercepts":
 			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)
 			for _, ic := range ds.InterceptList {
-				fmt.Fprintf(&b, "    %s: %s\n", ic.Name, ic.Owner)
+				fmt.Fprintf(&b, "    %s: %s%s\n", ic.Name, ic.Owner, ic.describe())
 			}
 		case f.name == "Subnets":
 			fmt.Fprintf(&b, "  %-*s: %s\n", width, f.name, f.value)

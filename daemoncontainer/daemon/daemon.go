@@ -175,18 +175,37 @@ func (d *Daemon) stop() {
 	}
 }
 
-func (d *Daemon) Status(context.Context, *daemonv1.StatusRequest) (*daemonv1.StatusResponse, error) {
+func (d *Daemon) Status(ctx context.Context, _ *daemonv1.StatusRequest) (*daemonv1.StatusResponse, error) {
 	info := d.sess.Info()
 	d.mu.Lock()
 	network, networkErr := d.network, d.networkErr
 	d.mu.Unlock()
 	resp := statusResponse(d.cfg, info, network, networkErr)
+	perRequest := false
 	for _, ic := range d.icpt.List() {
-		resp.InterceptList = append(resp.InterceptList, &daemonv1.InterceptSummary{Name: ic.GetName(), Owner: ic.GetClient()})
+		resp.InterceptList = append(resp.InterceptList, &daemonv1.InterceptSummary{
+			Name: ic.GetName(), Owner: ic.GetClient(), HttpFilter: ic.GetHttpFilter(), Wiretap: ic.GetWiretap(),
+		})
+		perRequest = perRequest || ic.GetWiretap() || ic.GetHttpFilter() != ""
 	}
 	resp.Intercepts = int32(len(resp.InterceptList))
+	if perRequest {
+		// The counters live at the manager; a status that cannot get them quickly goes without.
+		cctx, cancel := context.WithTimeout(ctx, statusCountersTimeout)
+		counters, err := d.icpt.Counters(cctx)
+		cancel()
+		if err != nil {
+			d.log.Debug("status without request counters", "err", err)
+		}
+		for _, s := range resp.InterceptList {
+			s.Counters = counters[s.GetName()]
+		}
+	}
 	return resp, nil
 }
+
+// statusCountersTimeout bounds the manager call with which Status gets the request counters.
+const statusCountersTimeout = 2 * time.Second
 
 func statusResponse(cfg Config, info SessionInfo, network *NetworkInfo, networkErr error) *daemonv1.StatusResponse {
 	resp := &daemonv1.StatusResponse{

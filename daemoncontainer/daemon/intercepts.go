@@ -20,6 +20,8 @@ type Intercepts interface {
 	Create(ctx context.Context, req intercept.Request) (*managerv1.InterceptInfo, error)
 	Remove(ctx context.Context, name string) error
 	List() []*managerv1.InterceptInfo
+	// Counters are the manager's request counters of filtered intercepts and wiretaps, by name.
+	Counters(ctx context.Context) (map[string]*managerv1.InterceptCounters, error)
 	Workloads(ctx context.Context, namespace string) (*managerv1.ListWorkloadsResponse, error)
 	// DialVolumes opens a connection to the SFTP server of the intercept's traffic-agent.
 	DialVolumes(ctx context.Context, name string) (net.Conn, error)
@@ -75,6 +77,8 @@ func interceptRequest(r *daemonv1.CreateInterceptRequest) (intercept.Request, er
 		ServicePort: r.GetServicePort(),
 		Mechanism:   r.GetMechanism(),
 		Replace:     r.GetReplace(),
+		HTTPFilter:  r.GetHttpFilter(),
+		Wiretap:     r.GetWiretap(),
 	}
 	if p := r.GetLocalPort(); p < 0 || p > 65535 {
 		return req, fmt.Errorf("local port %d out of range", p)

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	daemonv1 "teledock.dev/teledock/api/daemon/v1"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
@@ -47,6 +48,16 @@ func (f *fakeIntercepts) Create(_ context.Context, req intercept.Request) (*mana
 func (f *fakeIntercepts) Remove(context.Context, string) error { return f.err }
 
 func (f *fakeIntercepts) List() []*managerv1.InterceptInfo { return f.list }
+
+func (f *fakeIntercepts) Counters(context.Context) (map[string]*managerv1.InterceptCounters, error) {
+	out := make(map[string]*managerv1.InterceptCounters)
+	for _, ic := range f.list {
+		if c := ic.GetCounters(); c != nil {
+			out[ic.GetName()] = c
+		}
+	}
+	return out, nil
+}
 
 func (f *fakeIntercepts) Workloads(context.Context, string) (*managerv1.ListWorkloadsResponse, error) {
 	if f.err != nil {
@@ -165,5 +176,41 @@ func TestStatusListsIntercepts(t *testing.T) {
 	}
 	if st.GetIntercepts() != 2 || len(st.GetInterceptList()) != 2 || st.GetInterceptList()[1].GetName() != "b" || st.GetInterceptList()[1].GetOwner() != "me@laptop" {
 		t.Errorf("status intercepts = %d %v", st.GetIntercepts(), st.GetInterceptList())
+	}
+}
+
+func TestCreateInterceptPassesFilter(t *testing.T) {
+	f := &fakeIntercepts{}
+	client := dialTest(t, startDaemonWith(t, &fakeSession{}, f))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	filter := &managerv1.HttpFilter{
+		Headers: []*managerv1.HttpHeaderMatch{{Name: "x-dev", Value: "alice"}},
+		Path:    &managerv1.HttpFilter_PathPrefix{PathPrefix: "/api"}, Plaintext: true,
+	}
+	if _, err := client.CreateIntercept(ctx, &daemonv1.CreateInterceptRequest{Name: "echo", HttpFilter: filter, Wiretap: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(f.got.HTTPFilter, filter) || !f.got.Wiretap {
+		t.Errorf("request filter %v wiretap %v, want %v and a wiretap", f.got.HTTPFilter, f.got.Wiretap, filter)
+	}
+}
+
+func TestStatusShowsFiltersAndCounters(t *testing.T) {
+	counters := &managerv1.InterceptCounters{Intercepted: 3, Copied: 2, Dropped: 1}
+	f := &fakeIntercepts{list: []*managerv1.InterceptInfo{
+		{Name: "a", Client: "me@laptop", HttpFilter: "header x-dev=alice", Counters: counters},
+		{Name: "b", Client: "me@laptop"},
+	}}
+	client := dialTest(t, startDaemonWith(t, &fakeSession{info: SessionInfo{State: "connected"}}, f))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := client.Status(ctx, &daemonv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := st.GetInterceptList()
+	if len(l) != 2 || l[0].GetHttpFilter() != "header x-dev=alice" || !proto.Equal(l[0].GetCounters(), counters) || l[1].GetCounters() != nil {
+		t.Errorf("status intercepts %v", l)
 	}
 }

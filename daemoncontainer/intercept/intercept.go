@@ -128,6 +128,9 @@ type Request struct {
 	Mechanism string // "" or "tcp"
 	Replace   bool
 	ToPod     []ToPod
+	// HTTPFilter and Wiretap make a personal intercept or a wiretap; the manager checks them.
+	HTTPFilter *managerv1.HttpFilter
+	Wiretap    bool
 }
 
 func (r Request) validate() error {
@@ -241,6 +244,26 @@ func (m *Intercepts) List() []*managerv1.InterceptInfo {
 	}
 	slices.SortFunc(out, func(a, b *managerv1.InterceptInfo) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return out
+}
+
+// Counters asks the manager for the request counters of the HTTP-filtered intercepts and
+// wiretaps, by intercept name; the records keep the InterceptInfo of their creation.
+func (m *Intercepts) Counters(ctx context.Context) (map[string]*managerv1.InterceptCounters, error) {
+	id, _ := m.sess.Current()
+	if id == "" {
+		return nil, ErrNotConnected
+	}
+	resp, err := m.sess.Manager().ListIntercepts(ctx, &managerv1.ListInterceptsRequest{SessionId: id})
+	if err != nil {
+		return nil, fmt.Errorf("list intercepts: %w", err)
+	}
+	out := make(map[string]*managerv1.InterceptCounters)
+	for _, ic := range resp.GetIntercepts() {
+		if c := ic.GetCounters(); c != nil {
+			out[ic.GetName()] = c
+		}
+	}
+	return out, nil
 }
 
 // Workloads lists the interceptable workloads of namespace ("" is the connection's).
@@ -448,15 +471,17 @@ func (m *Intercepts) create(ctx context.Context, sessionID string, req Request, 
 		defer cancel()
 	}
 	mreq := &managerv1.CreateInterceptRequest{
-		SessionId: sessionID,
-		Name:      req.Name,
-		Namespace: m.cfg.Namespace,
-		Workload:  req.Workload,
-		Service:   req.Service,
-		Port:      req.ServicePort,
-		Mechanism: cmp.Or(req.Mechanism, "tcp"),
-		Replace:   req.Replace,
-		LocalPort: int32(dest.Port()),
+		SessionId:  sessionID,
+		Name:       req.Name,
+		Namespace:  m.cfg.Namespace,
+		Workload:   req.Workload,
+		Service:    req.Service,
+		Port:       req.ServicePort,
+		Mechanism:  cmp.Or(req.Mechanism, "tcp"),
+		Replace:    req.Replace,
+		LocalPort:  int32(dest.Port()),
+		HttpFilter: req.HTTPFilter,
+		Wiretap:    req.Wiretap,
 	}
 	if dest.Port() != 0 {
 		mreq.Destination = dest.String()

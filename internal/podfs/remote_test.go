@@ -50,6 +50,9 @@ func (*agentIntercepts) Create(context.Context, intercept.Request) (*managerv1.I
 }
 func (*agentIntercepts) Remove(context.Context, string) error { return errors.ErrUnsupported }
 func (*agentIntercepts) List() []*managerv1.InterceptInfo     { return nil }
+func (*agentIntercepts) Counters(context.Context) (map[string]*managerv1.InterceptCounters, error) {
+	return nil, errors.ErrUnsupported
+}
 func (*agentIntercepts) Workloads(context.Context, string) (*managerv1.ListWorkloadsResponse, error) {
 	return nil, errors.ErrUnsupported
 }

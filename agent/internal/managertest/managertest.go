@@ -55,6 +55,9 @@ type Manager struct {
 	targets   []*managerv1.AgentTarget
 	watches   map[*watch]bool
 	developer string // where AgentTunnel connections are delivered; "" refuses them
+	// developers overrides developer for the intercepts it names.
+	developers map[string]string
+	reports    []*managerv1.AgentCounters
 }
 
 type watch struct {
@@ -95,6 +98,38 @@ func (m *Manager) SetDeveloper(addr string) {
 	m.mu.Lock()
 	m.developer = addr
 	m.mu.Unlock()
+}
+
+// SetDeveloperFor makes the connections of one intercept go to addr instead of SetDeveloper's.
+func (m *Manager) SetDeveloperFor(interceptID, addr string) {
+	m.mu.Lock()
+	if m.developers == nil {
+		m.developers = make(map[string]string)
+	}
+	m.developers[interceptID] = addr
+	m.mu.Unlock()
+}
+
+// Reports are the ReportCounters calls received, oldest first.
+func (m *Manager) Reports() []*managerv1.AgentCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*managerv1.AgentCounters, len(m.reports))
+	for i, r := range m.reports {
+		out[i] = proto.CloneOf(r)
+	}
+	return out
+}
+
+// ReportCounters records the report.
+func (m *Manager) ReportCounters(_ context.Context, req *managerv1.AgentCounters) (*managerv1.ReportCountersResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.sessions[req.GetSessionId()] {
+		return nil, status.Error(codes.NotFound, "no such session")
+	}
+	m.reports = append(m.reports, proto.CloneOf(req))
+	return &managerv1.ReportCountersResponse{}, nil
 }
 
 // SetTargets changes the agent's state and sends it to every watch.
@@ -254,16 +289,20 @@ func (m *Manager) AgentTunnel(stream grpc.BidiStreamingServer[managerv1.TunnelMe
 }
 
 func (m *Manager) developerTarget(d *managerv1.Dial) (string, string, error) {
-	m.Dials <- proto.Clone(d).(*managerv1.Dial)
+	select {
+	case m.Dials <- proto.Clone(d).(*managerv1.Dial):
+	default: // a test that does not read them
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.sessions[d.GetSessionId()] {
 		return "", "", fmt.Errorf("session %q not found", d.GetSessionId())
 	}
-	if m.developer == "" {
+	dev := cmp.Or(m.developers[d.GetInterceptId()], m.developer)
+	if dev == "" {
 		return "", "", errors.New("no developer")
 	}
-	return cmp.Or(tunnel.NetworkOf(d.GetProtocol()), "tcp"), m.developer, nil
+	return cmp.Or(tunnel.NetworkOf(d.GetProtocol()), "tcp"), dev, nil
 }
 
 // Accepted is an Accept stream the agent opened. The test plays the initiator on it: Dial, then

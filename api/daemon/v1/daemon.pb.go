@@ -339,9 +339,13 @@ func (x *StatusResponse) GetTransportError() string {
 }
 
 type InterceptSummary struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Owner      string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	HttpFilter string                 `protobuf:"bytes,3,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"` // InterceptInfo.http_filter
+	Wiretap    bool                   `protobuf:"varint,4,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
+	// counters as the traffic-manager last reported them; unset when it was not asked or could not say.
+	Counters      *v1.InterceptCounters `protobuf:"bytes,5,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -388,6 +392,27 @@ func (x *InterceptSummary) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *InterceptSummary) GetHttpFilter() string {
+	if x != nil {
+		return x.HttpFilter
+	}
+	return ""
+}
+
+func (x *InterceptSummary) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
+}
+
+func (x *InterceptSummary) GetCounters() *v1.InterceptCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
 }
 
 // ErrorDetail rides as a status detail on the daemon's own errors, so that the CLI can choose its
@@ -661,7 +686,11 @@ type CreateInterceptRequest struct {
 	ToPod     []*v1.ToPod `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
 	// held says that the caller holds the intercept with HoldIntercept right after: without a hold
 	// within 10 s the daemon removes it (the caller died in between).
-	Held          bool `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
+	Held bool `protobuf:"varint,10,opt,name=held,proto3" json:"held,omitempty"`
+	// http_filter and wiretap are passed to the traffic-manager as they are (see its
+	// CreateInterceptRequest); --http-header auto is resolved by the CLI.
+	HttpFilter    *v1.HttpFilter `protobuf:"bytes,11,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"`
+	Wiretap       bool           `protobuf:"varint,12,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +791,20 @@ func (x *CreateInterceptRequest) GetToPod() []*v1.ToPod {
 func (x *CreateInterceptRequest) GetHeld() bool {
 	if x != nil {
 		return x.Held
+	}
+	return false
+}
+
+func (x *CreateInterceptRequest) GetHttpFilter() *v1.HttpFilter {
+	if x != nil {
+		return x.HttpFilter
+	}
+	return nil
+}
+
+func (x *CreateInterceptRequest) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
 	}
 	return false
 }
@@ -1046,10 +1089,14 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"intercepts\x12K\n" +
 	"\x0eintercept_list\x18\x12 \x03(\v2$.teledock.daemon.v1.InterceptSummaryR\rinterceptList\x12\x1c\n" +
 	"\ttransport\x18\x13 \x01(\tR\ttransport\x12'\n" +
-	"\x0ftransport_error\x18\x14 \x01(\tR\x0etransportError\"<\n" +
+	"\x0ftransport_error\x18\x14 \x01(\tR\x0etransportError\"\xbb\x01\n" +
 	"\x10InterceptSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05owner\x18\x02 \x01(\tR\x05owner\"@\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vhttp_filter\x18\x03 \x01(\tR\n" +
+	"httpFilter\x12\x18\n" +
+	"\awiretap\x18\x04 \x01(\bR\awiretap\x12B\n" +
+	"\bcounters\x18\x05 \x01(\v2&.teledock.manager.v1.InterceptCountersR\bcounters\"@\n" +
 	"\vErrorDetail\x121\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1d.teledock.daemon.v1.ErrorCodeR\x04code\"\xb4\x01\n" +
 	"\tDNSStatus\x12)\n" +
@@ -1066,7 +1113,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vagent_image\x18\x03 \x01(\tR\n" +
 	"agentImage\"\r\n" +
 	"\vQuitRequest\"\x0e\n" +
-	"\fQuitResponse\"\xbd\x02\n" +
+	"\fQuitResponse\"\x99\x03\n" +
 	"\x16CreateInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x18\n" +
@@ -1079,7 +1126,10 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\areplace\x18\b \x01(\bR\areplace\x121\n" +
 	"\x06to_pod\x18\t \x03(\v2\x1a.teledock.manager.v1.ToPodR\x05toPod\x12\x12\n" +
 	"\x04held\x18\n" +
-	" \x01(\bR\x04held\"*\n" +
+	" \x01(\bR\x04held\x12@\n" +
+	"\vhttp_filter\x18\v \x01(\v2\x1f.teledock.manager.v1.HttpFilterR\n" +
+	"httpFilter\x12\x18\n" +
+	"\awiretap\x18\f \x01(\bR\awiretap\"*\n" +
 	"\x14HoldInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\x15HoldInterceptResponse\x12!\n" +
@@ -1140,40 +1190,44 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*RemoveInterceptResponse)(nil),   // 13: teledock.daemon.v1.RemoveInterceptResponse
 	(*ListInterceptsRequest)(nil),     // 14: teledock.daemon.v1.ListInterceptsRequest
 	(*ListWorkloadsRequest)(nil),      // 15: teledock.daemon.v1.ListWorkloadsRequest
-	(*v1.ToPod)(nil),                  // 16: teledock.manager.v1.ToPod
-	(*v1.TunnelMessage)(nil),          // 17: teledock.manager.v1.TunnelMessage
-	(*v1.InterceptInfo)(nil),          // 18: teledock.manager.v1.InterceptInfo
-	(*v1.ListInterceptsResponse)(nil), // 19: teledock.manager.v1.ListInterceptsResponse
-	(*v1.ListWorkloadsResponse)(nil),  // 20: teledock.manager.v1.ListWorkloadsResponse
+	(*v1.InterceptCounters)(nil),      // 16: teledock.manager.v1.InterceptCounters
+	(*v1.ToPod)(nil),                  // 17: teledock.manager.v1.ToPod
+	(*v1.HttpFilter)(nil),             // 18: teledock.manager.v1.HttpFilter
+	(*v1.TunnelMessage)(nil),          // 19: teledock.manager.v1.TunnelMessage
+	(*v1.InterceptInfo)(nil),          // 20: teledock.manager.v1.InterceptInfo
+	(*v1.ListInterceptsResponse)(nil), // 21: teledock.manager.v1.ListInterceptsResponse
+	(*v1.ListWorkloadsResponse)(nil),  // 22: teledock.manager.v1.ListWorkloadsResponse
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	5,  // 0: teledock.daemon.v1.StatusResponse.dns:type_name -> teledock.daemon.v1.DNSStatus
 	6,  // 1: teledock.daemon.v1.StatusResponse.manager:type_name -> teledock.daemon.v1.ManagerStatus
 	0,  // 2: teledock.daemon.v1.StatusResponse.last_error_code:type_name -> teledock.daemon.v1.ErrorCode
 	3,  // 3: teledock.daemon.v1.StatusResponse.intercept_list:type_name -> teledock.daemon.v1.InterceptSummary
-	0,  // 4: teledock.daemon.v1.ErrorDetail.code:type_name -> teledock.daemon.v1.ErrorCode
-	16, // 5: teledock.daemon.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
-	1,  // 6: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
-	7,  // 7: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
-	9,  // 8: teledock.daemon.v1.Daemon.CreateIntercept:input_type -> teledock.daemon.v1.CreateInterceptRequest
-	12, // 9: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
-	10, // 10: teledock.daemon.v1.Daemon.HoldIntercept:input_type -> teledock.daemon.v1.HoldInterceptRequest
-	14, // 11: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
-	15, // 12: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
-	17, // 13: teledock.daemon.v1.Daemon.Volumes:input_type -> teledock.manager.v1.TunnelMessage
-	2,  // 14: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
-	8,  // 15: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
-	18, // 16: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	13, // 17: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
-	11, // 18: teledock.daemon.v1.Daemon.HoldIntercept:output_type -> teledock.daemon.v1.HoldInterceptResponse
-	19, // 19: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	20, // 20: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	17, // 21: teledock.daemon.v1.Daemon.Volumes:output_type -> teledock.manager.v1.TunnelMessage
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	16, // 4: teledock.daemon.v1.InterceptSummary.counters:type_name -> teledock.manager.v1.InterceptCounters
+	0,  // 5: teledock.daemon.v1.ErrorDetail.code:type_name -> teledock.daemon.v1.ErrorCode
+	17, // 6: teledock.daemon.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	18, // 7: teledock.daemon.v1.CreateInterceptRequest.http_filter:type_name -> teledock.manager.v1.HttpFilter
+	1,  // 8: teledock.daemon.v1.Daemon.Status:input_type -> teledock.daemon.v1.StatusRequest
+	7,  // 9: teledock.daemon.v1.Daemon.Quit:input_type -> teledock.daemon.v1.QuitRequest
+	9,  // 10: teledock.daemon.v1.Daemon.CreateIntercept:input_type -> teledock.daemon.v1.CreateInterceptRequest
+	12, // 11: teledock.daemon.v1.Daemon.RemoveIntercept:input_type -> teledock.daemon.v1.RemoveInterceptRequest
+	10, // 12: teledock.daemon.v1.Daemon.HoldIntercept:input_type -> teledock.daemon.v1.HoldInterceptRequest
+	14, // 13: teledock.daemon.v1.Daemon.ListIntercepts:input_type -> teledock.daemon.v1.ListInterceptsRequest
+	15, // 14: teledock.daemon.v1.Daemon.ListWorkloads:input_type -> teledock.daemon.v1.ListWorkloadsRequest
+	19, // 15: teledock.daemon.v1.Daemon.Volumes:input_type -> teledock.manager.v1.TunnelMessage
+	2,  // 16: teledock.daemon.v1.Daemon.Status:output_type -> teledock.daemon.v1.StatusResponse
+	8,  // 17: teledock.daemon.v1.Daemon.Quit:output_type -> teledock.daemon.v1.QuitResponse
+	20, // 18: teledock.daemon.v1.Daemon.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	13, // 19: teledock.daemon.v1.Daemon.RemoveIntercept:output_type -> teledock.daemon.v1.RemoveInterceptResponse
+	11, // 20: teledock.daemon.v1.Daemon.HoldIntercept:output_type -> teledock.daemon.v1.HoldInterceptResponse
+	21, // 21: teledock.daemon.v1.Daemon.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	22, // 22: teledock.daemon.v1.Daemon.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	19, // 23: teledock.daemon.v1.Daemon.Volumes:output_type -> teledock.manager.v1.TunnelMessage
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }

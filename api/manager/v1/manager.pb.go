@@ -1467,8 +1467,15 @@ type CreateInterceptRequest struct {
 	Replace   bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`
 	ToPod     []*ToPod               `protobuf:"bytes,9,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
 	// Where the client delivers connections (for display; the client dials it itself).
-	Destination   string `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
-	LocalPort     int32  `protobuf:"varint,11,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	Destination string `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
+	LocalPort   int32  `protobuf:"varint,11,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	// http_filter makes a personal intercept: only the HTTP requests it selects go to the client,
+	// and the app answers the others. Several intercepts of one port may coexist when their filters
+	// cannot select the same request. TCP targets only.
+	HttpFilter *HttpFilter `protobuf:"bytes,12,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"`
+	// wiretap: the client gets a copy of each request (of http_filter's, when set) while the app
+	// answers it. Wiretaps never conflict with other intercepts; --replace cannot be one.
+	Wiretap       bool `protobuf:"varint,13,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1580,6 +1587,254 @@ func (x *CreateInterceptRequest) GetLocalPort() int32 {
 	return 0
 }
 
+func (x *CreateInterceptRequest) GetHttpFilter() *HttpFilter {
+	if x != nil {
+		return x.HttpFilter
+	}
+	return nil
+}
+
+func (x *CreateInterceptRequest) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
+}
+
+// HttpFilter selects HTTP requests (HTTP/1.1 requests, h2c and gRPC streams): every header match
+// and the path match must hold. No header and no path select every request.
+type HttpFilter struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Headers []*HttpHeaderMatch     `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Types that are valid to be assigned to Path:
+	//
+	//	*HttpFilter_PathEqual
+	//	*HttpFilter_PathPrefix
+	//	*HttpFilter_PathRegex
+	Path isHttpFilter_Path `protobuf_oneof:"path"`
+	// plaintext is --http-plaintext, kept for Telepresence compatibility: agents detect h2c by its
+	// preface, so it changes nothing.
+	Plaintext     bool `protobuf:"varint,5,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpFilter) Reset() {
+	*x = HttpFilter{}
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpFilter) ProtoMessage() {}
+
+func (x *HttpFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpFilter.ProtoReflect.Descriptor instead.
+func (*HttpFilter) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HttpFilter) GetHeaders() []*HttpHeaderMatch {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *HttpFilter) GetPath() isHttpFilter_Path {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *HttpFilter) GetPathEqual() string {
+	if x != nil {
+		if x, ok := x.Path.(*HttpFilter_PathEqual); ok {
+			return x.PathEqual
+		}
+	}
+	return ""
+}
+
+func (x *HttpFilter) GetPathPrefix() string {
+	if x != nil {
+		if x, ok := x.Path.(*HttpFilter_PathPrefix); ok {
+			return x.PathPrefix
+		}
+	}
+	return ""
+}
+
+func (x *HttpFilter) GetPathRegex() string {
+	if x != nil {
+		if x, ok := x.Path.(*HttpFilter_PathRegex); ok {
+			return x.PathRegex
+		}
+	}
+	return ""
+}
+
+func (x *HttpFilter) GetPlaintext() bool {
+	if x != nil {
+		return x.Plaintext
+	}
+	return false
+}
+
+type isHttpFilter_Path interface {
+	isHttpFilter_Path()
+}
+
+type HttpFilter_PathEqual struct {
+	PathEqual string `protobuf:"bytes,2,opt,name=path_equal,json=pathEqual,proto3,oneof"`
+}
+
+type HttpFilter_PathPrefix struct {
+	PathPrefix string `protobuf:"bytes,3,opt,name=path_prefix,json=pathPrefix,proto3,oneof"`
+}
+
+type HttpFilter_PathRegex struct {
+	PathRegex string `protobuf:"bytes,4,opt,name=path_regex,json=pathRegex,proto3,oneof"` // a regular expression for the whole path (no query)
+}
+
+func (*HttpFilter_PathEqual) isHttpFilter_Path() {}
+
+func (*HttpFilter_PathPrefix) isHttpFilter_Path() {}
+
+func (*HttpFilter_PathRegex) isHttpFilter_Path() {}
+
+// HttpHeaderMatch is one NAME=VALUE of --http-header.
+type HttpHeaderMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`   // case-insensitive
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // a regular expression for the whole header value
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpHeaderMatch) Reset() {
+	*x = HttpHeaderMatch{}
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpHeaderMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpHeaderMatch) ProtoMessage() {}
+
+func (x *HttpHeaderMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpHeaderMatch.ProtoReflect.Descriptor instead.
+func (*HttpHeaderMatch) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *HttpHeaderMatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HttpHeaderMatch) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// InterceptCounters count the requests of one HTTP-filtered intercept or wiretap.
+type InterceptCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// intercepted counts the requests the intercept's filter sent to the client, as the agent's
+	// connections to the client that carried them (one per client connection it kept): a lower bound.
+	Intercepted   uint64 `protobuf:"varint,1,opt,name=intercepted,proto3" json:"intercepted,omitempty"`
+	Copied        uint64 `protobuf:"varint,2,opt,name=copied,proto3" json:"copied,omitempty"`   // wiretap copies delivered to the client
+	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"` // wiretap copies dropped: the client's handler was too slow or failed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterceptCounters) Reset() {
+	*x = InterceptCounters{}
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptCounters) ProtoMessage() {}
+
+func (x *InterceptCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptCounters.ProtoReflect.Descriptor instead.
+func (*InterceptCounters) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *InterceptCounters) GetIntercepted() uint64 {
+	if x != nil {
+		return x.Intercepted
+	}
+	return 0
+}
+
+func (x *InterceptCounters) GetCopied() uint64 {
+	if x != nil {
+		return x.Copied
+	}
+	return 0
+}
+
+func (x *InterceptCounters) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 type InterceptInfo struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
 	Id                    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1602,18 +1857,24 @@ type InterceptInfo struct {
 	Replace               bool                   `protobuf:"varint,18,opt,name=replace,proto3" json:"replace,omitempty"`
 	ToPod                 []*ToPod               `protobuf:"bytes,19,rep,name=to_pod,json=toPod,proto3" json:"to_pod,omitempty"`
 	MountPoint            string                 `protobuf:"bytes,20,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"` // reserved for volume mounts (later)
-	HttpFilter            string                 `protobuf:"bytes,21,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"` // reserved for HTTP-filtered intercepts (later)
-	ServiceLess           bool                   `protobuf:"varint,22,opt,name=service_less,json=serviceLess,proto3" json:"service_less,omitempty"`
+	// http_filter describes filter for people ("header x-dev=alice, path prefix /api"); empty for
+	// an intercept of whole connections.
+	HttpFilter  string `protobuf:"bytes,21,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"`
+	ServiceLess bool   `protobuf:"varint,22,opt,name=service_less,json=serviceLess,proto3" json:"service_less,omitempty"`
 	// mounts are the intercepted container's volume mounts, which its pod's traffic-agent serves
 	// over SFTP on the pod's 127.0.0.1:9898 under /<container><path>.
-	Mounts        []*VolumeMount `protobuf:"bytes,23,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts  []*VolumeMount `protobuf:"bytes,23,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Filter  *HttpFilter    `protobuf:"bytes,24,opt,name=filter,proto3" json:"filter,omitempty"` // as requested; unset for an intercept of whole connections
+	Wiretap bool           `protobuf:"varint,25,opt,name=wiretap,proto3" json:"wiretap,omitempty"`
+	// counters are the agents' latest report, summed; unset for an intercept of whole connections.
+	Counters      *InterceptCounters `protobuf:"bytes,26,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1886,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[24]
+	mi := &file_manager_v1_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1899,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{24}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InterceptInfo) GetId() string {
@@ -1802,6 +2063,27 @@ func (x *InterceptInfo) GetMounts() []*VolumeMount {
 	return nil
 }
 
+func (x *InterceptInfo) GetFilter() *HttpFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *InterceptInfo) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
+}
+
+func (x *InterceptInfo) GetCounters() *InterceptCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
 // VolumeMount is one of the intercepted container's volume mounts.
 type VolumeMount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1814,7 +2096,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2108,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[25]
+	mi := &file_manager_v1_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2121,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VolumeMount) GetContainer() string {
@@ -1873,7 +2155,7 @@ type RemoveInterceptRequest struct {
 
 func (x *RemoveInterceptRequest) Reset() {
 	*x = RemoveInterceptRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2167,7 @@ func (x *RemoveInterceptRequest) String() string {
 func (*RemoveInterceptRequest) ProtoMessage() {}
 
 func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[26]
+	mi := &file_manager_v1_manager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2180,7 @@ func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveInterceptRequest) GetSessionId() string {
@@ -1923,7 +2205,7 @@ type RemoveInterceptResponse struct {
 
 func (x *RemoveInterceptResponse) Reset() {
 	*x = RemoveInterceptResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2217,7 @@ func (x *RemoveInterceptResponse) String() string {
 func (*RemoveInterceptResponse) ProtoMessage() {}
 
 func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[27]
+	mi := &file_manager_v1_manager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2230,7 @@ func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{27}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
 }
 
 type ListInterceptsRequest struct {
@@ -1960,7 +2242,7 @@ type ListInterceptsRequest struct {
 
 func (x *ListInterceptsRequest) Reset() {
 	*x = ListInterceptsRequest{}
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2254,7 @@ func (x *ListInterceptsRequest) String() string {
 func (*ListInterceptsRequest) ProtoMessage() {}
 
 func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[28]
+	mi := &file_manager_v1_manager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2267,7 @@ func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{28}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListInterceptsRequest) GetSessionId() string {
@@ -2004,7 +2286,7 @@ type ListInterceptsResponse struct {
 
 func (x *ListInterceptsResponse) Reset() {
 	*x = ListInterceptsResponse{}
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2298,7 @@ func (x *ListInterceptsResponse) String() string {
 func (*ListInterceptsResponse) ProtoMessage() {}
 
 func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[29]
+	mi := &file_manager_v1_manager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2311,7 @@ func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
 func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{29}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
@@ -2049,7 +2331,7 @@ type IncomingDial struct {
 
 func (x *IncomingDial) Reset() {
 	*x = IncomingDial{}
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2343,7 @@ func (x *IncomingDial) String() string {
 func (*IncomingDial) ProtoMessage() {}
 
 func (x *IncomingDial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[30]
+	mi := &file_manager_v1_manager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2356,7 @@ func (x *IncomingDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncomingDial.ProtoReflect.Descriptor instead.
 func (*IncomingDial) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{30}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *IncomingDial) GetConnId() string {
@@ -2105,7 +2387,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2399,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[31]
+	mi := &file_manager_v1_manager_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2412,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{31}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AgentInfo) GetPodName() string {
@@ -2175,20 +2457,25 @@ func (x *AgentInfo) GetVersion() string {
 	return ""
 }
 
-// AgentTarget is one port the agent took over and where it goes now.
+// AgentTarget is one port the agent took over and where it goes now. A port has one AgentTarget
+// without an intercept, or one per intercept of it: several only when they are HTTP-filtered
+// intercepts with disjoint filters, or wiretaps.
 type AgentTarget struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentPort     int32                  `protobuf:"varint,1,opt,name=agent_port,json=agentPort,proto3" json:"agent_port,omitempty"`    // where the agent listens
-	TargetPort    int32                  `protobuf:"varint,2,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"` // the app's container port (the intercept's target)
-	Protocol      Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
-	InterceptId   string                 `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"` // empty: not intercepted, forward to the app
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AgentPort   int32                  `protobuf:"varint,1,opt,name=agent_port,json=agentPort,proto3" json:"agent_port,omitempty"`    // where the agent listens
+	TargetPort  int32                  `protobuf:"varint,2,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"` // the app's container port (the intercept's target)
+	Protocol    Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=teledock.manager.v1.Protocol" json:"protocol,omitempty"`
+	InterceptId string                 `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"` // empty: not intercepted, forward to the app
+	// http_filter: the intercept takes only the requests it selects; the app answers the others.
+	HttpFilter    *HttpFilter `protobuf:"bytes,5,opt,name=http_filter,json=httpFilter,proto3" json:"http_filter,omitempty"`
+	Wiretap       bool        `protobuf:"varint,6,opt,name=wiretap,proto3" json:"wiretap,omitempty"` // the intercept gets copies while the app (or another intercept) answers
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentTarget) Reset() {
 	*x = AgentTarget{}
-	mi := &file_manager_v1_manager_proto_msgTypes[32]
+	mi := &file_manager_v1_manager_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2487,7 @@ func (x *AgentTarget) String() string {
 func (*AgentTarget) ProtoMessage() {}
 
 func (x *AgentTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[32]
+	mi := &file_manager_v1_manager_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2500,7 @@ func (x *AgentTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentTarget.ProtoReflect.Descriptor instead.
 func (*AgentTarget) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{32}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AgentTarget) GetAgentPort() int32 {
@@ -2244,6 +2531,161 @@ func (x *AgentTarget) GetInterceptId() string {
 	return ""
 }
 
+func (x *AgentTarget) GetHttpFilter() *HttpFilter {
+	if x != nil {
+		return x.HttpFilter
+	}
+	return nil
+}
+
+func (x *AgentTarget) GetWiretap() bool {
+	if x != nil {
+		return x.Wiretap
+	}
+	return false
+}
+
+// AgentCounters are an agent's totals per intercept, since it started.
+type AgentCounters struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	SessionId     string                    `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"` // the agent's session
+	Intercepts    []*AgentInterceptCounters `protobuf:"bytes,2,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCounters) Reset() {
+	*x = AgentCounters{}
+	mi := &file_manager_v1_manager_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCounters) ProtoMessage() {}
+
+func (x *AgentCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCounters.ProtoReflect.Descriptor instead.
+func (*AgentCounters) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AgentCounters) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AgentCounters) GetIntercepts() []*AgentInterceptCounters {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+type AgentInterceptCounters struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InterceptId   string                 `protobuf:"bytes,1,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	Counters      *InterceptCounters     `protobuf:"bytes,2,opt,name=counters,proto3" json:"counters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentInterceptCounters) Reset() {
+	*x = AgentInterceptCounters{}
+	mi := &file_manager_v1_manager_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentInterceptCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentInterceptCounters) ProtoMessage() {}
+
+func (x *AgentInterceptCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentInterceptCounters.ProtoReflect.Descriptor instead.
+func (*AgentInterceptCounters) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AgentInterceptCounters) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+func (x *AgentInterceptCounters) GetCounters() *InterceptCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+type ReportCountersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportCountersResponse) Reset() {
+	*x = ReportCountersResponse{}
+	mi := &file_manager_v1_manager_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportCountersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportCountersResponse) ProtoMessage() {}
+
+func (x *ReportCountersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportCountersResponse.ProtoReflect.Descriptor instead.
+func (*ReportCountersResponse) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{38}
+}
+
 type AgentUpdate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Targets       []*AgentTarget         `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"` // set when the state changed
@@ -2254,7 +2696,7 @@ type AgentUpdate struct {
 
 func (x *AgentUpdate) Reset() {
 	*x = AgentUpdate{}
-	mi := &file_manager_v1_manager_proto_msgTypes[33]
+	mi := &file_manager_v1_manager_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2708,7 @@ func (x *AgentUpdate) String() string {
 func (*AgentUpdate) ProtoMessage() {}
 
 func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[33]
+	mi := &file_manager_v1_manager_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2721,7 @@ func (x *AgentUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentUpdate.ProtoReflect.Descriptor instead.
 func (*AgentUpdate) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{33}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AgentUpdate) GetTargets() []*AgentTarget {
@@ -2398,7 +2840,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\tworkloads\x18\x01 \x03(\v2!.teledock.manager.v1.WorkloadInfoR\tworkloads\"V\n" +
 	"\x05ToPod\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x129\n" +
-	"\bprotocol\x18\x02 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\"\xdf\x02\n" +
+	"\bprotocol\x18\x02 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\"\xbb\x03\n" +
 	"\x16CreateInterceptRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -2413,7 +2855,28 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vdestination\x18\n" +
 	" \x01(\tR\vdestination\x12\x1d\n" +
 	"\n" +
-	"local_port\x18\v \x01(\x05R\tlocalPort\"\x95\a\n" +
+	"local_port\x18\v \x01(\x05R\tlocalPort\x12@\n" +
+	"\vhttp_filter\x18\f \x01(\v2\x1f.teledock.manager.v1.HttpFilterR\n" +
+	"httpFilter\x12\x18\n" +
+	"\awiretap\x18\r \x01(\bR\awiretap\"\xd7\x01\n" +
+	"\n" +
+	"HttpFilter\x12>\n" +
+	"\aheaders\x18\x01 \x03(\v2$.teledock.manager.v1.HttpHeaderMatchR\aheaders\x12\x1f\n" +
+	"\n" +
+	"path_equal\x18\x02 \x01(\tH\x00R\tpathEqual\x12!\n" +
+	"\vpath_prefix\x18\x03 \x01(\tH\x00R\n" +
+	"pathPrefix\x12\x1f\n" +
+	"\n" +
+	"path_regex\x18\x04 \x01(\tH\x00R\tpathRegex\x12\x1c\n" +
+	"\tplaintext\x18\x05 \x01(\bR\tplaintextB\x06\n" +
+	"\x04path\";\n" +
+	"\x0fHttpHeaderMatch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"g\n" +
+	"\x11InterceptCounters\x12 \n" +
+	"\vintercepted\x18\x01 \x01(\x04R\vintercepted\x12\x16\n" +
+	"\x06copied\x18\x02 \x01(\x04R\x06copied\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\xac\b\n" +
 	"\rInterceptInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2444,7 +2907,10 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vhttp_filter\x18\x15 \x01(\tR\n" +
 	"httpFilter\x12!\n" +
 	"\fservice_less\x18\x16 \x01(\bR\vserviceLess\x128\n" +
-	"\x06mounts\x18\x17 \x03(\v2 .teledock.manager.v1.VolumeMountR\x06mounts\x1a>\n" +
+	"\x06mounts\x18\x17 \x03(\v2 .teledock.manager.v1.VolumeMountR\x06mounts\x127\n" +
+	"\x06filter\x18\x18 \x01(\v2\x1f.teledock.manager.v1.HttpFilterR\x06filter\x12\x18\n" +
+	"\awiretap\x18\x19 \x01(\bR\awiretap\x12B\n" +
+	"\bcounters\x18\x1a \x01(\v2&.teledock.manager.v1.InterceptCountersR\bcounters\x1a>\n" +
 	"\x10EnvironmentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
@@ -2473,14 +2939,27 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x06pod_ip\x18\x03 \x01(\tR\x05podIp\x12#\n" +
 	"\rworkload_kind\x18\x04 \x01(\tR\fworkloadKind\x12#\n" +
 	"\rworkload_name\x18\x05 \x01(\tR\fworkloadName\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\xab\x01\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x87\x02\n" +
 	"\vAgentTarget\x12\x1d\n" +
 	"\n" +
 	"agent_port\x18\x01 \x01(\x05R\tagentPort\x12\x1f\n" +
 	"\vtarget_port\x18\x02 \x01(\x05R\n" +
 	"targetPort\x129\n" +
 	"\bprotocol\x18\x03 \x01(\x0e2\x1d.teledock.manager.v1.ProtocolR\bprotocol\x12!\n" +
-	"\fintercept_id\x18\x04 \x01(\tR\vinterceptId\"\x80\x01\n" +
+	"\fintercept_id\x18\x04 \x01(\tR\vinterceptId\x12@\n" +
+	"\vhttp_filter\x18\x05 \x01(\v2\x1f.teledock.manager.v1.HttpFilterR\n" +
+	"httpFilter\x12\x18\n" +
+	"\awiretap\x18\x06 \x01(\bR\awiretap\"{\n" +
+	"\rAgentCounters\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12K\n" +
+	"\n" +
+	"intercepts\x18\x02 \x03(\v2+.teledock.manager.v1.AgentInterceptCountersR\n" +
+	"intercepts\"\x7f\n" +
+	"\x16AgentInterceptCounters\x12!\n" +
+	"\fintercept_id\x18\x01 \x01(\tR\vinterceptId\x12B\n" +
+	"\bcounters\x18\x02 \x01(\v2&.teledock.manager.v1.InterceptCountersR\bcounters\"\x18\n" +
+	"\x16ReportCountersResponse\"\x80\x01\n" +
 	"\vAgentUpdate\x12:\n" +
 	"\atargets\x18\x01 \x03(\v2 .teledock.manager.v1.AgentTargetR\atargets\x125\n" +
 	"\x04dial\x18\x02 \x01(\v2!.teledock.manager.v1.IncomingDialR\x04dial*H\n" +
@@ -2493,7 +2972,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x12DIAL_ERROR_REFUSED\x10\x01\x12\x1a\n" +
 	"\x16DIAL_ERROR_UNREACHABLE\x10\x02\x12\x16\n" +
 	"\x12DIAL_ERROR_TIMEOUT\x10\x03\x12\x1a\n" +
-	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xe9\f\n" +
+	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xcc\r\n" +
 	"\aManager\x12P\n" +
 	"\aVersion\x12#.teledock.manager.v1.VersionRequest\x1a .teledock.manager.v1.VersionInfo\x12M\n" +
 	"\fArriveClient\x12\x1f.teledock.manager.v1.ClientInfo\x1a\x1c.teledock.manager.v1.Session\x12R\n" +
@@ -2514,7 +2993,8 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vArriveAgent\x12\x1e.teledock.manager.v1.AgentInfo\x1a\x1c.teledock.manager.v1.Session\x12U\n" +
 	"\n" +
 	"WatchAgent\x12#.teledock.manager.v1.SessionRequest\x1a .teledock.manager.v1.AgentUpdate0\x01\x12Y\n" +
-	"\vAgentTunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01\x12T\n" +
+	"\vAgentTunnel\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01\x12a\n" +
+	"\x0eReportCounters\x12\".teledock.manager.v1.AgentCounters\x1a+.teledock.manager.v1.ReportCountersResponse\x12T\n" +
 	"\x06Accept\x12\".teledock.manager.v1.TunnelMessage\x1a\".teledock.manager.v1.TunnelMessage(\x010\x01B0Z.teledock.dev/teledock/api/manager/v1;managerv1b\x06proto3"
 
 var (
@@ -2530,7 +3010,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: teledock.manager.v1.Protocol
 	(DialError)(0),                  // 1: teledock.manager.v1.DialError
@@ -2558,17 +3038,23 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*ListWorkloadsResponse)(nil),   // 23: teledock.manager.v1.ListWorkloadsResponse
 	(*ToPod)(nil),                   // 24: teledock.manager.v1.ToPod
 	(*CreateInterceptRequest)(nil),  // 25: teledock.manager.v1.CreateInterceptRequest
-	(*InterceptInfo)(nil),           // 26: teledock.manager.v1.InterceptInfo
-	(*VolumeMount)(nil),             // 27: teledock.manager.v1.VolumeMount
-	(*RemoveInterceptRequest)(nil),  // 28: teledock.manager.v1.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil), // 29: teledock.manager.v1.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),   // 30: teledock.manager.v1.ListInterceptsRequest
-	(*ListInterceptsResponse)(nil),  // 31: teledock.manager.v1.ListInterceptsResponse
-	(*IncomingDial)(nil),            // 32: teledock.manager.v1.IncomingDial
-	(*AgentInfo)(nil),               // 33: teledock.manager.v1.AgentInfo
-	(*AgentTarget)(nil),             // 34: teledock.manager.v1.AgentTarget
-	(*AgentUpdate)(nil),             // 35: teledock.manager.v1.AgentUpdate
-	nil,                             // 36: teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	(*HttpFilter)(nil),              // 26: teledock.manager.v1.HttpFilter
+	(*HttpHeaderMatch)(nil),         // 27: teledock.manager.v1.HttpHeaderMatch
+	(*InterceptCounters)(nil),       // 28: teledock.manager.v1.InterceptCounters
+	(*InterceptInfo)(nil),           // 29: teledock.manager.v1.InterceptInfo
+	(*VolumeMount)(nil),             // 30: teledock.manager.v1.VolumeMount
+	(*RemoveInterceptRequest)(nil),  // 31: teledock.manager.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 32: teledock.manager.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 33: teledock.manager.v1.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 34: teledock.manager.v1.ListInterceptsResponse
+	(*IncomingDial)(nil),            // 35: teledock.manager.v1.IncomingDial
+	(*AgentInfo)(nil),               // 36: teledock.manager.v1.AgentInfo
+	(*AgentTarget)(nil),             // 37: teledock.manager.v1.AgentTarget
+	(*AgentCounters)(nil),           // 38: teledock.manager.v1.AgentCounters
+	(*AgentInterceptCounters)(nil),  // 39: teledock.manager.v1.AgentInterceptCounters
+	(*ReportCountersResponse)(nil),  // 40: teledock.manager.v1.ReportCountersResponse
+	(*AgentUpdate)(nil),             // 41: teledock.manager.v1.AgentUpdate
+	nil,                             // 42: teledock.manager.v1.InterceptInfo.EnvironmentEntry
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
@@ -2579,59 +3065,68 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	18, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
 	19, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
 	17, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
-	26, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	29, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
 	22, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
 	0,  // 10: teledock.manager.v1.ToPod.protocol:type_name -> teledock.manager.v1.Protocol
 	24, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
-	0,  // 12: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
-	36, // 13: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
-	24, // 14: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
-	27, // 15: teledock.manager.v1.InterceptInfo.mounts:type_name -> teledock.manager.v1.VolumeMount
-	26, // 16: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
-	0,  // 17: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
-	34, // 18: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
-	32, // 19: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
-	2,  // 20: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
-	4,  // 21: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
-	6,  // 22: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 23: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
-	9,  // 24: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
-	6,  // 25: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 26: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
-	14, // 27: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	20, // 28: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	21, // 29: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
-	25, // 30: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
-	28, // 31: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
-	30, // 32: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
-	6,  // 33: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
-	33, // 34: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
-	6,  // 35: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
-	20, // 36: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
-	20, // 37: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
-	3,  // 38: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	5,  // 39: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	7,  // 40: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	8,  // 41: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	11, // 42: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	12, // 43: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	13, // 44: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
-	15, // 45: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	20, // 46: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	23, // 47: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	26, // 48: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	29, // 49: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
-	31, // 50: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	32, // 51: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
-	5,  // 52: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
-	35, // 53: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
-	20, // 54: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
-	20, // 55: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
-	38, // [38:56] is the sub-list for method output_type
-	20, // [20:38] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	26, // 12: teledock.manager.v1.CreateInterceptRequest.http_filter:type_name -> teledock.manager.v1.HttpFilter
+	27, // 13: teledock.manager.v1.HttpFilter.headers:type_name -> teledock.manager.v1.HttpHeaderMatch
+	0,  // 14: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
+	42, // 15: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	24, // 16: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
+	30, // 17: teledock.manager.v1.InterceptInfo.mounts:type_name -> teledock.manager.v1.VolumeMount
+	26, // 18: teledock.manager.v1.InterceptInfo.filter:type_name -> teledock.manager.v1.HttpFilter
+	28, // 19: teledock.manager.v1.InterceptInfo.counters:type_name -> teledock.manager.v1.InterceptCounters
+	29, // 20: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	0,  // 21: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
+	26, // 22: teledock.manager.v1.AgentTarget.http_filter:type_name -> teledock.manager.v1.HttpFilter
+	39, // 23: teledock.manager.v1.AgentCounters.intercepts:type_name -> teledock.manager.v1.AgentInterceptCounters
+	28, // 24: teledock.manager.v1.AgentInterceptCounters.counters:type_name -> teledock.manager.v1.InterceptCounters
+	37, // 25: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
+	35, // 26: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
+	2,  // 27: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
+	4,  // 28: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
+	6,  // 29: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 30: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
+	9,  // 31: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
+	6,  // 32: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
+	6,  // 33: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
+	14, // 34: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	20, // 35: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	21, // 36: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
+	25, // 37: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
+	31, // 38: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
+	33, // 39: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
+	6,  // 40: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
+	36, // 41: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
+	6,  // 42: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
+	20, // 43: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
+	38, // 44: teledock.manager.v1.Manager.ReportCounters:input_type -> teledock.manager.v1.AgentCounters
+	20, // 45: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
+	3,  // 46: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	5,  // 47: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	7,  // 48: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	8,  // 49: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	11, // 50: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	12, // 51: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	13, // 52: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
+	15, // 53: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	20, // 54: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	23, // 55: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	29, // 56: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	32, // 57: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
+	34, // 58: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	35, // 59: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
+	5,  // 60: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
+	41, // 61: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
+	20, // 62: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
+	40, // 63: teledock.manager.v1.Manager.ReportCounters:output_type -> teledock.manager.v1.ReportCountersResponse
+	20, // 64: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
+	46, // [46:65] is the sub-list for method output_type
+	27, // [27:46] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -2645,13 +3140,18 @@ func file_manager_v1_manager_proto_init() {
 		(*TunnelMessage_Data)(nil),
 		(*TunnelMessage_Accept)(nil),
 	}
+	file_manager_v1_manager_proto_msgTypes[24].OneofWrappers = []any{
+		(*HttpFilter_PathEqual)(nil),
+		(*HttpFilter_PathPrefix)(nil),
+		(*HttpFilter_PathRegex)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

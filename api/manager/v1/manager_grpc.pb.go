@@ -38,6 +38,7 @@ const (
 	Manager_ArriveAgent_FullMethodName     = "/teledock.manager.v1.Manager/ArriveAgent"
 	Manager_WatchAgent_FullMethodName      = "/teledock.manager.v1.Manager/WatchAgent"
 	Manager_AgentTunnel_FullMethodName     = "/teledock.manager.v1.Manager/AgentTunnel"
+	Manager_ReportCounters_FullMethodName  = "/teledock.manager.v1.Manager/ReportCounters"
 	Manager_Accept_FullMethodName          = "/teledock.manager.v1.Manager/Accept"
 )
 
@@ -92,6 +93,10 @@ type ManagerClient interface {
 	// Dial{session_id: agent session, intercept_id, address: the original destination}, and the manager
 	// pairs the stream with the client's Accept stream, forwarding the Dial to the client.
 	AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error)
+	// ReportCounters gives the manager the agent's request counters of its HTTP-filtered intercepts
+	// and wiretaps (totals since the agent started), which InterceptInfo.counters shows summed over
+	// the workload's agents. Agents call it every few seconds while the counters change.
+	ReportCounters(ctx context.Context, in *AgentCounters, opts ...grpc.CallOption) (*ReportCountersResponse, error)
 	// Accept is the acceptor's side of a paired connection (clients for intercepts, agents for
 	// --to-pod): the first message is Accept{conn_id}; then the manager forwards the initiator's Dial,
 	// and the acceptor dials its destination and answers with a DialResult, as the manager does for
@@ -301,6 +306,16 @@ func (c *managerClient) AgentTunnel(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_AgentTunnelClient = grpc.BidiStreamingClient[TunnelMessage, TunnelMessage]
 
+func (c *managerClient) ReportCounters(ctx context.Context, in *AgentCounters, opts ...grpc.CallOption) (*ReportCountersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportCountersResponse)
+	err := c.cc.Invoke(ctx, Manager_ReportCounters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *managerClient) Accept(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelMessage, TunnelMessage], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[4], Manager_Accept_FullMethodName, cOpts...)
@@ -365,6 +380,10 @@ type ManagerServer interface {
 	// Dial{session_id: agent session, intercept_id, address: the original destination}, and the manager
 	// pairs the stream with the client's Accept stream, forwarding the Dial to the client.
 	AgentTunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error
+	// ReportCounters gives the manager the agent's request counters of its HTTP-filtered intercepts
+	// and wiretaps (totals since the agent started), which InterceptInfo.counters shows summed over
+	// the workload's agents. Agents call it every few seconds while the counters change.
+	ReportCounters(context.Context, *AgentCounters) (*ReportCountersResponse, error)
 	// Accept is the acceptor's side of a paired connection (clients for intercepts, agents for
 	// --to-pod): the first message is Accept{conn_id}; then the manager forwards the initiator's Dial,
 	// and the acceptor dials its destination and answers with a DialResult, as the manager does for
@@ -430,6 +449,9 @@ func (UnimplementedManagerServer) WatchAgent(*SessionRequest, grpc.ServerStreami
 }
 func (UnimplementedManagerServer) AgentTunnel(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error {
 	return status.Error(codes.Unimplemented, "method AgentTunnel not implemented")
+}
+func (UnimplementedManagerServer) ReportCounters(context.Context, *AgentCounters) (*ReportCountersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportCounters not implemented")
 }
 func (UnimplementedManagerServer) Accept(grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]) error {
 	return status.Error(codes.Unimplemented, "method Accept not implemented")
@@ -725,6 +747,24 @@ func _Manager_AgentTunnel_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_AgentTunnelServer = grpc.BidiStreamingServer[TunnelMessage, TunnelMessage]
 
+func _Manager_ReportCounters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AgentCounters)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ReportCounters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ReportCounters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ReportCounters(ctx, req.(*AgentCounters))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Manager_Accept_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(ManagerServer).Accept(&grpc.GenericServerStream[TunnelMessage, TunnelMessage]{ServerStream: stream})
 }
@@ -790,6 +830,10 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ArriveAgent",
 			Handler:    _Manager_ArriveAgent_Handler,
+		},
+		{
+			MethodName: "ReportCounters",
+			Handler:    _Manager_ReportCounters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,8 +1,11 @@
 // Command echo is the test and demo workload: an HTTP server that says who answered, serves and
-// checks bulk bodies, and a UDP echo, so tests can tell exactly which process answered a request.
+// checks bulk bodies, a UDP echo and, with GRPC_PORT, a gRPC health service that says who
+// answered in its x-echo-text header, so tests can tell exactly which process answered a request.
+// With LOG_REQUESTS set it logs every HTTP request and gRPC call ("request ..." lines).
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +15,13 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
 	"teledock.dev/teledock/e2e/pattern"
 )
 
@@ -29,8 +39,22 @@ func main() {
 		}
 	}()
 
+	logRequests := os.Getenv("LOG_REQUESTS") != ""
+	if port := os.Getenv("GRPC_PORT"); port != "" {
+		go func() {
+			if err := serveGRPC(":"+port, text+" from "+host, logRequests, log); err != nil {
+				log.Error("grpc", "err", err)
+				os.Exit(1)
+			}
+		}()
+	}
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s from %s\n", text, host)
+	})
+	// GET /who/... answers like GET /, for path-filtered intercepts.
+	mux.HandleFunc("GET /who/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s from %s\n", text, host)
 	})
 	// GET /bytes?n=N streams N bytes of a fixed pattern (for download tests and benchmarks).
@@ -91,10 +115,36 @@ func main() {
 		fmt.Fprintln(w, os.Getenv(r.PathValue("name")))
 	})
 	log.Info("listening", "http", httpAddr, "udp", udpAddr)
-	if err := http.ListenAndServe(httpAddr, mux); err != nil {
+	var handler http.Handler = mux
+	if logRequests {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			log.Info("request", "method", r.Method, "uri", r.RequestURI, "x-dev", r.Header.Get("x-dev"))
+			mux.ServeHTTP(w, r)
+		})
+	}
+	if err := http.ListenAndServe(httpAddr, handler); err != nil {
 		log.Error("http", "err", err)
 		os.Exit(1)
 	}
+}
+
+// serveGRPC serves the gRPC health service on addr; every answer carries who in its x-echo-text
+// header.
+func serveGRPC(addr, who string, logRequests bool, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen grpc: %w", err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if logRequests {
+			md, _ := metadata.FromIncomingContext(ctx)
+			log.Info("request", "method", info.FullMethod, "x-dev", strings.Join(md.Get("x-dev"), ","))
+		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs("x-echo-text", who))
+		return handler(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	return srv.Serve(l)
 }
 
 // serveUDP answers every datagram with "<text>: <datagram>".

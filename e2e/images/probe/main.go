@@ -17,6 +17,13 @@
 //	                                        measure the echo app at BASE: download and upload BYTES
 //	                                        (GET BASE/bytes, POST BASE/sha256), then N keep-alive GETs
 //	                                        of BASE/; print the figures as one JSON object (bench.go)
+//	probe [-timeout 5s] http-seq BASE ITEM...
+//	                                        one GET per ITEM (PATH or PATH;NAME=VALUE for a header)
+//	                                        on one keep-alive connection; print each body's first
+//	                                        line, then "connections N" (seq.go)
+//	probe [-timeout 5s] grpc-seq HOST:PORT ITEM...
+//	                                        one health Check per ITEM ("-" or NAME=VALUE metadata) on
+//	                                        one gRPC connection; print who answered (x-echo-text)
 package main
 
 import (
@@ -149,6 +156,16 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 		}
 		fmt.Printf("%d %s\n", len(entries), time.Since(start))
 		return nil
+	case "http-seq":
+		if len(args) < 3 {
+			return errors.New("usage: probe http-seq BASE ITEM...")
+		}
+		return httpSeq(ctx, args[1], args[2:])
+	case "grpc-seq":
+		if len(args) < 3 {
+			return errors.New("usage: probe grpc-seq HOST:PORT ITEM...")
+		}
+		return grpcSeq(ctx, args[1], args[2:])
 	case "http":
 		body, err := get(ctx, args[1])
 		if err != nil {

@@ -1,0 +1,95 @@
+package httproute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// config is a Config with its defaults applied.
+type config struct {
+	Config
+	log   *slog.Logger
+	stats *Stats
+}
+
+func newConfig(cfg Config) *config {
+	c := &config{Config: cfg, log: cfg.Log, stats: cfg.Stats}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.stats == nil {
+		c.stats = new(Stats)
+	}
+	if c.SniffTimeout <= 0 {
+		c.SniffTimeout = DefaultSniffTimeout
+	}
+	return c
+}
+
+// dest is where a request goes: the app (index -1) or Routes[index].
+type dest struct {
+	index int
+	name  string // for logs and error pages
+	dial  Dialer
+}
+
+// route picks the destination of one request and the wiretaps that get a copy, and counts it.
+func (c *config) route(path string, h http.Header) (dest, []*Tap) {
+	d := dest{index: -1, name: "the app", dial: c.App}
+	found := false
+	var taps []*Tap
+	for i, r := range c.Routes {
+		if !r.Match.Match(path, h) {
+			continue
+		}
+		switch {
+		case r.Tap != nil:
+			taps = append(taps, r.Tap)
+		case r.Dial != nil && !found:
+			d, found = dest{index: i, name: "intercept " + r.Name, dial: r.Dial}, true
+		}
+	}
+	c.stats.Requests.Add(1)
+	if found {
+		c.stats.Intercepted.Add(1)
+	}
+	return d, taps
+}
+
+// dialDest dials d, turning a panic-free nil Dialer into an error.
+func dialDest(ctx context.Context, d dest) (Conn, error) {
+	if d.dial == nil {
+		return nil, fmt.Errorf("%s: no dialer", d.name)
+	}
+	conn, err := d.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", d.name, err)
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("dial %s: %w", d.name, errors.New("no connection"))
+	}
+	return conn, nil
+}
+
+// badGatewayText is the body of the 502 that answers a request whose destination is unreachable.
+func badGatewayText(d dest) string {
+	return "teledock: " + d.name + " is not reachable\n"
+}
+
+// requestPath is the path of an HTTP/1.x request target, without the query and decoded like
+// net/http's URL.Path (which is what h2c requests are matched on).
+func requestPath(target string) string {
+	if target == "*" {
+		return target
+	}
+	if u, err := url.ParseRequestURI(target); err == nil {
+		return u.Path
+	}
+	p, _, _ := strings.Cut(target, "?")
+	return p
+}

@@ -38,7 +38,14 @@ const ioBufSize = 256 << 10
 // bench measures base (the echo app): a download and an upload of n bytes each, then requests
 // keep-alive GETs of base/. n == 0 skips the transfers, requests == 0 the GETs. Each part uses a
 // fresh connection, so a stopped transfer cannot spoil the next part.
-func bench(ctx context.Context, base string, n int64, requests int, transferTime time.Duration) (benchResult, error) {
+// benchOptions are bench's flags.
+type benchOptions struct {
+	transferTime time.Duration // stop each transfer after this long; 0: never
+	header       string        // NAME:VALUE of the latency GETs; "": none
+}
+
+func bench(ctx context.Context, base string, n int64, requests int, bo benchOptions) (benchResult, error) {
+	transferTime := bo.transferTime
 	var r benchResult
 	var err error
 	if n > 0 {
@@ -52,7 +59,7 @@ func bench(ctx context.Context, base string, n int64, requests int, transferTime
 		}
 	}
 	if requests > 0 {
-		if err := latency(ctx, base, requests, &r); err != nil {
+		if err := latency(ctx, base, requests, bo.header, &r); err != nil {
 			return r, fmt.Errorf("latency: %w", err)
 		}
 	}
@@ -144,13 +151,17 @@ func upload(ctx context.Context, base string, n int64, limit time.Duration) (int
 }
 
 // latency times requests keep-alive GETs of base/ after a first GET that sets up the connection.
-func latency(ctx context.Context, base string, requests int, r *benchResult) error {
+func latency(ctx context.Context, base string, requests int, header string, r *benchResult) error {
+	hname, hvalue, _ := strings.Cut(header, ":")
 	client := newClient()
 	defer client.CloseIdleConnections()
 	get := func() (time.Duration, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
 		if err != nil {
 			return 0, err
+		}
+		if hname != "" {
+			req.Header.Set(strings.TrimSpace(hname), strings.TrimSpace(hvalue))
 		}
 		start := time.Now()
 		resp, err := client.Do(req)

@@ -13,10 +13,11 @@
 //	probe [-timeout 5s] rdns IP             print the names of IP (reverse lookup)
 //	probe [-timeout 5s] download URL        print "sha256 bytes" of a GET body
 //	probe [-timeout 5s] upload URL N        POST N pattern bytes, print the reply
-//	probe [-timeout 5s] [-transfer-time D] bench BASE BYTES N
+//	probe [-timeout 5s] [-transfer-time D] [-header NAME:VALUE] bench BASE BYTES N
 //	                                        measure the echo app at BASE: download and upload BYTES
 //	                                        (GET BASE/bytes, POST BASE/sha256), then N keep-alive GETs
-//	                                        of BASE/; print the figures as one JSON object (bench.go)
+//	                                        of BASE/ (with the header, if any); print the figures as
+//	                                        one JSON object (bench.go)
 //	probe [-timeout 5s] http-seq BASE ITEM...
 //	                                        one GET per ITEM (PATH or PATH;NAME=VALUE for a header)
 //	                                        on one keep-alive connection; print each body's first
@@ -48,16 +49,17 @@ import (
 func main() {
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline for the whole probe")
 	transferTime := flag.Duration("transfer-time", 0, "bench: stop each transfer after this long (0: never)")
+	header := flag.String("header", "", "bench: NAME:VALUE header of the latency GETs")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := run(ctx, flag.Args(), *transferTime); err != nil {
+	if err := run(ctx, flag.Args(), benchOptions{transferTime: *transferTime, header: *header}); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, transferTime time.Duration) error {
+func run(ctx context.Context, args []string, bo benchOptions) error {
 	if len(args) < 2 {
 		return errors.New("usage: probe cat|write|ls|http|tcp|udp|dns|download|upload|bench ARGS")
 	}
@@ -253,7 +255,7 @@ func run(ctx context.Context, args []string, transferTime time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("request count: %w", err)
 		}
-		res, err := bench(ctx, strings.TrimSuffix(args[1], "/"), n, requests, transferTime)
+		res, err := bench(ctx, strings.TrimSuffix(args[1], "/"), n, requests, bo)
 		if err != nil {
 			return err
 		}

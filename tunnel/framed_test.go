@@ -87,46 +87,8 @@ func TestFramedTunnel(t *testing.T) {
 
 // A flow cut short at either end is a reset at the other, never a clean end.
 func TestFramedTunnelAborts(t *testing.T) {
-	s := newRawTestServer(t)
-	dial := framedServer(t, s)
-	dstErr := make(chan error, 1)
-	dst := listenTCP(t, func(c *net.TCPConn) {
-		_, err := io.Copy(io.Discard, c)
-		dstErr <- err
-	})
-	conn := dial()
-	if err := DialRaw(context.Background(), conn, "", "s1", dst.Addr().(*net.TCPAddr).AddrPort()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write([]byte("half a request")); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	select {
-	case err := <-dstErr:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Errorf("the destination read %v after the client closed mid-flow, want a reset", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the destination's connection stayed open after the client closed")
-	}
-
-	resetting := listenTCP(t, func(c *net.TCPConn) {
-		b := make([]byte, 1)
-		_, _ = c.Read(b)
-		_ = c.SetLinger(0)
-	})
-	conn = dial()
-	defer conn.Close()
-	if err := DialRaw(context.Background(), conn, "", "s1", resetting.Addr().(*net.TCPAddr).AddrPort()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadAll(conn); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("the client read %v after the destination reset, want ECONNRESET", err)
-	}
+	dial := framedServer(t, newRawTestServer(t))
+	checkResets(t, func() RawEnd { return dial() }, "")
 }
 
 // What a framed reader makes of streams that break the framing.

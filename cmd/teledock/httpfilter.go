@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/internal/httpfilter"
 )
@@ -62,7 +63,7 @@ func (o httpFilterOptions) filter(replace bool) (*managerv1.HttpFilter, error) {
 	if replace {
 		return nil, fmt.Errorf("%w: --replace cannot be combined with --http-* filters or --wiretap: it stops the app, which must answer the requests the intercept does not take", errBadFilter)
 	}
-	f := &managerv1.HttpFilter{Plaintext: o.plaintext}
+	rf := httproute.Filter{PathEqual: o.pathEqual, PathPrefix: o.pathPrefix, PathRegex: o.pathRegex}
 	auto := false
 	for _, h := range o.headers {
 		if h == "auto" {
@@ -74,23 +75,16 @@ func (o httpFilterOptions) filter(replace bool) (*managerv1.HttpFilter, error) {
 			if err != nil {
 				return nil, err
 			}
-			f.Headers = append(f.Headers, &managerv1.HttpHeaderMatch{Name: autoHeader, Value: v})
+			rf.Headers = append(rf.Headers, httproute.HeaderMatch{Name: autoHeader, Value: v})
 			continue
 		}
 		name, value, ok := strings.Cut(h, "=")
 		if !ok || name == "" {
 			return nil, fmt.Errorf("%w: --http-header %q: want NAME=VALUE, or auto", errBadFilter, h)
 		}
-		f.Headers = append(f.Headers, &managerv1.HttpHeaderMatch{Name: name, Value: value})
+		rf.Headers = append(rf.Headers, httproute.HeaderMatch{Name: name, Value: value})
 	}
-	switch {
-	case o.pathEqual != "":
-		f.Path = &managerv1.HttpFilter_PathEqual{PathEqual: o.pathEqual}
-	case o.pathPrefix != "":
-		f.Path = &managerv1.HttpFilter_PathPrefix{PathPrefix: o.pathPrefix}
-	case o.pathRegex != "":
-		f.Path = &managerv1.HttpFilter_PathRegex{PathRegex: o.pathRegex}
-	}
+	f := httpfilter.ToProto(rf, o.plaintext)
 	if err := httpfilter.Validate(f); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFilter, err)
 	}

@@ -1775,8 +1775,8 @@ func (x *HttpHeaderMatch) GetValue() string {
 // InterceptCounters count the requests of one HTTP-filtered intercept or wiretap.
 type InterceptCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// intercepted counts the requests the intercept's filter sent to the client, as the agent's
-	// connections to the client that carried them (one per client connection it kept): a lower bound.
+	// intercepted counts the requests (HTTP/1.x requests, h2c and gRPC streams) the intercept's
+	// filter sent to the client, one by one, however few connections to the client carried them.
 	Intercepted   uint64 `protobuf:"varint,1,opt,name=intercepted,proto3" json:"intercepted,omitempty"`
 	Copied        uint64 `protobuf:"varint,2,opt,name=copied,proto3" json:"copied,omitempty"`   // wiretap copies delivered to the client
 	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"` // wiretap copies dropped: the client's handler was too slow or failed

@@ -79,6 +79,13 @@ type counts struct {
 	stats httproute.Stats
 }
 
+// Capabilities are what the Router can do that older agents could not, for the agent to declare
+// on arrival (AgentInfo.capabilities): the manager sends a port several targets, HTTP-filtered
+// intercepts and wiretaps, only to an agent that declared it routes them request by request.
+func Capabilities() []managerv1.AgentCapability {
+	return []managerv1.AgentCapability{managerv1.AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS}
+}
+
 // NewRouter returns a router that sends everything to app until Set says otherwise. podIP is
 // the pod's address, reported to the developer as the original destination of intercepted
 // connections; when it is not valid, the unspecified address stands in.

@@ -186,7 +186,11 @@ func TestFilteredIntercepts(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
+		// a.* overlaps alice's filter and bob's: either may be named, whichever claim meets first.
 		{"overlapping filter", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http", HttpFilter: header("x-dev", "a.*")},
+			codes.FailedPrecondition, `, which a request could match together with yours (header x-dev=a.*)`},
+		// The literal value overlaps alice's filter only.
+		{"alice's filter", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http", HttpFilter: header("X-Dev", "alice")},
 			codes.FailedPrecondition, `already intercepted by alice@laptop (intercept "echo", HTTP filter header x-dev=alice, which a request could match`},
 		{"whole", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http"},
 			codes.FailedPrecondition, "without --http-header or --http-path filters"},

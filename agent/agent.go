@@ -244,6 +244,7 @@ func build(log *slog.Logger, cfg agentconfig.Config, pod Pod, podIP netip.Addr, 
 		WorkloadKind: cfg.WorkloadKind,
 		WorkloadName: cfg.WorkloadName,
 		Version:      opts.Version,
+		Capabilities: intercept.Capabilities(),
 	}
 	sess, err := session.New(session.Config{Info: info, MaxBackoff: maxBackoff, TokenFile: opts.TokenFile}, mgr, handler{router, toPod}, log)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -166,7 +167,8 @@ func TestInterceptSwitch(t *testing.T) {
 
 	arr := m.Arrivals()
 	if got := arr[0]; got.GetPodName() != "cart-1" || got.GetNamespace() != "shop" || got.GetPodIp() != "10.1.2.3" ||
-		got.GetWorkloadKind() != "Deployment" || got.GetWorkloadName() != "cart" || got.GetVersion() != "v-test" {
+		got.GetWorkloadKind() != "Deployment" || got.GetWorkloadName() != "cart" || got.GetVersion() != "v-test" ||
+		!slices.Equal(got.GetCapabilities(), []managerv1.AgentCapability{managerv1.AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS}) {
 		t.Errorf("arrived as %v", got)
 	}
 

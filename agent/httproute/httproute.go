@@ -72,6 +72,11 @@ type Route struct {
 	Match *Matcher
 	Dial  Dialer // nil for a wiretap
 	Tap   *Tap   // nil unless a wiretap
+	// Stats, when not nil, counts this route's requests, request by request (not connections):
+	// Requests counts the requests and streams it answers, and for a wiretap the ones it gets a
+	// copy of; Intercepted counts the ones it answers (a 502 for an unreachable Dial included).
+	// Copied and Dropped stay the Tap's (TapConfig.Stats), and NotHTTP the port's.
+	Stats *Stats
 }
 
 // Tap delivers request copies to one wiretap's handler, from every connection of the port, over
@@ -108,7 +113,7 @@ type Config struct {
 	// SniffTimeout bounds the wait for a connection's first bytes before it goes to the app whole
 	// (a server-speaks-first protocol); 0 means DefaultSniffTimeout.
 	SniffTimeout time.Duration
-	Stats        *Stats // may be nil
+	Stats        *Stats // the port's totals over every route and the app; may be nil
 }
 
 // Defaults of Config.
@@ -118,7 +123,8 @@ const (
 	DefaultWiretapBody  = 1 << 20
 )
 
-// Stats counts what Serve did, across connections. A Router keeps one per port.
+// Stats counts what Serve did, across connections: Config.Stats for the whole port (a Router
+// keeps one per port), Route.Stats for one route.
 type Stats struct {
 	Requests    atomic.Uint64 // requests and streams seen
 	Intercepted atomic.Uint64 // answered by an intercept

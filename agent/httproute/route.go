@@ -38,7 +38,9 @@ type dest struct {
 	dial  Dialer
 }
 
-// route picks the destination of one request and the wiretaps that get a copy, and counts it.
+// route picks the destination of one request and the wiretaps that get a copy, and counts it,
+// for the port and for the routes it takes. Both HTTP/1.x requests and h2c streams come here
+// once each, so the counts are of requests, whatever connections carry them.
 func (c *config) route(path string, h http.Header) (dest, []*Tap) {
 	d := dest{index: -1, name: "the app", dial: c.App}
 	found := false
@@ -50,8 +52,15 @@ func (c *config) route(path string, h http.Header) (dest, []*Tap) {
 		switch {
 		case r.Tap != nil:
 			taps = append(taps, r.Tap)
+			if r.Stats != nil {
+				r.Stats.Requests.Add(1)
+			}
 		case r.Dial != nil && !found:
 			d, found = dest{index: i, name: "intercept " + r.Name, dial: r.Dial}, true
+			if r.Stats != nil {
+				r.Stats.Requests.Add(1)
+				r.Stats.Intercepted.Add(1)
+			}
 		}
 	}
 	c.stats.Requests.Add(1)

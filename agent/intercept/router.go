@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 
@@ -73,10 +72,18 @@ type route struct {
 	counts      *counts            // for per-request routes
 }
 
-// counts are one intercept's request counters.
+// counts are one intercept's request counters: httproute counts the requests it answers
+// (Route.Stats: Requests, Intercepted), and a wiretap's Tap its copies (TapConfig.Stats: Copied,
+// Dropped), in the same Stats.
 type counts struct {
-	intercepted atomic.Uint64
-	tap         httproute.Stats // the wiretap's Copied and Dropped
+	stats httproute.Stats
+}
+
+// Capabilities are what the Router can do that older agents could not, for the agent to declare
+// on arrival (AgentInfo.capabilities): the manager sends a port several targets, HTTP-filtered
+// intercepts and wiretaps, only to an agent that declared it routes them request by request.
+func Capabilities() []managerv1.AgentCapability {
+	return []managerv1.AgentCapability{managerv1.AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS}
 }
 
 // NewRouter returns a router that sends everything to app until Set says otherwise. podIP is
@@ -154,20 +161,11 @@ func (r *Router) httpRoutes(session string, p *port, t forward.Target) forward.D
 	ids := make([]string, 0, len(p.perRequest))
 	for _, rt := range p.perRequest {
 		ids = append(ids, rt.interceptID)
-		hr := httproute.Route{Name: rt.interceptID, Match: rt.match, Tap: rt.tap}
+		// httproute counts the route's requests one by one, however few connections to the
+		// developer carry them.
+		hr := httproute.Route{Name: rt.interceptID, Match: rt.match, Tap: rt.tap, Stats: &rt.counts.stats}
 		if rt.tap == nil {
-			dev := withTimeout(r.developer(session, rt).Dial, t)
-			c := rt.counts
-			// What is counted is the connections opened to the developer for its requests:
-			// httproute keeps one per client connection and destination, and does not say which
-			// route a request took, so this is a lower bound of the requests.
-			hr.Dial = func(ctx context.Context) (httproute.Conn, error) {
-				conn, err := dev(ctx)
-				if err == nil {
-					c.intercepted.Add(1)
-				}
-				return conn, err
-			}
+			hr.Dial = withTimeout(r.developer(session, rt).Dial, t)
 		}
 		cfg.Routes = append(cfg.Routes, hr)
 	}
@@ -279,7 +277,7 @@ func (r *Router) keepTap(old *port, rt *route, used map[*httproute.Tap]bool) *ht
 			defer cancel()
 			return r.dialDeveloper(ctx, rt.session, rt, "tcp", appPort)
 		},
-		Stats: &rt.counts.tap,
+		Stats: &rt.counts.stats,
 	})
 	used[tap] = true
 	return tap
@@ -343,9 +341,9 @@ func (r *Router) Counters() (string, []*managerv1.AgentInterceptCounters) {
 	for _, id := range slices.Sorted(maps.Keys(r.counts)) {
 		c := r.counts[id]
 		out = append(out, &managerv1.AgentInterceptCounters{InterceptId: id, Counters: &managerv1.InterceptCounters{
-			Intercepted: c.intercepted.Load(),
-			Copied:      c.tap.Copied.Load(),
-			Dropped:     c.tap.Dropped.Load(),
+			Intercepted: c.stats.Intercepted.Load(),
+			Copied:      c.stats.Copied.Load(),
+			Dropped:     c.stats.Dropped.Load(),
 		}})
 	}
 	return r.session, out

@@ -97,7 +97,7 @@ func (m *Manager) ArriveAgent(ctx context.Context, info *managerv1.AgentInfo) (*
 	}
 	s := m.open(nil, a)
 	m.log.Info("agent arrived", "session", s.id, "pod", info.GetPodName(), "namespace", info.GetNamespace(),
-		"workload", a.workload.String(), "version", info.GetVersion())
+		"workload", a.workload.String(), "version", info.GetVersion(), "httpFilters", a.httpFilters())
 	m.changes.notify()
 	return m.sessionReply(s), nil
 }
@@ -140,8 +140,8 @@ func (m *Manager) WatchAgent(req *managerv1.SessionRequest, stream managerv1.Man
 
 // agentTargets says, for each agent port of the agent, where it goes: to the app (one target
 // without an intercept id) or to the clients of the ACTIVE intercepts that cover the app port
-// behind it, one target each (several only for filtered intercepts and wiretaps), sorted by
-// intercept id so that an unchanged state compares equal.
+// behind it, one target each (several only for filtered intercepts and wiretaps, and only to an
+// agent that routes them), sorted by intercept id so that an unchanged state compares equal.
 func (m *Manager) agentTargets(a *agent) []*managerv1.AgentTarget {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -165,6 +165,9 @@ func (m *Manager) agentTargets(a *agent) []*managerv1.AgentTarget {
 				}
 				ics = append(ics, at)
 			}
+		}
+		if !a.httpFilters() {
+			ics = oneTargetPerPort(ics)
 		}
 		if len(ics) == 0 {
 			out = append(out, port())

@@ -259,9 +259,17 @@ type fakeAgent struct {
 	last    []*managerv1.AgentTarget // the latest targets read
 }
 
+// arriveAgent arrives as an agent of this version, with its capabilities.
 func (fc *fakeCluster) arriveAgent(pod *corev1.Pod) *fakeAgent {
 	fc.tb.Helper()
-	s, err := fc.agents.ArriveAgent(podToken(pod.Namespace, pod.Name), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP})
+	return fc.arriveAgentWith(pod, "", managerv1.AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS)
+}
+
+// arriveAgentWith arrives as an agent of that version (empty: none said) and capabilities.
+func (fc *fakeCluster) arriveAgentWith(pod *corev1.Pod, version string, capabilities ...managerv1.AgentCapability) *fakeAgent {
+	fc.tb.Helper()
+	s, err := fc.agents.ArriveAgent(podToken(pod.Namespace, pod.Name), &managerv1.AgentInfo{PodName: pod.Name, Namespace: pod.Namespace, PodIp: pod.Status.PodIP,
+		Version: version, Capabilities: capabilities})
 	if err != nil {
 		fc.tb.Fatal(err)
 	}

@@ -27,6 +27,8 @@ var (
 	errConflict = errors.New("conflict")
 	// errNoAgent: the agent did not arrive in time; the message says why.
 	errNoAgent = errors.New("traffic-agent did not arrive")
+	// errOutdatedAgent: the workload's traffic-agents predate what the intercept needs.
+	errOutdatedAgent = errors.New("traffic-agent too old")
 )
 
 // grpcError gives an error of the manager's RPCs its gRPC status. It is the one place where
@@ -52,7 +54,7 @@ func grpcError(err error) error {
 	case errors.Is(err, errAmbiguous), errors.Is(err, errNoPort), errors.Is(err, errConflict),
 		errors.Is(err, inject.ErrNoTargets), errors.Is(err, inject.ErrPortNotFound),
 		errors.Is(err, inject.ErrHostNetwork), errors.Is(err, inject.ErrBadAnnotation),
-		errors.Is(err, inject.ErrUnsupportedWorkload):
+		errors.Is(err, inject.ErrUnsupportedWorkload), errors.Is(err, errOutdatedAgent):
 		code = codes.FailedPrecondition
 	case errors.Is(err, broker.ErrWrongAcceptor):
 		code = codes.PermissionDenied

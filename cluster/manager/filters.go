@@ -3,9 +3,12 @@ package manager
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"teledock.dev/teledock/agent/agentconfig"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/workload"
 	"teledock.dev/teledock/internal/httpfilter"
 )
 
@@ -67,6 +70,72 @@ func checkFilterTarget(req *managerv1.CreateInterceptRequest, t agentconfig.Targ
 		return nil
 	}
 	return fmt.Errorf("%w: HTTP filters and --wiretap apply to TCP ports only, and port %s is %s", errInvalid, portLabel(t), t.Protocol)
+}
+
+// Agents of an older version (a manager upgraded before its workloads' pods were restarted) do
+// not route request by request: given several targets for a port, they keep the last one and
+// ignore its filter, which would send the whole port to one developer. The agent declares
+// AGENT_CAPABILITY_HTTP_FILTERS on arrival; the manager refuses filtered intercepts and wiretaps
+// on a workload whose agents lack it (checkFilterAgents), and never sends such an agent more than
+// the one target of a port that it understands (oneTargetPerPort).
+
+// httpFilters reports whether the agent declared that it routes filtered intercepts and wiretaps.
+func (a *agent) httpFilters() bool {
+	return slices.Contains(a.info.GetCapabilities(), managerv1.AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS)
+}
+
+// checkFilterAgents refuses a filtered intercept or wiretap when an arrived agent of the workload
+// that runs its config (those that will serve it) predates HTTP filters. Agents of other configs
+// are in pods that the rollout replaces, and get no per-request targets meanwhile.
+func (m *Manager) checkFilterAgents(req *managerv1.CreateInterceptRequest, wl workload.Workload, cfgJSON string) error {
+	if !req.GetWiretap() && !httpfilter.Selects(req.GetHttpFilter()) {
+		return nil
+	}
+	var pods, versions []string
+	for _, s := range m.agentsOf(keyOf(wl), cfgJSON) {
+		if s.agent.httpFilters() {
+			continue
+		}
+		pods = append(pods, s.agent.info.GetPodName())
+		if v := s.agent.info.GetVersion(); v != "" && !slices.Contains(versions, v) {
+			versions = append(versions, v)
+		}
+	}
+	if len(pods) == 0 {
+		return nil
+	}
+	slices.Sort(pods)
+	slices.Sort(versions)
+	what := "pod " + strings.Join(pods, ", ")
+	if len(pods) > 1 {
+		what = "pods " + strings.Join(pods, ", ")
+	}
+	if len(versions) > 0 {
+		what += ", version " + strings.Join(versions, ", ")
+	}
+	return fmt.Errorf("%w: the traffic-agent of %s predates HTTP filters (%s); restart the workload to get the current agent (%s)",
+		errOutdatedAgent, workloadRef(wl.Kind, wl.Name), what, restartCommand(wl, pods))
+}
+
+// workloadRef names a workload the way kubectl does, e.g. deployment/echo.
+func workloadRef(kind, name string) string { return strings.ToLower(kind) + "/" + name }
+
+// restartCommand is the kubectl command that replaces the pods of wl: a rollout restart, or, for
+// a ReplicaSet (which has none), deleting the pods.
+func restartCommand(wl workload.Workload, pods []string) string {
+	if wl.Kind == workload.KindReplicaSet {
+		return fmt.Sprintf("kubectl delete pod -n %s %s", wl.Namespace, strings.Join(pods, " "))
+	}
+	return fmt.Sprintf("kubectl rollout restart %s -n %s", workloadRef(wl.Kind, wl.Name), wl.Namespace)
+}
+
+// oneTargetPerPort is what an agent without the capability gets of a port's intercept targets:
+// the intercept of whole connections, if there is one (its wiretaps left out), and nothing
+// otherwise (the port then goes to the app): a filtered intercept it would apply to every request.
+func oneTargetPerPort(ics []*managerv1.AgentTarget) []*managerv1.AgentTarget {
+	return slices.DeleteFunc(ics, func(at *managerv1.AgentTarget) bool {
+		return at.GetWiretap() || httpfilter.Selects(at.GetHttpFilter())
+	})
 }
 
 // ReportCounters stores an agent's counters of the intercepts of its workload; those of other

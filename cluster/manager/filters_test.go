@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
+	"teledock.dev/teledock/cluster/workload"
 )
 
 // httprouteReady reports whether package httproute is implemented; until it is, its functions
@@ -184,7 +186,11 @@ func TestFilteredIntercepts(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
+		// a.* overlaps alice's filter and bob's: either may be named, whichever claim meets first.
 		{"overlapping filter", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http", HttpFilter: header("x-dev", "a.*")},
+			codes.FailedPrecondition, `, which a request could match together with yours (header x-dev=a.*)`},
+		// The literal value overlaps alice's filter only.
+		{"alice's filter", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http", HttpFilter: header("X-Dev", "alice")},
 			codes.FailedPrecondition, `already intercepted by alice@laptop (intercept "echo", HTTP filter header x-dev=alice, which a request could match`},
 		{"whole", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http"},
 			codes.FailedPrecondition, "without --http-header or --http-path filters"},
@@ -250,5 +256,156 @@ func TestFilteredIntercepts(t *testing.T) {
 	}
 	if _, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: carol, Name: "echo", Port: "http", HttpFilter: header("x-dev", "alice")}, 5*time.Second); err != nil {
 		t.Errorf("after the overlapping intercept left: %v", err)
+	}
+}
+
+// interceptsOf reads the agent's targets updates until the intercept ids of the targets of app
+// port 8080 ("" for the app) are want, in the manager's order.
+func interceptsOf(tb testing.TB, a *fakeAgent, want ...string) {
+	tb.Helper()
+	ids := func(ts []*managerv1.AgentTarget) []string {
+		var out []string
+		for _, at := range ts {
+			if at.GetTargetPort() == 8080 {
+				out = append(out, at.GetInterceptId())
+			}
+		}
+		return out
+	}
+	slices.Sort(want)
+	got := ids(a.last)
+	timeout := time.After(5 * time.Second)
+	for !slices.Equal(got, want) {
+		select {
+		case u, ok := <-a.updates:
+			if !ok {
+				tb.Fatal("agent's watch ended")
+			}
+			if u.GetDial() == nil {
+				a.last = u.GetTargets()
+				got = ids(a.last)
+			}
+		case <-timeout:
+			tb.Fatalf("intercepts of port 8080: %q, want %q", got, want)
+		}
+	}
+}
+
+// TestOldAgents: an agent of an older version, which given several targets for a port keeps the
+// last and ignores its filter, gets no filtered intercept or wiretap: CreateIntercept refuses
+// them while such an agent runs the workload's config, saying how to get the current agent, and
+// such an agent (one that arrives later) gets no more of a port than its intercept of whole
+// connections.
+func TestOldAgents(t *testing.T) {
+	checkGoroutines(t)
+	ctx := context.Background()
+	objs := append(echoDeployment("echo"), echoService("echo", "echo"))
+	fc, pod := readyPod(t, objs...)
+	old := fc.arriveAgentWith(pod, "v0.9.0")
+	alice, bob := fc.arriveClient("alice"), fc.arriveClient("bob")
+	const fix = "; restart the workload to get the current agent (kubectl rollout restart deployment/echo -n default)"
+
+	for _, req := range []*managerv1.CreateInterceptRequest{
+		{SessionId: alice, Name: "echo", HttpFilter: header("x-dev", "alice")},
+		{SessionId: alice, Name: "tap", Workload: "echo", Wiretap: true},
+		{SessionId: alice, Name: "tap", Workload: "echo", Wiretap: true, HttpFilter: pathPrefix("/api")},
+	} {
+		_, err := fc.create(req, 5*time.Second)
+		want := "the traffic-agent of deployment/echo predates HTTP filters (pod echo-abc-1, version v0.9.0)" + fix
+		if status.Code(err) != codes.FailedPrecondition || !errContains(err, want) {
+			t.Errorf("%s with an old agent: %v, want FailedPrecondition with %q", req.GetName(), err, want)
+		}
+	}
+	if list, err := fc.client.ListIntercepts(ctx, &managerv1.ListInterceptsRequest{}); err != nil || len(list.GetIntercepts()) != 0 {
+		t.Fatalf("refused intercepts left %v (%v)", list.GetIntercepts(), err)
+	}
+	if fc.rolledOutNow("echo") {
+		t.Error("a refused intercept rolled the workload out")
+	}
+
+	// An intercept of whole connections is what the old agent understands.
+	whole, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: alice, Name: "echo"}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("whole intercept with an old agent: %v", err)
+	}
+	interceptsOf(t, old, whole.GetId())
+
+	// A current agent in a second pod is not enough while the old one runs too.
+	cur := fc.arriveAgent(fc.startPod("echo-abc-2", "echo", false, running))
+	interceptsOf(t, cur, whole.GetId())
+	_, err = fc.create(&managerv1.CreateInterceptRequest{SessionId: bob, Name: "tap", Workload: "echo", Wiretap: true}, 5*time.Second)
+	if want := "predates HTTP filters (pod echo-abc-1, version v0.9.0)" + fix; status.Code(err) != codes.FailedPrecondition || !errContains(err, want) {
+		t.Errorf("wiretap with an old and a current agent: %v, want %q", err, want)
+	}
+
+	// Once it is gone, wiretaps are allowed.
+	if _, err := fc.agents.Depart(ctx, &managerv1.SessionRequest{SessionId: old.session}); err != nil {
+		t.Fatal(err)
+	}
+	tap, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: bob, Name: "tap", Workload: "echo", Wiretap: true}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("wiretap with current agents only: %v", err)
+	}
+	interceptsOf(t, cur, whole.GetId(), tap.GetId())
+
+	// An old agent that arrives now (its container restarted, say) gets the whole intercept only,
+	// and the app's port when only the wiretap is left.
+	again := fc.arriveAgentWith(pod, "")
+	interceptsOf(t, again, whole.GetId())
+	if _, err := fc.client.RemoveIntercept(ctx, &managerv1.RemoveInterceptRequest{SessionId: alice, Name: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	interceptsOf(t, again, "")
+	interceptsOf(t, cur, tap.GetId())
+
+	// The same for a filtered intercept that exists when the old agent arrives.
+	if _, err := fc.agents.Depart(ctx, &managerv1.SessionRequest{SessionId: again.session}); err != nil {
+		t.Fatal(err)
+	}
+	filtered, err := fc.create(&managerv1.CreateInterceptRequest{SessionId: alice, Name: "echo", HttpFilter: header("x-dev", "alice")}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("filtered intercept with current agents only: %v", err)
+	}
+	interceptsOf(t, cur, filtered.GetId(), tap.GetId())
+	late := fc.arriveAgentWith(pod, "v0.9.0")
+	interceptsOf(t, late, "")
+	_, err = fc.create(&managerv1.CreateInterceptRequest{SessionId: bob, Name: "echo", HttpFilter: header("x-dev", "bob")}, 5*time.Second)
+	if want := "(pod echo-abc-1, version v0.9.0)"; status.Code(err) != codes.FailedPrecondition || !errContains(err, want) {
+		t.Errorf("filtered intercept after an old agent arrived: %v, want %q", err, want)
+	}
+}
+
+func TestRestartCommand(t *testing.T) {
+	tests := []struct {
+		wl   workload.Workload
+		want string
+	}{
+		{workload.Workload{Kind: workload.KindDeployment, Namespace: "shop", Name: "cart"}, "kubectl rollout restart deployment/cart -n shop"},
+		{workload.Workload{Kind: workload.KindStatefulSet, Namespace: "shop", Name: "db"}, "kubectl rollout restart statefulset/db -n shop"},
+		{workload.Workload{Kind: workload.KindReplicaSet, Namespace: "shop", Name: "rs"}, "kubectl delete pod -n shop rs-1 rs-2"},
+	}
+	for _, tt := range tests {
+		if got := restartCommand(tt.wl, []string{"rs-1", "rs-2"}); got != tt.want {
+			t.Errorf("restartCommand(%s) = %q, want %q", tt.wl, got, tt.want)
+		}
+	}
+}
+
+func TestOneTargetPerPort(t *testing.T) {
+	whole := &managerv1.AgentTarget{AgentPort: 9900, InterceptId: "whole"}
+	plaintext := &managerv1.AgentTarget{AgentPort: 9900, InterceptId: "plain", HttpFilter: &managerv1.HttpFilter{Plaintext: true}}
+	filtered := &managerv1.AgentTarget{AgentPort: 9900, InterceptId: "alice", HttpFilter: header("x-dev", "alice")}
+	tap := &managerv1.AgentTarget{AgentPort: 9900, InterceptId: "tap", Wiretap: true}
+	tests := []struct {
+		in, want []*managerv1.AgentTarget
+	}{
+		{[]*managerv1.AgentTarget{tap, whole}, []*managerv1.AgentTarget{whole}},
+		{[]*managerv1.AgentTarget{filtered, tap}, nil},
+		{[]*managerv1.AgentTarget{plaintext}, []*managerv1.AgentTarget{plaintext}},
+	}
+	for _, tt := range tests {
+		if got := oneTargetPerPort(slices.Clone(tt.in)); !equalTargets(got, tt.want) {
+			t.Errorf("oneTargetPerPort(%v) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
 }

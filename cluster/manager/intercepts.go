@@ -115,7 +115,8 @@ func cloneToPod(in []*managerv1.ToPod) []*managerv1.ToPod {
 //     for another workload);
 //  4. store the config and roll the workload out when its pods do not run that config;
 //  5. wait, within the request's deadline, for an agent running that config (DeadlineExceeded
-//     with what the pods and events say);
+//     with what the pods and events say); a filtered intercept or wiretap also needs those agents
+//     to route HTTP (FailedPrecondition for agents of an older version);
 //  6. activate it (agents are told) and return it with the container's environment.
 //
 // A failed request leaves no intercept behind and undoes a --replace it caused.
@@ -196,6 +197,10 @@ func (m *Manager) createIntercept(ctx context.Context, req *managerv1.CreateInte
 			// config and rollout must not outlive the attempt all the same.
 			m.unrollLater(wl)
 		}
+		return nil, err
+	}
+	if err := m.checkFilterAgents(req, wl, js); err != nil {
+		m.abandon(ic, undo)
 		return nil, err
 	}
 	env, podAddr, mounts := m.environment(ctx, a, target)

@@ -143,6 +143,14 @@ func TestInterceptLifecycle(t *testing.T) {
 // rollout.
 func readyCluster(t *testing.T, objs ...runtime.Object) (*fakeCluster, *fakeAgent) {
 	t.Helper()
+	fc, pod := readyPod(t, objs...)
+	return fc, fc.arriveAgent(pod)
+}
+
+// readyPod is a cluster where echo's config is stored and a pod of echo runs it, its agent not
+// arrived yet.
+func readyPod(t *testing.T, objs ...runtime.Object) (*fakeCluster, *corev1.Pod) {
+	t.Helper()
 	fc := newFakeCluster(t, Config{}, objs...)
 	wl, err := workload.Get(context.Background(), fc.k8s, "default", "echo")
 	if err != nil {
@@ -155,8 +163,7 @@ func readyCluster(t *testing.T, objs ...runtime.Object) (*fakeCluster, *fakeAgen
 	if err := fc.m.store.Put(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	pod := fc.startPod("echo-abc-1", "echo", false, running)
-	return fc, fc.arriveAgent(pod)
+	return fc, fc.startPod("echo-abc-1", "echo", false, running)
 }
 
 func TestCreateInterceptErrors(t *testing.T) {

@@ -129,6 +129,57 @@ func (DialError) EnumDescriptor() ([]byte, []int) {
 	return file_manager_v1_manager_proto_rawDescGZIP(), []int{1}
 }
 
+// AgentCapability is something a traffic-agent can do that older agents could not.
+type AgentCapability int32
+
+const (
+	AgentCapability_AGENT_CAPABILITY_UNSPECIFIED AgentCapability = 0
+	// AGENT_CAPABILITY_HTTP_FILTERS: the agent routes a port with several AgentTargets request by
+	// request (HTTP-filtered intercepts and wiretaps). An agent without it keeps only the last
+	// target of a port and ignores its filter, so the manager creates no filtered intercept or
+	// wiretap on its workload and sends it at most one target per port.
+	AgentCapability_AGENT_CAPABILITY_HTTP_FILTERS AgentCapability = 1
+)
+
+// Enum value maps for AgentCapability.
+var (
+	AgentCapability_name = map[int32]string{
+		0: "AGENT_CAPABILITY_UNSPECIFIED",
+		1: "AGENT_CAPABILITY_HTTP_FILTERS",
+	}
+	AgentCapability_value = map[string]int32{
+		"AGENT_CAPABILITY_UNSPECIFIED":  0,
+		"AGENT_CAPABILITY_HTTP_FILTERS": 1,
+	}
+)
+
+func (x AgentCapability) Enum() *AgentCapability {
+	p := new(AgentCapability)
+	*p = x
+	return p
+}
+
+func (x AgentCapability) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AgentCapability) Descriptor() protoreflect.EnumDescriptor {
+	return file_manager_v1_manager_proto_enumTypes[2].Descriptor()
+}
+
+func (AgentCapability) Type() protoreflect.EnumType {
+	return &file_manager_v1_manager_proto_enumTypes[2]
+}
+
+func (x AgentCapability) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AgentCapability.Descriptor instead.
+func (AgentCapability) EnumDescriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{2}
+}
+
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1775,8 +1826,8 @@ func (x *HttpHeaderMatch) GetValue() string {
 // InterceptCounters count the requests of one HTTP-filtered intercept or wiretap.
 type InterceptCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// intercepted counts the requests the intercept's filter sent to the client, as the agent's
-	// connections to the client that carried them (one per client connection it kept): a lower bound.
+	// intercepted counts the requests (HTTP/1.x requests, h2c and gRPC streams) the intercept's
+	// filter sent to the client, one by one, however few connections to the client carried them.
 	Intercepted   uint64 `protobuf:"varint,1,opt,name=intercepted,proto3" json:"intercepted,omitempty"`
 	Copied        uint64 `protobuf:"varint,2,opt,name=copied,proto3" json:"copied,omitempty"`   // wiretap copies delivered to the client
 	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"` // wiretap copies dropped: the client's handler was too slow or failed
@@ -2374,13 +2425,16 @@ func (x *IncomingDial) GetInterceptId() string {
 }
 
 type AgentInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PodName       string                 `protobuf:"bytes,1,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	PodIp         string                 `protobuf:"bytes,3,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
-	WorkloadKind  string                 `protobuf:"bytes,4,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
-	WorkloadName  string                 `protobuf:"bytes,5,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
-	Version       string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	PodName      string                 `protobuf:"bytes,1,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	Namespace    string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	PodIp        string                 `protobuf:"bytes,3,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	WorkloadKind string                 `protobuf:"bytes,4,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	WorkloadName string                 `protobuf:"bytes,5,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
+	Version      string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// capabilities the agent declares; an agent of an older version declares none it lacks, and
+	// the manager asks of an agent only what it declared.
+	Capabilities  []AgentCapability `protobuf:"varint,7,rep,packed,name=capabilities,proto3,enum=teledock.manager.v1.AgentCapability" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2457,9 +2511,17 @@ func (x *AgentInfo) GetVersion() string {
 	return ""
 }
 
+func (x *AgentInfo) GetCapabilities() []AgentCapability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 // AgentTarget is one port the agent took over and where it goes now. A port has one AgentTarget
 // without an intercept, or one per intercept of it: several only when they are HTTP-filtered
-// intercepts with disjoint filters, or wiretaps.
+// intercepts with disjoint filters, or wiretaps, and only for an agent that declared
+// AGENT_CAPABILITY_HTTP_FILTERS.
 type AgentTarget struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	AgentPort   int32                  `protobuf:"varint,1,opt,name=agent_port,json=agentPort,proto3" json:"agent_port,omitempty"`    // where the agent listens
@@ -2932,14 +2994,15 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"intercepts\"J\n" +
 	"\fIncomingDial\x12\x17\n" +
 	"\aconn_id\x18\x01 \x01(\tR\x06connId\x12!\n" +
-	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\"\xbf\x01\n" +
+	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\"\x89\x02\n" +
 	"\tAgentInfo\x12\x19\n" +
 	"\bpod_name\x18\x01 \x01(\tR\apodName\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x15\n" +
 	"\x06pod_ip\x18\x03 \x01(\tR\x05podIp\x12#\n" +
 	"\rworkload_kind\x18\x04 \x01(\tR\fworkloadKind\x12#\n" +
 	"\rworkload_name\x18\x05 \x01(\tR\fworkloadName\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\x87\x02\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12H\n" +
+	"\fcapabilities\x18\a \x03(\x0e2$.teledock.manager.v1.AgentCapabilityR\fcapabilities\"\x87\x02\n" +
 	"\vAgentTarget\x12\x1d\n" +
 	"\n" +
 	"agent_port\x18\x01 \x01(\x05R\tagentPort\x12\x1f\n" +
@@ -2972,7 +3035,10 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x12DIAL_ERROR_REFUSED\x10\x01\x12\x1a\n" +
 	"\x16DIAL_ERROR_UNREACHABLE\x10\x02\x12\x16\n" +
 	"\x12DIAL_ERROR_TIMEOUT\x10\x03\x12\x1a\n" +
-	"\x16DIAL_ERROR_BAD_REQUEST\x10\x042\xcc\r\n" +
+	"\x16DIAL_ERROR_BAD_REQUEST\x10\x04*V\n" +
+	"\x0fAgentCapability\x12 \n" +
+	"\x1cAGENT_CAPABILITY_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dAGENT_CAPABILITY_HTTP_FILTERS\x10\x012\xcc\r\n" +
 	"\aManager\x12P\n" +
 	"\aVersion\x12#.teledock.manager.v1.VersionRequest\x1a .teledock.manager.v1.VersionInfo\x12M\n" +
 	"\fArriveClient\x12\x1f.teledock.manager.v1.ClientInfo\x1a\x1c.teledock.manager.v1.Session\x12R\n" +
@@ -3009,124 +3075,126 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 	return file_manager_v1_manager_proto_rawDescData
 }
 
-var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_manager_v1_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: teledock.manager.v1.Protocol
 	(DialError)(0),                  // 1: teledock.manager.v1.DialError
-	(*VersionRequest)(nil),          // 2: teledock.manager.v1.VersionRequest
-	(*VersionInfo)(nil),             // 3: teledock.manager.v1.VersionInfo
-	(*ClientInfo)(nil),              // 4: teledock.manager.v1.ClientInfo
-	(*Session)(nil),                 // 5: teledock.manager.v1.Session
-	(*SessionRequest)(nil),          // 6: teledock.manager.v1.SessionRequest
-	(*RemainResponse)(nil),          // 7: teledock.manager.v1.RemainResponse
-	(*DepartResponse)(nil),          // 8: teledock.manager.v1.DepartResponse
-	(*ListSessionsRequest)(nil),     // 9: teledock.manager.v1.ListSessionsRequest
-	(*SessionSummary)(nil),          // 10: teledock.manager.v1.SessionSummary
-	(*ListSessionsResponse)(nil),    // 11: teledock.manager.v1.ListSessionsResponse
-	(*ClusterInfoResponse)(nil),     // 12: teledock.manager.v1.ClusterInfoResponse
-	(*DirectInfoResponse)(nil),      // 13: teledock.manager.v1.DirectInfoResponse
-	(*DNSRequest)(nil),              // 14: teledock.manager.v1.DNSRequest
-	(*DNSResponse)(nil),             // 15: teledock.manager.v1.DNSResponse
-	(*Dial)(nil),                    // 16: teledock.manager.v1.Dial
-	(*Accept)(nil),                  // 17: teledock.manager.v1.Accept
-	(*DialResult)(nil),              // 18: teledock.manager.v1.DialResult
-	(*Data)(nil),                    // 19: teledock.manager.v1.Data
-	(*TunnelMessage)(nil),           // 20: teledock.manager.v1.TunnelMessage
-	(*ListWorkloadsRequest)(nil),    // 21: teledock.manager.v1.ListWorkloadsRequest
-	(*WorkloadInfo)(nil),            // 22: teledock.manager.v1.WorkloadInfo
-	(*ListWorkloadsResponse)(nil),   // 23: teledock.manager.v1.ListWorkloadsResponse
-	(*ToPod)(nil),                   // 24: teledock.manager.v1.ToPod
-	(*CreateInterceptRequest)(nil),  // 25: teledock.manager.v1.CreateInterceptRequest
-	(*HttpFilter)(nil),              // 26: teledock.manager.v1.HttpFilter
-	(*HttpHeaderMatch)(nil),         // 27: teledock.manager.v1.HttpHeaderMatch
-	(*InterceptCounters)(nil),       // 28: teledock.manager.v1.InterceptCounters
-	(*InterceptInfo)(nil),           // 29: teledock.manager.v1.InterceptInfo
-	(*VolumeMount)(nil),             // 30: teledock.manager.v1.VolumeMount
-	(*RemoveInterceptRequest)(nil),  // 31: teledock.manager.v1.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil), // 32: teledock.manager.v1.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),   // 33: teledock.manager.v1.ListInterceptsRequest
-	(*ListInterceptsResponse)(nil),  // 34: teledock.manager.v1.ListInterceptsResponse
-	(*IncomingDial)(nil),            // 35: teledock.manager.v1.IncomingDial
-	(*AgentInfo)(nil),               // 36: teledock.manager.v1.AgentInfo
-	(*AgentTarget)(nil),             // 37: teledock.manager.v1.AgentTarget
-	(*AgentCounters)(nil),           // 38: teledock.manager.v1.AgentCounters
-	(*AgentInterceptCounters)(nil),  // 39: teledock.manager.v1.AgentInterceptCounters
-	(*ReportCountersResponse)(nil),  // 40: teledock.manager.v1.ReportCountersResponse
-	(*AgentUpdate)(nil),             // 41: teledock.manager.v1.AgentUpdate
-	nil,                             // 42: teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	(AgentCapability)(0),            // 2: teledock.manager.v1.AgentCapability
+	(*VersionRequest)(nil),          // 3: teledock.manager.v1.VersionRequest
+	(*VersionInfo)(nil),             // 4: teledock.manager.v1.VersionInfo
+	(*ClientInfo)(nil),              // 5: teledock.manager.v1.ClientInfo
+	(*Session)(nil),                 // 6: teledock.manager.v1.Session
+	(*SessionRequest)(nil),          // 7: teledock.manager.v1.SessionRequest
+	(*RemainResponse)(nil),          // 8: teledock.manager.v1.RemainResponse
+	(*DepartResponse)(nil),          // 9: teledock.manager.v1.DepartResponse
+	(*ListSessionsRequest)(nil),     // 10: teledock.manager.v1.ListSessionsRequest
+	(*SessionSummary)(nil),          // 11: teledock.manager.v1.SessionSummary
+	(*ListSessionsResponse)(nil),    // 12: teledock.manager.v1.ListSessionsResponse
+	(*ClusterInfoResponse)(nil),     // 13: teledock.manager.v1.ClusterInfoResponse
+	(*DirectInfoResponse)(nil),      // 14: teledock.manager.v1.DirectInfoResponse
+	(*DNSRequest)(nil),              // 15: teledock.manager.v1.DNSRequest
+	(*DNSResponse)(nil),             // 16: teledock.manager.v1.DNSResponse
+	(*Dial)(nil),                    // 17: teledock.manager.v1.Dial
+	(*Accept)(nil),                  // 18: teledock.manager.v1.Accept
+	(*DialResult)(nil),              // 19: teledock.manager.v1.DialResult
+	(*Data)(nil),                    // 20: teledock.manager.v1.Data
+	(*TunnelMessage)(nil),           // 21: teledock.manager.v1.TunnelMessage
+	(*ListWorkloadsRequest)(nil),    // 22: teledock.manager.v1.ListWorkloadsRequest
+	(*WorkloadInfo)(nil),            // 23: teledock.manager.v1.WorkloadInfo
+	(*ListWorkloadsResponse)(nil),   // 24: teledock.manager.v1.ListWorkloadsResponse
+	(*ToPod)(nil),                   // 25: teledock.manager.v1.ToPod
+	(*CreateInterceptRequest)(nil),  // 26: teledock.manager.v1.CreateInterceptRequest
+	(*HttpFilter)(nil),              // 27: teledock.manager.v1.HttpFilter
+	(*HttpHeaderMatch)(nil),         // 28: teledock.manager.v1.HttpHeaderMatch
+	(*InterceptCounters)(nil),       // 29: teledock.manager.v1.InterceptCounters
+	(*InterceptInfo)(nil),           // 30: teledock.manager.v1.InterceptInfo
+	(*VolumeMount)(nil),             // 31: teledock.manager.v1.VolumeMount
+	(*RemoveInterceptRequest)(nil),  // 32: teledock.manager.v1.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 33: teledock.manager.v1.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 34: teledock.manager.v1.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 35: teledock.manager.v1.ListInterceptsResponse
+	(*IncomingDial)(nil),            // 36: teledock.manager.v1.IncomingDial
+	(*AgentInfo)(nil),               // 37: teledock.manager.v1.AgentInfo
+	(*AgentTarget)(nil),             // 38: teledock.manager.v1.AgentTarget
+	(*AgentCounters)(nil),           // 39: teledock.manager.v1.AgentCounters
+	(*AgentInterceptCounters)(nil),  // 40: teledock.manager.v1.AgentInterceptCounters
+	(*ReportCountersResponse)(nil),  // 41: teledock.manager.v1.ReportCountersResponse
+	(*AgentUpdate)(nil),             // 42: teledock.manager.v1.AgentUpdate
+	nil,                             // 43: teledock.manager.v1.InterceptInfo.EnvironmentEntry
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
-	4,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
-	10, // 1: teledock.manager.v1.ListSessionsResponse.sessions:type_name -> teledock.manager.v1.SessionSummary
+	5,  // 0: teledock.manager.v1.SessionSummary.client:type_name -> teledock.manager.v1.ClientInfo
+	11, // 1: teledock.manager.v1.ListSessionsResponse.sessions:type_name -> teledock.manager.v1.SessionSummary
 	0,  // 2: teledock.manager.v1.Dial.protocol:type_name -> teledock.manager.v1.Protocol
 	1,  // 3: teledock.manager.v1.DialResult.reason:type_name -> teledock.manager.v1.DialError
-	16, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
-	18, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
-	19, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
-	17, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
-	29, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
-	22, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
+	17, // 4: teledock.manager.v1.TunnelMessage.dial:type_name -> teledock.manager.v1.Dial
+	19, // 5: teledock.manager.v1.TunnelMessage.dial_result:type_name -> teledock.manager.v1.DialResult
+	20, // 6: teledock.manager.v1.TunnelMessage.data:type_name -> teledock.manager.v1.Data
+	18, // 7: teledock.manager.v1.TunnelMessage.accept:type_name -> teledock.manager.v1.Accept
+	30, // 8: teledock.manager.v1.WorkloadInfo.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	23, // 9: teledock.manager.v1.ListWorkloadsResponse.workloads:type_name -> teledock.manager.v1.WorkloadInfo
 	0,  // 10: teledock.manager.v1.ToPod.protocol:type_name -> teledock.manager.v1.Protocol
-	24, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
-	26, // 12: teledock.manager.v1.CreateInterceptRequest.http_filter:type_name -> teledock.manager.v1.HttpFilter
-	27, // 13: teledock.manager.v1.HttpFilter.headers:type_name -> teledock.manager.v1.HttpHeaderMatch
+	25, // 11: teledock.manager.v1.CreateInterceptRequest.to_pod:type_name -> teledock.manager.v1.ToPod
+	27, // 12: teledock.manager.v1.CreateInterceptRequest.http_filter:type_name -> teledock.manager.v1.HttpFilter
+	28, // 13: teledock.manager.v1.HttpFilter.headers:type_name -> teledock.manager.v1.HttpHeaderMatch
 	0,  // 14: teledock.manager.v1.InterceptInfo.protocol:type_name -> teledock.manager.v1.Protocol
-	42, // 15: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
-	24, // 16: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
-	30, // 17: teledock.manager.v1.InterceptInfo.mounts:type_name -> teledock.manager.v1.VolumeMount
-	26, // 18: teledock.manager.v1.InterceptInfo.filter:type_name -> teledock.manager.v1.HttpFilter
-	28, // 19: teledock.manager.v1.InterceptInfo.counters:type_name -> teledock.manager.v1.InterceptCounters
-	29, // 20: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
-	0,  // 21: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
-	26, // 22: teledock.manager.v1.AgentTarget.http_filter:type_name -> teledock.manager.v1.HttpFilter
-	39, // 23: teledock.manager.v1.AgentCounters.intercepts:type_name -> teledock.manager.v1.AgentInterceptCounters
-	28, // 24: teledock.manager.v1.AgentInterceptCounters.counters:type_name -> teledock.manager.v1.InterceptCounters
-	37, // 25: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
-	35, // 26: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
-	2,  // 27: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
-	4,  // 28: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
-	6,  // 29: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 30: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
-	9,  // 31: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
-	6,  // 32: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
-	6,  // 33: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
-	14, // 34: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
-	20, // 35: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
-	21, // 36: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
-	25, // 37: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
-	31, // 38: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
-	33, // 39: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
-	6,  // 40: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
-	36, // 41: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
-	6,  // 42: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
-	20, // 43: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
-	38, // 44: teledock.manager.v1.Manager.ReportCounters:input_type -> teledock.manager.v1.AgentCounters
-	20, // 45: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
-	3,  // 46: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
-	5,  // 47: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
-	7,  // 48: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
-	8,  // 49: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
-	11, // 50: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
-	12, // 51: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
-	13, // 52: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
-	15, // 53: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
-	20, // 54: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
-	23, // 55: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
-	29, // 56: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
-	32, // 57: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
-	34, // 58: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
-	35, // 59: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
-	5,  // 60: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
-	41, // 61: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
-	20, // 62: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
-	40, // 63: teledock.manager.v1.Manager.ReportCounters:output_type -> teledock.manager.v1.ReportCountersResponse
-	20, // 64: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
-	46, // [46:65] is the sub-list for method output_type
-	27, // [27:46] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	43, // 15: teledock.manager.v1.InterceptInfo.environment:type_name -> teledock.manager.v1.InterceptInfo.EnvironmentEntry
+	25, // 16: teledock.manager.v1.InterceptInfo.to_pod:type_name -> teledock.manager.v1.ToPod
+	31, // 17: teledock.manager.v1.InterceptInfo.mounts:type_name -> teledock.manager.v1.VolumeMount
+	27, // 18: teledock.manager.v1.InterceptInfo.filter:type_name -> teledock.manager.v1.HttpFilter
+	29, // 19: teledock.manager.v1.InterceptInfo.counters:type_name -> teledock.manager.v1.InterceptCounters
+	30, // 20: teledock.manager.v1.ListInterceptsResponse.intercepts:type_name -> teledock.manager.v1.InterceptInfo
+	2,  // 21: teledock.manager.v1.AgentInfo.capabilities:type_name -> teledock.manager.v1.AgentCapability
+	0,  // 22: teledock.manager.v1.AgentTarget.protocol:type_name -> teledock.manager.v1.Protocol
+	27, // 23: teledock.manager.v1.AgentTarget.http_filter:type_name -> teledock.manager.v1.HttpFilter
+	40, // 24: teledock.manager.v1.AgentCounters.intercepts:type_name -> teledock.manager.v1.AgentInterceptCounters
+	29, // 25: teledock.manager.v1.AgentInterceptCounters.counters:type_name -> teledock.manager.v1.InterceptCounters
+	38, // 26: teledock.manager.v1.AgentUpdate.targets:type_name -> teledock.manager.v1.AgentTarget
+	36, // 27: teledock.manager.v1.AgentUpdate.dial:type_name -> teledock.manager.v1.IncomingDial
+	3,  // 28: teledock.manager.v1.Manager.Version:input_type -> teledock.manager.v1.VersionRequest
+	5,  // 29: teledock.manager.v1.Manager.ArriveClient:input_type -> teledock.manager.v1.ClientInfo
+	7,  // 30: teledock.manager.v1.Manager.Remain:input_type -> teledock.manager.v1.SessionRequest
+	7,  // 31: teledock.manager.v1.Manager.Depart:input_type -> teledock.manager.v1.SessionRequest
+	10, // 32: teledock.manager.v1.Manager.ListSessions:input_type -> teledock.manager.v1.ListSessionsRequest
+	7,  // 33: teledock.manager.v1.Manager.ClusterInfo:input_type -> teledock.manager.v1.SessionRequest
+	7,  // 34: teledock.manager.v1.Manager.DirectInfo:input_type -> teledock.manager.v1.SessionRequest
+	15, // 35: teledock.manager.v1.Manager.LookupDNS:input_type -> teledock.manager.v1.DNSRequest
+	21, // 36: teledock.manager.v1.Manager.Tunnel:input_type -> teledock.manager.v1.TunnelMessage
+	22, // 37: teledock.manager.v1.Manager.ListWorkloads:input_type -> teledock.manager.v1.ListWorkloadsRequest
+	26, // 38: teledock.manager.v1.Manager.CreateIntercept:input_type -> teledock.manager.v1.CreateInterceptRequest
+	32, // 39: teledock.manager.v1.Manager.RemoveIntercept:input_type -> teledock.manager.v1.RemoveInterceptRequest
+	34, // 40: teledock.manager.v1.Manager.ListIntercepts:input_type -> teledock.manager.v1.ListInterceptsRequest
+	7,  // 41: teledock.manager.v1.Manager.WatchDials:input_type -> teledock.manager.v1.SessionRequest
+	37, // 42: teledock.manager.v1.Manager.ArriveAgent:input_type -> teledock.manager.v1.AgentInfo
+	7,  // 43: teledock.manager.v1.Manager.WatchAgent:input_type -> teledock.manager.v1.SessionRequest
+	21, // 44: teledock.manager.v1.Manager.AgentTunnel:input_type -> teledock.manager.v1.TunnelMessage
+	39, // 45: teledock.manager.v1.Manager.ReportCounters:input_type -> teledock.manager.v1.AgentCounters
+	21, // 46: teledock.manager.v1.Manager.Accept:input_type -> teledock.manager.v1.TunnelMessage
+	4,  // 47: teledock.manager.v1.Manager.Version:output_type -> teledock.manager.v1.VersionInfo
+	6,  // 48: teledock.manager.v1.Manager.ArriveClient:output_type -> teledock.manager.v1.Session
+	8,  // 49: teledock.manager.v1.Manager.Remain:output_type -> teledock.manager.v1.RemainResponse
+	9,  // 50: teledock.manager.v1.Manager.Depart:output_type -> teledock.manager.v1.DepartResponse
+	12, // 51: teledock.manager.v1.Manager.ListSessions:output_type -> teledock.manager.v1.ListSessionsResponse
+	13, // 52: teledock.manager.v1.Manager.ClusterInfo:output_type -> teledock.manager.v1.ClusterInfoResponse
+	14, // 53: teledock.manager.v1.Manager.DirectInfo:output_type -> teledock.manager.v1.DirectInfoResponse
+	16, // 54: teledock.manager.v1.Manager.LookupDNS:output_type -> teledock.manager.v1.DNSResponse
+	21, // 55: teledock.manager.v1.Manager.Tunnel:output_type -> teledock.manager.v1.TunnelMessage
+	24, // 56: teledock.manager.v1.Manager.ListWorkloads:output_type -> teledock.manager.v1.ListWorkloadsResponse
+	30, // 57: teledock.manager.v1.Manager.CreateIntercept:output_type -> teledock.manager.v1.InterceptInfo
+	33, // 58: teledock.manager.v1.Manager.RemoveIntercept:output_type -> teledock.manager.v1.RemoveInterceptResponse
+	35, // 59: teledock.manager.v1.Manager.ListIntercepts:output_type -> teledock.manager.v1.ListInterceptsResponse
+	36, // 60: teledock.manager.v1.Manager.WatchDials:output_type -> teledock.manager.v1.IncomingDial
+	6,  // 61: teledock.manager.v1.Manager.ArriveAgent:output_type -> teledock.manager.v1.Session
+	42, // 62: teledock.manager.v1.Manager.WatchAgent:output_type -> teledock.manager.v1.AgentUpdate
+	21, // 63: teledock.manager.v1.Manager.AgentTunnel:output_type -> teledock.manager.v1.TunnelMessage
+	41, // 64: teledock.manager.v1.Manager.ReportCounters:output_type -> teledock.manager.v1.ReportCountersResponse
+	21, // 65: teledock.manager.v1.Manager.Accept:output_type -> teledock.manager.v1.TunnelMessage
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -3150,7 +3218,7 @@ func file_manager_v1_manager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,

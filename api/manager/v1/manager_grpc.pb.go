@@ -75,7 +75,8 @@ type ManagerClient interface {
 	// CreateIntercept (or changes) an intercept for the session: plans the agent, injects it (rollout)
 	// when missing, waits for it within the deadline, and returns the intercept with the workload's
 	// environment. Errors: NotFound (workload), FailedPrecondition (several services match, port not
-	// found, intercepted by another client), DeadlineExceeded (agent not arrived; message says why).
+	// found, intercepted by another client, an HTTP filter or wiretap on a workload whose agents
+	// predate them), DeadlineExceeded (agent not arrived; message says why).
 	CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*InterceptInfo, error)
 	// RemoveIntercept ends an intercept; traffic returns to the app with no pod restart.
 	RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error)
@@ -362,7 +363,8 @@ type ManagerServer interface {
 	// CreateIntercept (or changes) an intercept for the session: plans the agent, injects it (rollout)
 	// when missing, waits for it within the deadline, and returns the intercept with the workload's
 	// environment. Errors: NotFound (workload), FailedPrecondition (several services match, port not
-	// found, intercepted by another client), DeadlineExceeded (agent not arrived; message says why).
+	// found, intercepted by another client, an HTTP filter or wiretap on a workload whose agents
+	// predate them), DeadlineExceeded (agent not arrived; message says why).
 	CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error)
 	// RemoveIntercept ends an intercept; traffic returns to the app with no pod restart.
 	RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error)

@@ -130,7 +130,18 @@ func startDirectFakeWith(t testing.TB, enabled, legacy bool) (*directFake, *pipe
 	} else {
 		f.srv = grpc.NewServer(g.ServerOptions()...)
 		mux := g.NewMux(lis, serverTLS, f.raw.ServeRaw, testLogger(t))
-		go func() { _ = mux.Serve(context.Background()) }()
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			_ = mux.Serve(ctx)
+		}()
+		// The Mux logs through t: its connections must be done before the test is.
+		t.Cleanup(func() {
+			cancel()
+			_ = mux.Close()
+			<-served
+		})
 		lis = mux.GRPC()
 	}
 	managerv1.RegisterManagerServer(f.srv, &f.direct)

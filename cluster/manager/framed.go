@@ -11,8 +11,9 @@ import (
 	"teledock.dev/teledock/tunnel"
 )
 
-// framedHelloTimeout bounds the wait for a framed tunnel's hello, which the client sends at once.
-const framedHelloTimeout = 10 * time.Second
+// framedHelloTimeout bounds the wait for a framed tunnel's hello. Clients open their streams ahead
+// of their flows and keep them for less than this (the daemon's spareAge).
+const framedHelloTimeout = 60 * time.Second
 
 // ServeFramed serves framed tunnels (tunnel.FramedConn) on l, the clients' loopback port for raw
 // tunnels through port-forwards, until l is closed; ctx is the tunnels' lifetime. A hello is

@@ -29,8 +29,9 @@ const framedOffFor = 5 * time.Second
 // a gRPC stream in HTTP/2 in the port-forward's stream. The API server and the kubelet see one
 // port-forward, as with kubectl's.
 type framedDialer struct {
-	f   *forwarder
-	log *slog.Logger
+	f      *forwarder
+	log    *slog.Logger
+	spares *spares[*framedStream]
 
 	mu       sync.Mutex // guards the fields below; held while connecting, so flows share one dial
 	conn     httpstream.Connection
@@ -40,7 +41,9 @@ type framedDialer struct {
 }
 
 func newFramedDialer(f *forwarder, log *slog.Logger) *framedDialer {
-	return &framedDialer{f: f, log: log}
+	d := &framedDialer{f: f, log: log}
+	d.spares = newSpares(d.stream, (*framedStream).reset, func() bool { return false }, log)
+	return d
 }
 
 // open starts a framed tunnel to dst for the session. ErrNoRaw (wrapped): use a Tunnel stream;
@@ -49,21 +52,26 @@ func (d *framedDialer) open(ctx context.Context, sessionID string, dst netip.Add
 	if sessionID == "" {
 		return nil, fmt.Errorf("%w: no session", ErrNoRaw)
 	}
-	s, err := d.stream(ctx)
-	if err != nil {
+	for {
+		s, reused, err := d.spares.take(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
+		}
+		c := tunnel.NewFramedConn(s, s.reset)
+		err = tunnel.DialRaw(ctx, c, "", sessionID, dst)
+		var derr *tunnel.DialError
+		switch {
+		case err == nil:
+			return c, nil
+		case errors.As(err, &derr), ctx.Err() != nil:
+			return nil, err
+		case reused:
+			d.log.Debug("framed tunnel: a spare failed; opening a stream anew", "err", err)
+			continue
+		}
+		d.failed(s.conn, err)
 		return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
 	}
-	c := tunnel.NewFramedConn(s, s.reset)
-	err = tunnel.DialRaw(ctx, c, "", sessionID, dst)
-	var derr *tunnel.DialError
-	switch {
-	case err == nil:
-		return c, nil
-	case errors.As(err, &derr), ctx.Err() != nil:
-		return nil, err
-	}
-	d.failed(s.conn, err)
-	return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
 }
 
 // failed turns framed tunnels off for a while and drops conn, whose next user connects anew.
@@ -120,6 +128,7 @@ func (d *framedDialer) stream(ctx context.Context) (*framedStream, error) {
 }
 
 func (d *framedDialer) close() {
+	d.spares.close()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.conn != nil {

@@ -8,28 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
-	"time"
 
-	"teledock.dev/teledock/internal/flow"
 	"teledock.dev/teledock/tunnel"
 )
 
 // ErrNoRaw: no raw tunnel can carry this flow now; open a Tunnel stream instead.
 var ErrNoRaw = errors.New("no raw tunnel")
 
-const (
-	// rawSpares is how many raw connections wait, handshaken, for the next flows.
-	rawSpares = 2
-	// rawSpareAge is how long a spare is trusted: less than the manager's wait for a hello
-	// (cluster/direct's helloTimeout, 60s), so the manager never closes one under a new flow.
-	rawSpareAge = 45 * time.Second
-)
-
 // rawDialer opens raw tunnels (tunnel.RawALPN): one TLS connection to the direct port per TCP
-// flow, with the session's token in its hello. A few are dialled ahead, so a flow waits for one
-// round trip (its hello and the manager's dial), as a Tunnel stream does.
+// flow, with the session's token in its hello, dialled ahead (spares).
 type rawDialer struct {
 	tls     *tls.Config
 	addrs   []string
@@ -37,64 +25,22 @@ type rawDialer struct {
 	session string
 	log     *slog.Logger
 
-	spares chan spare
-	wake   chan struct{}
+	spares *spares[*tunnel.RawConn]
 	last   atomic.Pointer[string] // the address that answered last
 	// off: the manager does not serve raw tunnels (it answered with gRPC's ALPN only).
-	off    atomic.Bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	off atomic.Bool
 }
 
-type spare struct {
-	conn *tunnel.RawConn
-	at   time.Time
-}
-
-// newRawDialer starts keeping spares; close stops it.
+// newRawDialer returns a dialer that starts keeping spares (a session that uses the direct port
+// opens flows soon); close stops it.
 func newRawDialer(cfg *tls.Config, addrs []string, token, sessionID string, log *slog.Logger) *rawDialer {
 	cfg = cfg.Clone()
 	// Offering h2 too tells a manager that predates raw tunnels (it picks h2) from a broken one.
 	cfg.NextProtos = []string{tunnel.RawALPN, "h2"}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &rawDialer{tls: cfg, addrs: addrs, token: token, session: sessionID, log: log,
-		spares: make(chan spare, rawSpares), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
-	r.done.Add(1)
-	go r.fill()
+	r := &rawDialer{tls: cfg, addrs: addrs, token: token, session: sessionID, log: log}
+	r.spares = newSpares(r.dial, func(c *tunnel.RawConn) { c.Close() }, r.off.Load, log)
+	r.spares.warm()
 	return r
-}
-
-// fill keeps the spares full, dialling again after each take.
-func (r *rawDialer) fill() {
-	defer r.done.Done()
-	newWait := func() func() time.Duration { return flow.Backoff(250*time.Millisecond, 10*time.Second, 0.2) }
-	wait := newWait()
-	for r.ctx.Err() == nil && !r.off.Load() {
-		if len(r.spares) == cap(r.spares) {
-			select {
-			case <-r.wake:
-				continue
-			case <-r.ctx.Done():
-				return
-			}
-		}
-		c, err := r.dial(r.ctx)
-		if err != nil {
-			if r.off.Load() {
-				return
-			}
-			r.log.Debug("raw tunnel: dial ahead", "err", err)
-			flow.Sleep(r.ctx, wait())
-			continue
-		}
-		wait = newWait()
-		select {
-		case r.spares <- spare{conn: c, at: time.Now()}:
-		default:
-			c.Close()
-		}
-	}
 }
 
 // dial makes one raw connection: TCP to the address that answered last (or the first of all
@@ -137,29 +83,6 @@ func (r *rawDialer) dialTCP(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// take returns a fresh spare, or dials one. reused says it was a spare, which the manager may
-// have dropped meanwhile (a restart).
-func (r *rawDialer) take(ctx context.Context) (c *tunnel.RawConn, reused bool, err error) {
-	defer func() {
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
-	}()
-	for {
-		select {
-		case s := <-r.spares:
-			if time.Since(s.at) < rawSpareAge {
-				return s.conn, true, nil
-			}
-			s.conn.Close()
-		default:
-			c, err := r.dial(ctx)
-			return c, false, err
-		}
-	}
-}
-
 // open starts a raw tunnel to dst. ErrNoRaw (wrapped): use a Tunnel stream; a *tunnel.DialError:
 // the destination's answer.
 func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (*tunnel.RawConn, error) {
@@ -167,7 +90,7 @@ func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (*tunnel.RawCo
 		return nil, ErrNoRaw
 	}
 	for {
-		c, reused, err := r.take(ctx)
+		c, reused, err := r.spares.take(ctx)
 		if errors.Is(err, ErrNoRaw) {
 			return nil, err
 		}
@@ -189,18 +112,7 @@ func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (*tunnel.RawCo
 	}
 }
 
-func (r *rawDialer) close() {
-	r.cancel()
-	r.done.Wait()
-	for {
-		select {
-		case s := <-r.spares:
-			s.conn.Close()
-		default:
-			return
-		}
-	}
-}
+func (r *rawDialer) close() { r.spares.close() }
 
 // DialRaw opens a TCP flow to dst as a raw tunnel: on the direct port when the session uses it,
 // and otherwise as a framed tunnel on the port-forward. It fails with ErrNoRaw when neither can

@@ -143,7 +143,7 @@ func TestRawTunnelSparesDropped(t *testing.T) {
 			n := accepted.Add(1)
 			go func() {
 				tc, err := tunnel.ServerTLS(context.Background(), c, serverTLS)
-				if err != nil || n <= rawSpares {
+				if err != nil || n <= spareCount {
 					c.Close() // the spares die with the "old manager"
 					return
 				}
@@ -158,7 +158,7 @@ func TestRawTunnelSparesDropped(t *testing.T) {
 	r := newRawDialer(&tls.Config{RootCAs: pool, ServerName: "traffic-manager-direct.teledock.svc", MinVersion: tls.VersionTLS13},
 		[]string{l.Addr().String()}, "token", "s1", testLogger(t))
 	defer r.close()
-	waitFor(t, "spares", func() bool { return len(r.spares) == rawSpares })
+	waitFor(t, "spares", func() bool { return len(r.spares.ready) == spareCount })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := r.open(ctx, echoListener(t))
@@ -166,7 +166,7 @@ func TestRawTunnelSparesDropped(t *testing.T) {
 		t.Fatalf("open with dead spares: %v", err)
 	}
 	c.Close()
-	if n := accepted.Load(); n <= rawSpares {
-		t.Errorf("%d connections made, want more than the %d dead spares", n, rawSpares)
+	if n := accepted.Load(); n <= spareCount {
+		t.Errorf("%d connections made, want more than the %d dead spares", n, spareCount)
 	}
 }

@@ -52,26 +52,8 @@ func (d *framedDialer) open(ctx context.Context, sessionID string, dst netip.Add
 	if sessionID == "" {
 		return nil, fmt.Errorf("%w: no session", ErrNoRaw)
 	}
-	for {
-		s, reused, err := d.spares.take(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
-		}
-		c := tunnel.NewFramedConn(s, s.reset)
-		err = tunnel.DialRaw(ctx, c, "", sessionID, dst)
-		var derr *tunnel.DialError
-		switch {
-		case err == nil:
-			return c, nil
-		case errors.As(err, &derr), ctx.Err() != nil:
-			return nil, err
-		case reused:
-			d.log.Debug("framed tunnel: a spare failed; opening a stream anew", "err", err)
-			continue
-		}
-		d.failed(s.conn, err)
-		return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
-	}
+	end := func(s *framedStream) tunnel.RawEnd { return tunnel.NewFramedConn(s, s.reset) }
+	return openRaw(ctx, d.spares, end, "", sessionID, dst, func(s *framedStream, err error) { d.failed(s.conn, err) })
 }
 
 // failed turns framed tunnels off for a while and drops conn, whose next user connects anew.

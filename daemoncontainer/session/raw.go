@@ -85,31 +85,12 @@ func (r *rawDialer) dialTCP(ctx context.Context) (net.Conn, error) {
 
 // open starts a raw tunnel to dst. ErrNoRaw (wrapped): use a Tunnel stream; a *tunnel.DialError:
 // the destination's answer.
-func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (*tunnel.RawConn, error) {
+func (r *rawDialer) open(ctx context.Context, dst netip.AddrPort) (tunnel.RawEnd, error) {
 	if r.off.Load() {
 		return nil, ErrNoRaw
 	}
-	for {
-		c, reused, err := r.spares.take(ctx)
-		if errors.Is(err, ErrNoRaw) {
-			return nil, err
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
-		}
-		err = tunnel.DialRaw(ctx, c, r.token, r.session, dst)
-		var derr *tunnel.DialError
-		switch {
-		case err == nil:
-			return c, nil
-		case errors.As(err, &derr), ctx.Err() != nil:
-			return nil, err
-		case reused:
-			r.log.Debug("raw tunnel: a spare failed; dialling anew", "err", err)
-			continue
-		}
-		return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
-	}
+	return openRaw(ctx, r.spares, func(c *tunnel.RawConn) tunnel.RawEnd { return c }, r.token, r.session, dst,
+		func(*tunnel.RawConn, error) {})
 }
 
 func (r *rawDialer) close() { r.spares.close() }

@@ -2,11 +2,15 @@ package session
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
 	"teledock.dev/teledock/internal/flow"
+	"teledock.dev/teledock/tunnel"
 )
 
 const (
@@ -124,5 +128,36 @@ func (p *spares[T]) close() {
 		default:
 			return
 		}
+	}
+}
+
+// openRaw starts a raw tunnel to dst on a connection from p, with hello's session and token. A
+// spare that fails before the manager's answer (the manager dropped it) is replaced by a fresh
+// connection. ErrNoRaw (wrapped): use a Tunnel stream, and failed has been told about the fresh
+// connection that failed; a *tunnel.DialError: the destination's answer.
+func openRaw[T any](ctx context.Context, p *spares[T], end func(T) tunnel.RawEnd, token, sessionID string, dst netip.AddrPort,
+	failed func(T, error)) (tunnel.RawEnd, error) {
+	for {
+		c, reused, err := p.take(ctx)
+		if errors.Is(err, ErrNoRaw) {
+			return nil, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
+		}
+		conn := end(c)
+		err = tunnel.DialRaw(ctx, conn, token, sessionID, dst)
+		var derr *tunnel.DialError
+		switch {
+		case err == nil:
+			return conn, nil
+		case errors.As(err, &derr), ctx.Err() != nil:
+			return nil, err
+		case reused:
+			p.log.Debug("a spare failed; dialling anew", "err", err)
+			continue
+		}
+		failed(c, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoRaw, err)
 	}
 }

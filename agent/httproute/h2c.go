@@ -25,7 +25,7 @@ func h2cProtocols() *http.Protocols {
 // serveH2C serves the HTTP/2 connection rc until it ends or ctx does.
 func serveH2C(ctx context.Context, rc *replayConn, cfg *config) error {
 	nc := newNetConn(rc)
-	h := &h2handler{cfg: cfg, proxies: make(map[int]*h2proxy)}
+	h := &h2handler{cfg: cfg, proxies: make(map[string]*h2proxy)}
 	h.dialCtx, h.cancelDials = context.WithCancel(ctx)
 	defer h.cancelDials()
 	h.idle = sync.NewCond(&h.mu)
@@ -90,8 +90,8 @@ type h2handler struct {
 	active  int        // handlers running
 	dials   int        // upstream dials in progress
 	closing bool
-	proxies map[int]*h2proxy // by dest index
-	conns   []net.Conn       // every upstream connection, closed at the end
+	proxies map[string]*h2proxy // by dest name
+	conns   []net.Conn          // every upstream connection, closed at the end
 }
 
 // h2proxy proxies streams to one destination over its own Transport: the Transport's dialer
@@ -195,7 +195,7 @@ func (h *h2handler) dial(ctx context.Context, d dest) (net.Conn, error) {
 func (h *h2handler) proxy(d dest) *h2proxy {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if p := h.proxies[d.index]; p != nil {
+	if p := h.proxies[d.name]; p != nil {
 		return p
 	}
 	tr := &http.Transport{
@@ -223,7 +223,7 @@ func (h *h2handler) proxy(d dest) *h2proxy {
 			io.WriteString(w, badGatewayText(d)) //nolint:errcheck // the client may be gone
 		},
 	}}
-	h.proxies[d.index] = p
+	h.proxies[d.name] = p
 	return p
 }
 

@@ -70,7 +70,7 @@ type h1conn struct {
 	cw  *bufio.Writer // client writer
 
 	mu     sync.Mutex
-	ups    map[int]*upstream // by dest index
+	ups    map[string]*upstream // by dest name
 	closed bool
 }
 
@@ -81,7 +81,7 @@ func serveHTTP1(ctx context.Context, in Conn, rc *replayConn, cfg *config) error
 		in:  in,
 		cr:  bufio.NewReaderSize(rc, ioBufferSize),
 		cw:  bufio.NewWriterSize(in, ioBufferSize),
-		ups: make(map[int]*upstream),
+		ups: make(map[string]*upstream),
 	}
 	stop := context.AfterFunc(ctx, c.closeAll)
 	defer stop()
@@ -129,7 +129,7 @@ func (c *h1conn) closeAll() {
 // upstream returns the kept connection to d, dialing one if there is none.
 func (c *h1conn) upstream(d dest) (*upstream, error) {
 	c.mu.Lock()
-	u := c.ups[d.index]
+	u := c.ups[d.name]
 	c.mu.Unlock()
 	if u != nil && !u.stale() {
 		return u, nil
@@ -149,7 +149,7 @@ func (c *h1conn) upstream(d dest) (*upstream, error) {
 		conn.Close()
 		return nil, fmt.Errorf("dial %s: %w", d.name, context.Cause(c.ctx))
 	}
-	c.ups[d.index] = u
+	c.ups[d.name] = u
 	return u, nil
 }
 
@@ -157,8 +157,8 @@ func (c *h1conn) upstream(d dest) (*upstream, error) {
 func (c *h1conn) drop(d dest, u *upstream) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ups[d.index] == u {
-		delete(c.ups, d.index)
+	if c.ups[d.name] == u {
+		delete(c.ups, d.name)
 	}
 	u.conn.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -606,5 +607,40 @@ func TestHTTP1KeptConnectionClosedWhileIdle(t *testing.T) {
 	}
 	if app.accepted() != 2 {
 		t.Errorf("the app got %d connections; want 2", app.accepted())
+	}
+}
+
+// With Live, one keep-alive connection follows the intercepts as they change: a request is routed
+// by the routes of its own time, not of its connection's.
+func TestHTTP1LiveRoutes(t *testing.T) {
+	app, alice := &recorder{name: "app"}, &recorder{name: "alice"}
+	appSrv, aliceSrv := httptest.NewServer(app), httptest.NewServer(alice)
+	defer appSrv.Close()
+	defer aliceSrv.Close()
+	var routes atomic.Pointer[[]Route]
+	routes.Store(&[]Route{})
+	r := startRouter(t, Config{Live: func() Routing {
+		return Routing{App: tcpDialer(appSrv.Listener.Addr().String()), Routes: *routes.Load()}
+	}})
+	c := r.dial(t)
+	br := bufio.NewReader(c)
+	get := func(path string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: svc\r\nX-Dev: alice\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_, body := readResponse(t, br, "GET")
+		return body
+	}
+	if got := get("/before"); got != "app /before" {
+		t.Errorf("before the intercept: %q", got)
+	}
+	routes.Store(&[]Route{{Name: "alice", Match: devHeader("alice"), Dial: tcpDialer(aliceSrv.Listener.Addr().String())}})
+	if got := get("/during"); got != "alice /during" {
+		t.Errorf("during the intercept: %q", got)
+	}
+	routes.Store(&[]Route{})
+	if got := get("/after"); got != "app /after" {
+		t.Errorf("after the intercept: %q", got)
 	}
 }

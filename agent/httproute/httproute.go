@@ -110,10 +110,21 @@ type Config struct {
 	// Routes are tried in order; the first non-wiretap route that matches answers the request,
 	// and every matching wiretap gets a copy.
 	Routes []Route
+	// Live, when set, gives the app and the routes afresh for each request (or stream), in place
+	// of App and Routes: a connection that stays open (keep-alive, a gRPC channel) then follows
+	// intercepts that start and end. Upstream connections are kept by destination name.
+	Live func() Routing
 	// SniffTimeout bounds the wait for a connection's first bytes before it goes to the app whole
 	// (a server-speaks-first protocol); 0 means DefaultSniffTimeout.
 	SniffTimeout time.Duration
 	Stats        *Stats // the port's totals over every route and the app; may be nil
+}
+
+// Routing is what Config.Live gives: where requests go now.
+type Routing struct {
+	App     Dialer
+	AppName string // for logs and error pages, and the key of its kept connections; "" is "the app"
+	Routes  []Route
 }
 
 // Defaults of Config.

@@ -31,21 +31,34 @@ func newConfig(cfg Config) *config {
 	return c
 }
 
-// dest is where a request goes: the app (index -1) or Routes[index].
+// dest is where a request goes: the app or a route. Its name (unique: route names are) keys the
+// upstream connections kept for it.
 type dest struct {
-	index int
-	name  string // for logs and error pages
-	dial  Dialer
+	name string // for logs and error pages
+	dial Dialer
+}
+
+// routing is where requests go now: Live's answer, or App and Routes.
+func (c *config) routing() Routing {
+	r := Routing{App: c.App, Routes: c.Routes}
+	if c.Live != nil {
+		r = c.Live()
+	}
+	if r.AppName == "" {
+		r.AppName = "the app"
+	}
+	return r
 }
 
 // route picks the destination of one request and the wiretaps that get a copy, and counts it,
 // for the port and for the routes it takes. Both HTTP/1.x requests and h2c streams come here
 // once each, so the counts are of requests, whatever connections carry them.
 func (c *config) route(path string, h http.Header) (dest, []*Tap) {
-	d := dest{index: -1, name: "the app", dial: c.App}
+	now := c.routing()
+	d := dest{name: now.AppName, dial: now.App}
 	found := false
 	var taps []*Tap
-	for i, r := range c.Routes {
+	for _, r := range now.Routes {
 		if !r.Match.Match(path, h) {
 			continue
 		}
@@ -56,7 +69,7 @@ func (c *config) route(path string, h http.Header) (dest, []*Tap) {
 				r.Stats.Requests.Add(1)
 			}
 		case r.Dial != nil && !found:
-			d, found = dest{index: i, name: "intercept " + r.Name, dial: r.Dial}, true
+			d, found = dest{name: "intercept " + r.Name, dial: r.Dial}, true
 			if r.Stats != nil {
 				r.Stats.Requests.Add(1)
 				r.Stats.Intercepted.Add(1)

@@ -36,7 +36,8 @@ func serve(parent context.Context, in Conn, cfg Config) error {
 // passThrough joins the client connection with the app, replaying the sniffed bytes.
 func passThrough(ctx context.Context, in Conn, rc *replayConn, c *config) error {
 	c.stats.NotHTTP.Add(1)
-	d := dest{index: -1, name: "the app", dial: c.App}
+	now := c.routing()
+	d := dest{name: now.AppName, dial: now.App}
 	conn, err := dialDest(ctx, d)
 	if err != nil {
 		return fmt.Errorf("pass a connection through: %w", err)

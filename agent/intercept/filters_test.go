@@ -206,7 +206,8 @@ func oneConnection(t *testing.T) *http.Client {
 
 // TestFilteredIntercepts: requests of one keep-alive connection go to alice, bob or the app by
 // their header; the counters count each intercept's requests and are reported to the manager;
-// when alice's intercept goes, her requests go to the app and bob's still to bob.
+// when alice's intercept goes, her requests go to the app and bob's still to bob, on the same
+// connection.
 func TestFilteredIntercepts(t *testing.T) {
 	needServe(t)
 	app, alice, bob := newNameServer(t, "app"), newNameServer(t, "alice"), newNameServer(t, "bob")
@@ -267,12 +268,15 @@ func TestFilteredIntercepts(t *testing.T) {
 	r.Set(session, []*managerv1.AgentTarget{
 		{AgentPort: 9900, TargetPort: int32(app.port()), Protocol: managerv1.Protocol_PROTOCOL_TCP, InterceptId: "i-bob", HttpFilter: headerFilter("x-dev", "bob")},
 	})
-	c2 := oneConnection(t) // routes are chosen per connection
-	if got := get(t, c2, url, "alice"); got != "app" {
+	// The same keep-alive connection follows the change: routes are chosen per request.
+	if got := get(t, c, url, "alice"); got != "app" {
 		t.Errorf("alice's request after she left: %q, want app", got)
 	}
-	if got := get(t, c2, url, "bob"); got != "bob" {
+	if got := get(t, c, url, "bob"); got != "bob" {
 		t.Errorf("bob's request after alice left: %q, want bob", got)
+	}
+	if got := fwd.Stats().Conns; got > 1 {
+		t.Errorf("%d connections to the agent, want the one keep-alive connection", got)
 	}
 	if _, counters := r.Counters(); len(counters) != 1 || counters[0].GetInterceptId() != "i-bob" {
 		t.Errorf("counters after alice left: %v", counters)

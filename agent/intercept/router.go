@@ -153,11 +153,46 @@ func (r *Router) dialDeveloper(ctx context.Context, session string, rt *route, n
 // wiretap that matches, and the rest (and connections that are not HTTP) to the app, or to the
 // intercept of whole connections that shares the target with wiretaps.
 func (r *Router) httpRoutes(session string, p *port, t forward.Target) forward.Destination {
+	now := r.routing(session, p, t)
+	key := routeKey{t.AgentPort, t.Network}
+	cfg := httproute.Config{Log: r.log, Stats: p.stats, Live: func() httproute.Routing {
+		// Each request is routed by the intercepts of its time: a connection that stays open
+		// (keep-alive, a gRPC channel) follows them as they start and end.
+		r.mu.Lock()
+		p, ok := r.routes[key]
+		session := r.session
+		r.mu.Unlock()
+		if !ok {
+			return httproute.Routing{App: withTimeout(r.app.Dial, t), AppName: r.app.Name}
+		}
+		return r.routing(session, p, t).Routing
+	}}
+	return forward.Destination{
+		Name: "HTTP routes of " + now.describe,
+		Dial: now.fallback.Dial,
+		Serve: func(ctx context.Context, client forward.Conn) error {
+			return httproute.Serve(ctx, client, cfg)
+		},
+	}
+}
+
+// portRouting is a port's routes as httproute takes them, with what their destination says of
+// them.
+type portRouting struct {
+	httproute.Routing
+	fallback forward.Destination
+	describe string
+}
+
+// routing is where the requests of port p go: each filtered intercept and wiretap, and the rest
+// to the app, or to the intercept of whole connections that shares the port with wiretaps.
+func (r *Router) routing(session string, p *port, t forward.Target) portRouting {
 	fallback := r.app
 	if p.whole != nil {
 		fallback = r.developer(session, p.whole)
 	}
-	cfg := httproute.Config{Log: r.log, App: withTimeout(fallback.Dial, t), Stats: p.stats}
+	pr := portRouting{fallback: fallback}
+	pr.App, pr.AppName = withTimeout(fallback.Dial, t), fallback.Name
 	ids := make([]string, 0, len(p.perRequest))
 	for _, rt := range p.perRequest {
 		ids = append(ids, rt.interceptID)
@@ -167,15 +202,10 @@ func (r *Router) httpRoutes(session string, p *port, t forward.Target) forward.D
 		if rt.tap == nil {
 			hr.Dial = withTimeout(r.developer(session, rt).Dial, t)
 		}
-		cfg.Routes = append(cfg.Routes, hr)
+		pr.Routes = append(pr.Routes, hr)
 	}
-	return forward.Destination{
-		Name: "HTTP routes of " + strings.Join(ids, ",") + " (else " + fallback.Name + ")",
-		Dial: fallback.Dial,
-		Serve: func(ctx context.Context, client forward.Conn) error {
-			return httproute.Serve(ctx, client, cfg)
-		},
-	}
+	pr.describe = strings.Join(ids, ",") + " (else " + fallback.Name + ")"
+	return pr
 }
 
 // withTimeout binds a forward.Dialer to a TCP target as an httproute.Dialer that gives up after

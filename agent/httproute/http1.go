@@ -217,6 +217,14 @@ func (c *h1conn) exchange(req *head) (keep bool, err error) {
 // wiretaps) so that the connection can go on with the next request.
 func (c *h1conn) badGateway(req *head, d dest, cp *tapCopy, taps []*Tap, dialErr error) (bool, error) {
 	c.cfg.log.Warn("cannot reach the destination of a request", "destination", d.name, "error", dialErr)
+	if strings.EqualFold(trimOWS(req.header.Get("Expect")), "100-continue") {
+		// The client waits for a 100 before it sends the body: answer now, and end the
+		// connection, since the body will not come on it.
+		if err := c.writeText(http.StatusBadGateway, badGatewayText(d), true); err != nil {
+			return false, fmt.Errorf("write response: %w", err)
+		}
+		return false, nil
+	}
 	x := relay{r: c.cr, w: bufio.NewWriterSize(io.Discard, 512), tee: cp.writer()}
 	if err := x.requestBody(req); err != nil {
 		c.reply(http.StatusBadGateway, badGatewayText(d))

@@ -424,6 +424,15 @@ func TestHTTP1DialFailure(t *testing.T) {
 	if _, body := readResponse(t, br, "GET"); body != "app /y" {
 		t.Fatalf("next request got %q; want app /y", body)
 	}
+
+	// A client that waits for 100 Continue before its body gets the 502 at once.
+	c = r.dial(t)
+	br = bufio.NewReader(c)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST /z HTTP/1.1\r\nHost: svc\r\nX-Dev: alice\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+	if resp, _ := readResponse(t, br, "POST"); resp.StatusCode != http.StatusBadGateway || !resp.Close {
+		t.Fatalf("with Expect: 100-continue: %d (close %v); want 502 and the connection closed", resp.StatusCode, resp.Close)
+	}
 }
 
 func TestHTTP1HeadTooLarge(t *testing.T) {

@@ -130,8 +130,8 @@ type Routing struct {
 // Defaults of Config.
 const (
 	DefaultSniffTimeout = 2 * time.Second
-	DefaultWiretapQueue = 256
-	DefaultWiretapBody  = 1 << 20
+	DefaultWiretapQueue = 64
+	DefaultWiretapBody  = 64 << 10
 )
 
 // Stats counts what Serve did, across connections: Config.Stats for the whole port (a Router

@@ -103,10 +103,14 @@ func readHead(r *bufio.Reader, skipEmpty bool) (h *head, started bool, err error
 		h.fields = append(h.fields, f)
 		h.header[textproto.CanonicalMIMEHeaderKey(f.name)] = append(h.header[textproto.CanonicalMIMEHeaderKey(f.name)], f.value)
 	}
+	// The first line first: the framing depends on the version.
+	if err := h.parseFirst(string(lines[0])); err != nil {
+		return h, true, err
+	}
 	if err := h.parseFraming(); err != nil {
 		return nil, true, err
 	}
-	return h, true, h.parseFirst(string(lines[0]))
+	return h, true, nil
 }
 
 // readLine reads through the next '\n', at most max bytes.
@@ -184,7 +188,7 @@ func validTarget(t string) bool {
 func (h *head) parseFraming() error {
 	for _, v := range h.header["Connection"] {
 		for tok := range strings.SplitSeq(v, ",") {
-			switch strings.ToLower(strings.TrimSpace(tok)) {
+			switch strings.ToLower(trimOWS(tok)) {
 			case "close":
 				h.connClose = true
 			case "keep-alive":
@@ -195,10 +199,15 @@ func (h *head) parseFraming() error {
 		}
 	}
 	if tes := h.header["Transfer-Encoding"]; len(tes) > 0 {
+		// HTTP/1.0 has no transfer codings: servers that ignore the header would read a request's
+		// chunks as the next request (RFC 9112 6.1: faulty framing).
+		if h.minor == 0 && h.method != "" {
+			return fmt.Errorf("%w: Transfer-Encoding in HTTP/1.0", errMalformed)
+		}
 		var last string
 		for _, v := range tes {
 			for tok := range strings.SplitSeq(v, ",") {
-				if tok = strings.TrimSpace(tok); tok != "" {
+				if tok = trimOWS(tok); tok != "" {
 					last = tok
 				}
 			}
@@ -208,14 +217,32 @@ func (h *head) parseFraming() error {
 	}
 	for _, v := range h.header["Content-Length"] {
 		for tok := range strings.SplitSeq(v, ",") {
-			n, err := strconv.ParseInt(strings.TrimSpace(tok), 10, 64)
-			if err != nil || n < 0 || (h.contentLength >= 0 && n != h.contentLength) {
+			tok = trimOWS(tok)
+			n, err := strconv.ParseInt(tok, 10, 64)
+			if err != nil || !digits(tok) || (h.contentLength >= 0 && n != h.contentLength) {
 				return fmt.Errorf("%w: Content-Length %q", errMalformed, v)
 			}
 			h.contentLength = n
 		}
 	}
 	return nil
+}
+
+// trimOWS trims HTTP's optional whitespace (SP and HTAB) only: strings.TrimSpace would also take
+// Unicode spaces, which other parsers do not, and so read a field differently than they do.
+func trimOWS(s string) string { return strings.Trim(s, " \t") }
+
+// digits reports whether s is one or more ASCII digits: Content-Length has no sign.
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // relay moves one message body (or raw bytes) from r to w. It flushes w whenever it is about to

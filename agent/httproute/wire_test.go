@@ -159,3 +159,18 @@ func TestRelayChunkedIsVerbatim(t *testing.T) {
 		}
 	}
 }
+
+// Requests whose framing other parsers would read differently are refused.
+func TestRequestFramingRefused(t *testing.T) {
+	for _, raw := range []string{
+		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n",
+		"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\u00a0\r\n\r\n",
+	} {
+		h, _, err := readHead(bufio.NewReader(strings.NewReader(raw)), true)
+		if err == nil && !h.otherCoding {
+			t.Errorf("%q was read as chunked %v, length %d; want it refused", raw, h.chunked, h.contentLength)
+		}
+	}
+}

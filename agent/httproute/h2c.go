@@ -107,7 +107,14 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.leave()
-	d, taps := h.cfg.route(r.URL.Path, r.Header)
+	// HTTP/2 carries the host as :authority, which net/http puts in r.Host, not in r.Header: a
+	// Host filter matches it as it does an HTTP/1.1 Host line.
+	hdr := r.Header
+	if r.Host != "" && len(hdr.Values("Host")) == 0 {
+		hdr = hdr.Clone()
+		hdr.Set("Host", r.Host)
+	}
+	d, taps := h.cfg.route(r.URL.Path, hdr)
 	if len(taps) > 0 {
 		cp := newTapCopyH2(r, taps)
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {

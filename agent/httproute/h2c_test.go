@@ -315,3 +315,25 @@ func TestH2CServeEndsWithContext(t *testing.T) {
 		t.Error("the client's stream ended cleanly; want an error")
 	}
 }
+
+// A Host filter matches an h2c stream's :authority, as it matches an HTTP/1.1 Host line.
+func TestH2CHostFilter(t *testing.T) {
+	r := startRouter(t, Config{
+		App:    tcpDialer(startH2CServer(t, &recorder{name: "app"})),
+		Routes: []Route{{Name: "alice", Match: mustCompile(t, Filter{Headers: []HeaderMatch{{Name: "Host", Value: "alice\\.example"}}}), Dial: tcpDialer(startH2CServer(t, &recorder{name: "alice"}))}},
+	})
+	client := h2cClient(t)
+	for host, want := range map[string]string{"alice.example": "alice /x", "bob.example": "app /x"} {
+		req, _ := http.NewRequest("GET", "http://"+r.addr+"/x", nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Errorf("host %s answered %q, want %q", host, body, want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package intercept
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"teledock.dev/teledock/agent/forward"
-	"teledock.dev/teledock/agent/httproute"
 	"teledock.dev/teledock/agent/internal/managertest"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 )
@@ -34,29 +32,6 @@ func (eofConn) Read([]byte) (int, error)    { return 0, io.EOF }
 func (eofConn) Write(p []byte) (int, error) { return len(p), nil }
 func (eofConn) Close() error                { return nil }
 func (eofConn) CloseWrite() error           { return nil }
-
-// httprouteServes reports whether httproute's Serve and Tap are implemented (branch
-// i13-httproute); until then they panic and the tests that route requests are skipped.
-func httprouteServes() (ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	fail := func(context.Context) (httproute.Conn, error) { return nil, errors.New("no") }
-	httproute.NewTap(httproute.TapConfig{Dial: fail}).Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = httproute.Serve(ctx, eofConn{}, httproute.Config{App: fail, SniffTimeout: 10 * time.Millisecond})
-	return true
-}
-
-func needServe(t *testing.T) {
-	t.Helper()
-	if !httprouteServes() {
-		t.Skip("httproute.Serve and Tap are not implemented yet (branch i13-httproute)")
-	}
-}
 
 func TestRouterSetFiltered(t *testing.T) {
 	app := forward.Destination{Name: "app", Dial: func(context.Context, string, forward.Target) (forward.Conn, error) { return nil, nil }}
@@ -91,7 +66,6 @@ func TestRouterSetFiltered(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.wiretaps {
-				needServe(t)
 			}
 			r, err := NewRouter(managertest.Logger(t), noTunnels{}, app, netip.MustParseAddr("10.1.2.3"))
 			if err != nil {
@@ -209,7 +183,6 @@ func oneConnection(t *testing.T) *http.Client {
 // when alice's intercept goes, her requests go to the app and bob's still to bob, on the same
 // connection.
 func TestFilteredIntercepts(t *testing.T) {
-	needServe(t)
 	app, alice, bob := newNameServer(t, "app"), newNameServer(t, "alice"), newNameServer(t, "bob")
 	r, fwd, m, session := filteredSetup(t, app, map[string]*nameServer{"i-alice": alice, "i-bob": bob})
 	r.Set(session, []*managerv1.AgentTarget{
@@ -285,7 +258,6 @@ func TestFilteredIntercepts(t *testing.T) {
 
 // TestWiretap: the app answers every request, and the wiretap's handler gets a copy of each.
 func TestWiretap(t *testing.T) {
-	needServe(t)
 	app, tap := newNameServer(t, "app"), newNameServer(t, "tap")
 	r, fwd, _, session := filteredSetup(t, app, map[string]*nameServer{"i-tap": tap})
 	r.Set(session, []*managerv1.AgentTarget{

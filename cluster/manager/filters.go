@@ -176,3 +176,30 @@ func sumCounters(byPod map[string]*managerv1.InterceptCounters) *managerv1.Inter
 	}
 	return sum
 }
+
+// replaceConflict refuses to stop a container whose app answers requests for an intercept of
+// another port: --replace removes the app container, while a filtered intercept or a wiretap of
+// the same container needs its app for the requests it does not take (or only copies), in
+// whichever order the two are made. x is an intercept of the same workload.
+func replaceConflict(x *intercept, req *managerv1.CreateInterceptRequest, t agentconfig.Target) error {
+	if x.target.ContainerName != t.ContainerName {
+		return nil
+	}
+	perRequest := req.GetWiretap() || httpfilter.Selects(req.GetHttpFilter())
+	switch {
+	case req.GetReplace() && x.perRequest():
+		return fmt.Errorf("%w: --replace would stop container %s, whose app answers the requests intercept %q (%s) does not take; leave it first, or intercept without --replace",
+			errConflict, t.ContainerName, x.name, describeKind(x))
+	case perRequest && x.replace:
+		return fmt.Errorf("%w: intercept %q replaces container %s, so no app is left to answer the requests an HTTP filter or wiretap does not take; leave it first",
+			errConflict, x.name, t.ContainerName)
+	}
+	return nil
+}
+
+func describeKind(x *intercept) string {
+	if x.wiretap {
+		return "a wiretap"
+	}
+	return "HTTP filter " + describeFilter(x.filter)
+}

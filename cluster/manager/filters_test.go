@@ -13,29 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"teledock.dev/teledock/agent/httproute"
 	managerv1 "teledock.dev/teledock/api/manager/v1"
 	"teledock.dev/teledock/cluster/workload"
 )
-
-// httprouteReady reports whether package httproute is implemented; until it is, its functions
-// panic, and tests of filters (which Compile, Overlaps and String them) are skipped.
-func httprouteReady() (ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	_ = httproute.Filter{}.String()
-	return true
-}
-
-func needHTTPRoute(t *testing.T) {
-	t.Helper()
-	if !httprouteReady() {
-		t.Skip("package httproute is not implemented yet (branch i13-httproute)")
-	}
-}
 
 func header(name, value string) *managerv1.HttpFilter {
 	return &managerv1.HttpFilter{Headers: []*managerv1.HttpHeaderMatch{{Name: name, Value: value}}}
@@ -76,7 +56,6 @@ func TestConflictWith(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.needsRouting {
-				needHTTPRoute(t)
 			}
 			got, detail := conflictWith(tt.existing, tt.filter, tt.wiretap)
 			if got != tt.want || !strings.Contains(detail, tt.detail) {
@@ -161,7 +140,6 @@ func TestWiretapAndCounters(t *testing.T) {
 // TestFilteredIntercepts: personal intercepts of one port coexist while their filters are
 // disjoint; overlaps, whole intercepts, bad filters, --replace and UDP ports are refused.
 func TestFilteredIntercepts(t *testing.T) {
-	needHTTPRoute(t)
 	checkGoroutines(t)
 	objs := append(echoDeployment("echo"), echoService("echo", "echo",
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
@@ -208,6 +186,10 @@ func TestFilteredIntercepts(t *testing.T) {
 			codes.InvalidArgument, "TCP ports only, and port dns (53/UDP) is UDP"},
 		{"UDP wiretap", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "dns", Workload: "echo", Port: "dns", Wiretap: true},
 			codes.InvalidArgument, "TCP ports only"},
+		// Another port of the same container: replacing it would stop the app that answers what
+		// alice's and bob's filters do not take.
+		{"replace another port", &managerv1.CreateInterceptRequest{SessionId: carol, Name: "dns", Workload: "echo", Port: "dns", Replace: true},
+			codes.FailedPrecondition, "--replace would stop container app, whose app answers the requests intercept"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

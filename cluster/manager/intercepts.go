@@ -326,7 +326,13 @@ func (m *Manager) claim(s *session, req *managerv1.CreateInterceptRequest, key w
 			mine = x
 			continue
 		}
-		if x.workload != key || !sameBackend(x.target, target) {
+		if x.workload != key {
+			continue
+		}
+		if err := replaceConflict(x, req, target); err != nil {
+			return nil, nil, err
+		}
+		if !sameBackend(x.target, target) {
 			continue
 		}
 		if refused, detail := conflictWith(x, req.GetHttpFilter(), req.GetWiretap()); refused {

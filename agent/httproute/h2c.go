@@ -217,10 +217,11 @@ func (h *h2handler) proxy(d dest) *h2proxy {
 	}
 	log := h.cfg.log
 	p := &h2proxy{tr: tr, rp: &httputil.ReverseProxy{
-		Rewrite:       rewriteKeep,
-		Transport:     tr,
-		FlushInterval: -1, // gRPC and other streams: every write goes out at once
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Rewrite:        rewriteKeep,
+		Transport:      tr,
+		FlushInterval:  -1, // gRPC and other streams: every write goes out at once
+		ModifyResponse: trailersOnly,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil {
 				log.Warn("cannot proxy a request", "destination", d.name, "path", r.URL.Path, "error", err)
@@ -232,6 +233,27 @@ func (h *h2handler) proxy(d dest) *h2proxy {
 	}}
 	h.proxies[d.name] = p
 	return p
+}
+
+// trailersOnly keeps a gRPC "trailers-only" answer (an error: grpc-status in the one HEADERS
+// frame that ends the stream) valid through the proxy. net/http reads it as a response whose
+// header holds grpc-status, and the proxy may flush that header before it ends the stream, which
+// gRPC clients reject ("closed the stream without sending trailers"); sent as trailers, the
+// status arrives after the (empty) body whatever the flushing.
+func trailersOnly(resp *http.Response) error {
+	if resp.Header.Get("Grpc-Status") == "" || len(resp.Trailer) > 0 || resp.ContentLength > 0 {
+		return nil
+	}
+	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+		if v, ok := resp.Header[k]; ok {
+			if resp.Trailer == nil {
+				resp.Trailer = http.Header{}
+			}
+			resp.Trailer[k] = v
+			delete(resp.Header, k)
+		}
+	}
+	return nil
 }
 
 // rewriteKeep sends the request on as the client sent it: same authority, query and forwarding

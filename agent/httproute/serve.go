@@ -3,6 +3,8 @@ package httproute
 import (
 	"context"
 	"fmt"
+
+	"teledock.dev/teledock/internal/flow"
 )
 
 // serve does the work of Serve.
@@ -24,6 +26,8 @@ func serve(parent context.Context, in Conn, cfg Config) error {
 		err = serveHTTP1(ctx, client, rc, c)
 	case proto == protoH2C:
 		err = serveH2C(ctx, rc, c)
+	case proto == protoSilent:
+		err = serveSilent(ctx, client, rc, c)
 	default:
 		err = passThrough(ctx, client, rc, c)
 	}
@@ -46,6 +50,59 @@ func passThrough(ctx context.Context, in Conn, rc *replayConn, c *config) error 
 	defer app.Close()
 	stop := context.AfterFunc(ctx, func() { app.Close() })
 	defer stop()
-	join(rc, in, app, app)
+	joinApp(rc, app)
 	return nil
+}
+
+// serveSilent serves a connection whose client said nothing within the sniff timeout: a protocol
+// in which the server speaks first, or an HTTP client that opened its connection ahead of its
+// first request (a pool). The app is dialled, and whichever side speaks first decides: the app,
+// and the connection is the app's whole; the client, and its bytes are sniffed as usual (the
+// app's connection is then dropped unless they are not HTTP).
+func serveSilent(ctx context.Context, in Conn, rc *replayConn, c *config) error {
+	now := c.routing()
+	conn, err := dialDest(ctx, dest{name: now.AppName, dial: now.App})
+	if err != nil {
+		return fmt.Errorf("pass a connection through: %w", err)
+	}
+	app := &onceConn{Conn: conn}
+	defer app.Close()
+	stop := context.AfterFunc(ctx, func() { app.Close() })
+	defer stop()
+	appRC := &replayConn{Conn: app, pending: startRead(app)}
+	select {
+	case r := <-appRC.pending:
+		appRC.pending, appRC.buf, appRC.err = nil, r.data, r.err
+	case r := <-rc.pending:
+		rc.pending, rc.buf, rc.err = nil, append(rc.buf, r.data...), r.err
+		switch rc.sniff(ctx, nil) {
+		case protoHTTP1:
+			app.Close()
+			<-appRC.pending // the read ends with the connection
+			return serveHTTP1(ctx, in, rc, c)
+		case protoH2C:
+			app.Close()
+			<-appRC.pending
+			return serveH2C(ctx, rc, c)
+		}
+	case <-ctx.Done():
+		return nil
+	}
+	c.stats.NotHTTP.Add(1)
+	joinApp(rc, appRC)
+	return nil
+}
+
+// joinApp joins a client connection with the app's, half-closes passed on (flow.Join).
+func joinApp(client, app flow.End) {
+	_ = flow.Join(flow.Side{Name: "client", End: client}, flow.Side{Name: "app", End: app}, func() {
+		closeEnd(client)
+		closeEnd(app)
+	})
+}
+
+func closeEnd(e flow.End) {
+	if c, ok := e.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
 }

@@ -13,7 +13,8 @@ type protocol int
 const (
 	protoOther protocol = iota // not HTTP, or silent: the app gets it whole
 	protoHTTP1
-	protoH2C // HTTP/2 with prior knowledge (h2c, gRPC)
+	protoH2C    // HTTP/2 with prior knowledge (h2c, gRPC)
+	protoSilent // nothing yet: a server-speaks-first protocol, or a client's connection opened ahead
 )
 
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -63,34 +64,39 @@ func startRead(c io.Reader) chan readResult {
 	return ch
 }
 
-// sniff reads the first bytes of in until they tell the protocol, they end, or timeout passes.
-// The returned conn replays what was read.
+// sniff reads the first bytes of in until they tell the protocol, they end, or timeout passes
+// (protoSilent). The returned conn replays what was read.
 func sniff(ctx context.Context, in Conn, timeout time.Duration) (protocol, *replayConn) {
 	rc := &replayConn{Conn: in}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	return rc.sniff(ctx, timer.C), rc
+}
+
+// sniff reads until the bytes read so far tell the protocol, the client's stream ends, or timeout
+// fires (protoSilent; nil: never). A read still in flight is left pending for Read.
+func (rc *replayConn) sniff(ctx context.Context, timeout <-chan time.Time) protocol {
 	for {
+		if len(rc.buf) > 0 {
+			if p, decided := classifyPrefix(rc.buf); decided {
+				return p
+			}
+		}
+		if rc.err != nil {
+			return protoOther
+		}
 		if rc.pending == nil {
-			rc.pending = startRead(in)
+			rc.pending = startRead(rc.Conn)
 		}
 		select {
 		case r := <-rc.pending:
 			rc.pending = nil
 			rc.buf = append(rc.buf, r.data...)
-			if r.err != nil {
-				rc.err = r.err
-				if p, decided := classifyPrefix(rc.buf); decided {
-					return p, rc
-				}
-				return protoOther, rc
-			}
-			if p, decided := classifyPrefix(rc.buf); decided {
-				return p, rc
-			}
-		case <-timer.C:
-			return protoOther, rc
+			rc.err = r.err
+		case <-timeout:
+			return protoSilent
 		case <-ctx.Done():
-			return protoOther, rc
+			return protoOther
 		}
 	}
 }

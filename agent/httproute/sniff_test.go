@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -99,5 +100,36 @@ func TestServerSpeaksFirst(t *testing.T) {
 	}
 	if stats.NotHTTP.Load() != 1 {
 		t.Errorf("NotHTTP = %d; want 1", stats.NotHTTP.Load())
+	}
+}
+
+// A client that opens its connection ahead of its first request (a pool) and is silent past the
+// sniff timeout is still routed per request: the app, dialled meanwhile, said nothing first.
+func TestClientOpensAhead(t *testing.T) {
+	app, alice := &recorder{name: "app"}, &recorder{name: "alice"}
+	appSrv, aliceSrv := httptest.NewServer(app), httptest.NewServer(alice)
+	defer appSrv.Close()
+	defer aliceSrv.Close()
+	var stats Stats
+	r := startRouter(t, Config{
+		App:          tcpDialer(appSrv.Listener.Addr().String()),
+		Routes:       []Route{{Name: "alice", Match: devHeader("alice"), Dial: tcpDialer(aliceSrv.Listener.Addr().String())}},
+		SniffTimeout: 20 * time.Millisecond,
+		Stats:        &stats,
+	})
+	c := r.dial(t)
+	br := bufio.NewReader(c)
+	// Silence past the sniff timeout is the case under test: nothing to poll for.
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(c, "GET /ahead HTTP/1.1\r\nHost: svc\r\nX-Dev: alice\r\n\r\n")
+	if _, body := readResponse(t, br, "GET"); body != "alice /ahead" {
+		t.Fatalf("request after a silence answered %q; want alice /ahead", body)
+	}
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if _, body := readResponse(t, br, "GET"); body != "app /next" {
+		t.Fatalf("next request answered %q; want app /next", body)
+	}
+	if stats.NotHTTP.Load() != 0 {
+		t.Errorf("NotHTTP = %d; want 0", stats.NotHTTP.Load())
 	}
 }

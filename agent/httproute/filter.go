@@ -69,7 +69,7 @@ func (m *Matcher) match(path string, h http.Header) bool {
 		return false
 	}
 	for _, hm := range m.headers {
-		if !anyMatches(hm.re, headerValues(h, hm.key)) {
+		if !allMatch(hm.re, headerValues(h, hm.key)) {
 			return false
 		}
 	}
@@ -90,15 +90,17 @@ func headerValues(h http.Header, key string) []string {
 	return vs
 }
 
-// anyMatches: a request that lacks the header does not match, even a pattern that accepts the
-// empty string; a header sent several times matches when one of its values does.
-func anyMatches(re *regexp.Regexp, vs []string) bool {
+// allMatch: a request that lacks the header does not match, even a pattern that accepts the
+// empty string; a header sent several times matches only when every value does, so that two
+// filters with different literal values (which Overlaps calls disjoint) never both match one
+// request that carries both.
+func allMatch(re *regexp.Regexp, vs []string) bool {
 	for _, v := range vs {
-		if re.MatchString(v) {
-			return true
+		if !re.MatchString(v) {
+			return false
 		}
 	}
-	return false
+	return len(vs) > 0
 }
 
 // overlaps does the work of Filter.Overlaps.

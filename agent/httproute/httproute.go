@@ -16,8 +16,9 @@ import (
 )
 
 // Filter selects requests. Header values and PathRegex are Go regular expressions that must match
-// the whole value; header names are case-insensitive. All header matches and the path match must
-// hold. The zero Filter matches every request.
+// the whole value; header names are case-insensitive; a header sent several times must match with
+// every value. All header matches and the path match must hold. The zero Filter matches every
+// request.
 type Filter struct {
 	Headers    []HeaderMatch
 	PathEqual  string

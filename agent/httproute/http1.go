@@ -87,7 +87,11 @@ func serveHTTP1(ctx context.Context, in Conn, rc *replayConn, cfg *config) error
 	defer stop()
 	defer c.closeAll()
 	for {
+		// A client gets headIdleTimeout to send its next request head whole: idle keep-alive
+		// connections and heads sent a byte at a time do not hold the agent's memory for ever.
+		idle := time.AfterFunc(headIdleTimeout, c.closeAll)
 		req, _, err := readHead(c.cr, true)
+		idle.Stop()
 		switch {
 		case errors.Is(err, io.EOF):
 			return nil // the client is done
@@ -113,6 +117,9 @@ func serveHTTP1(ctx context.Context, in Conn, rc *replayConn, cfg *config) error
 		}
 	}
 }
+
+// headIdleTimeout bounds the wait for each request head, from the end of the previous exchange.
+const headIdleTimeout = 2 * time.Minute
 
 // closeAll closes the client connection and every upstream; it unblocks whatever waits on them.
 func (c *h1conn) closeAll() {

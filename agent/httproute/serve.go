@@ -40,18 +40,28 @@ func serve(parent context.Context, in Conn, cfg Config) error {
 // passThrough joins the client connection with the app, replaying the sniffed bytes.
 func passThrough(ctx context.Context, in Conn, rc *replayConn, c *config) error {
 	c.stats.NotHTTP.Add(1)
-	now := c.routing()
-	d := dest{name: now.AppName, dial: now.App}
-	conn, err := dialDest(ctx, d)
+	app, done, err := dialApp(ctx, c)
 	if err != nil {
-		return fmt.Errorf("pass a connection through: %w", err)
+		return err
 	}
-	app := &onceConn{Conn: conn}
-	defer app.Close()
-	stop := context.AfterFunc(ctx, func() { app.Close() })
-	defer stop()
+	defer done()
 	joinApp(rc, app)
 	return nil
+}
+
+// dialApp dials the app for a connection that goes there whole; ctx's end closes it, as done does.
+func dialApp(ctx context.Context, c *config) (app *onceConn, done func(), err error) {
+	now := c.routing()
+	conn, err := dialDest(ctx, dest{name: now.AppName, dial: now.App})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pass a connection through: %w", err)
+	}
+	app = &onceConn{Conn: conn}
+	stop := context.AfterFunc(ctx, func() { app.Close() })
+	return app, func() {
+		stop()
+		app.Close()
+	}, nil
 }
 
 // serveSilent serves a connection whose client said nothing within the sniff timeout: a protocol
@@ -60,15 +70,11 @@ func passThrough(ctx context.Context, in Conn, rc *replayConn, c *config) error 
 // and the connection is the app's whole; the client, and its bytes are sniffed as usual (the
 // app's connection is then dropped unless they are not HTTP).
 func serveSilent(ctx context.Context, in Conn, rc *replayConn, c *config) error {
-	now := c.routing()
-	conn, err := dialDest(ctx, dest{name: now.AppName, dial: now.App})
+	app, done, err := dialApp(ctx, c)
 	if err != nil {
-		return fmt.Errorf("pass a connection through: %w", err)
+		return err
 	}
-	app := &onceConn{Conn: conn}
-	defer app.Close()
-	stop := context.AfterFunc(ctx, func() { app.Close() })
-	defer stop()
+	defer done()
 	appRC := &replayConn{Conn: app, pending: startRead(app)}
 	select {
 	case r := <-appRC.pending:

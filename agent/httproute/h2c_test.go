@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -335,5 +336,40 @@ func TestH2CHostFilter(t *testing.T) {
 		if string(body) != want {
 			t.Errorf("host %s answered %q, want %q", host, body, want)
 		}
+	}
+}
+
+// With Live, the streams of one h2c connection follow the intercepts as they change.
+func TestH2CLiveRoutes(t *testing.T) {
+	appAddr := startH2CServer(t, &recorder{name: "app"})
+	aliceAddr := startH2CServer(t, &recorder{name: "alice"})
+	var routes atomic.Pointer[[]Route]
+	routes.Store(&[]Route{})
+	r := startRouter(t, Config{Live: func() Routing {
+		return Routing{App: tcpDialer(appAddr), Routes: *routes.Load()}
+	}})
+	client := h2cClient(t)
+	get := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+r.addr+path, nil)
+		req.Header.Set("X-Dev", "alice")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if got := get("/before"); got != "app /before" {
+		t.Errorf("before the intercept: %q", got)
+	}
+	routes.Store(&[]Route{{Name: "alice", Match: devHeader("alice"), Dial: tcpDialer(aliceAddr)}})
+	if got := get("/during"); got != "alice /during" {
+		t.Errorf("during the intercept: %q", got)
+	}
+	routes.Store(&[]Route{})
+	if got := get("/after"); got != "app /after" {
+		t.Errorf("after the intercept: %q", got)
 	}
 }

@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -54,35 +53,7 @@ func framedServer(t testing.TB, s *Server) func() *FramedConn {
 func TestFramedTunnel(t *testing.T) {
 	checkGoroutines(t)
 	s := newRawTestServer(t)
-	dst := listenTCP(t, func(c *net.TCPConn) {
-		h := sha256.New()
-		if _, err := io.Copy(h, c); err != nil {
-			return
-		}
-		_, _ = c.Write(h.Sum(nil))
-		_ = c.CloseWrite()
-	})
-	conn := framedServer(t, s)()
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := DialRaw(ctx, conn, "", "s1", dst.Addr().(*net.TCPAddr).AddrPort()); err != nil {
-		t.Fatal(err)
-	}
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<17) // 2 MiB: frames split at maxFrame
-	go func() {
-		_, _ = conn.Write(payload)
-		_ = conn.CloseWrite()
-	}()
-	got, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := sha256.Sum256(payload); !bytes.Equal(got, want[:]) {
-		t.Fatalf("the destination hashed other bytes: %x", got)
-	}
-	conn.Close()
-	waitIdle(t, s)
+	checkHashRoundTrip(t, s, framedServer(t, s)(), "", 2<<20) // 2 MiB: frames split at maxFrame
 }
 
 // A flow cut short at either end is a reset at the other, never a clean end.

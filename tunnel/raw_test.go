@@ -66,6 +66,15 @@ func newRawTestServer(t testing.TB) *Server {
 func TestRawTunnel(t *testing.T) {
 	checkGoroutines(t)
 	s := newRawTestServer(t)
+	_, dial := rawServer(t, s, "tok")
+	checkHashRoundTrip(t, s, dial(), "tok", 1<<20)
+}
+
+// checkHashRoundTrip sends n bytes through the tunnel conn starts to a destination that hashes
+// what it reads until EOF and then answers, and checks the answer, read until EOF; then that the
+// server is idle.
+func checkHashRoundTrip(t *testing.T, s *Server, conn RawEnd, token string, n int) {
+	t.Helper()
 	dst := listenTCP(t, func(c *net.TCPConn) {
 		h := sha256.New()
 		if _, err := io.Copy(h, c); err != nil {
@@ -74,15 +83,13 @@ func TestRawTunnel(t *testing.T) {
 		_, _ = c.Write(h.Sum(nil))
 		_ = c.CloseWrite()
 	})
-	_, dial := rawServer(t, s, "tok")
-	conn := dial()
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := DialRaw(ctx, conn, "tok", "s1", dst.Addr().(*net.TCPAddr).AddrPort()); err != nil {
+	if err := DialRaw(ctx, conn, token, "s1", dst.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		t.Fatal(err)
 	}
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	payload := bytes.Repeat([]byte("0123456789abcdef"), n/16)
 	go func() {
 		_, _ = conn.Write(payload)
 		_ = conn.CloseWrite()
